@@ -1,0 +1,1 @@
+"""Prefect flows: one per incident type, composing the six stage tasks of tasks/."""

@@ -1,0 +1,202 @@
+"""The response engine: one incident, its playbook, the six stage tasks in the policy's order.
+
+detect → analyse → (notify initial ∥ contain → restore) → review → notify final.
+The playbook is read when the run starts, so an edited playbook applies to the next run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import get_run_logger, tags
+from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from irp.errors import IrpError
+from irp.evidence import open_store, remove_tree, temporary_store
+from irp.models import (
+    Alert,
+    Incident,
+    IncidentStatus,
+    IncidentType,
+    Severity,
+    StageOutcome,
+    TimelineEntry,
+    new_incident_id,
+)
+from irp.settings import get_settings
+from flows.playbook import load_playbook, playbook_path
+from tasks.analyse import analyse
+from tasks.contain import contain
+from tasks.detect import detect
+from tasks.notify import notify
+from tasks.restore import restore
+from tasks.review import review
+from tasks.stage import RunContext, StageResult
+
+__all__ = ["RunStopped", "RunSummary", "respond"]
+
+
+class RunStopped(IrpError):
+    """Raised at the end of a run that a failed step with on_failure: stop ended early."""
+
+
+class RunSummary(BaseModel):
+    """What a run did, for the CLI and the flow run's result."""
+
+    incident_id: str
+    type: IncidentType
+    severity: Severity
+    status: IncidentStatus
+    stages: list[StageOutcome]
+    stopped_by: str | None = None
+    escalated: bool = False
+    evidence_location: str
+    evidence: list[str] = Field(default_factory=list)
+    dry_run: bool = False
+    flow_run_id: str = ""
+
+
+_STATUS_OF = {
+    "detect": IncidentStatus.detected,
+    "analyse": IncidentStatus.analysing,
+    "contain": IncidentStatus.containing,
+    "restore": IncidentStatus.restoring,
+    "review": IncidentStatus.reviewing,
+}
+
+
+def _label_run(incident: Incident) -> None:
+    """Name the flow run after the incident and tag it with id, type and severity."""
+    run_id = flow_run.id
+    if not run_id:
+        return
+    run_tags = [f"incident:{incident.id}", f"type:{incident.type.value}", f"severity:{incident.severity.value}"]
+    if incident.dry_run:
+        run_tags.append("dry-run")
+    existing = [t for t in (flow_run.tags or []) if not t.startswith(("incident:", "type:", "severity:"))]
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run_id, name=f"{incident.id} {incident.type.value}", tags=[*existing, *run_tags])
+    except Exception as exc:  # labels are a convenience; never fail a response over them
+        get_run_logger().warning("could not label the flow run: %s", exc)
+
+
+def respond(
+    incident_type: IncidentType,
+    alert: Alert,
+    severity: Severity | None = None,
+    dry_run: bool = False,
+    incident_id: str | None = None,
+    severity_hint: Severity | None = None,
+) -> RunSummary:
+    """Run the playbook of `incident_type` on `alert`: the body of every incident flow."""
+    logger = get_run_logger()
+    settings = get_settings()
+    loaded = load_playbook(playbook_path(settings.playbooks_dir, incident_type))
+    playbook = loaded.playbook
+    if dry_run:
+        store, dry_folder = temporary_store()
+    else:
+        store, dry_folder = open_store(settings.evidence_url), None
+    incident = Incident(
+        id=incident_id or new_incident_id(),
+        type=incident_type,
+        severity=severity or severity_hint or playbook.classification.default,
+        severity_source="operator" if severity else "hint" if severity_hint else "default",
+        severity_reason="set by the operator" if severity else "",
+        title=alert.title,
+        summary=alert.description,
+        detected_at=alert.observed_at,
+        reporter=alert.source.value,
+        alerts=[alert.fingerprint],
+        playbook=loaded.ref,
+        flow_run_ids=[str(flow_run.id)] if flow_run.id else [],
+        dry_run=dry_run,
+        timeline=[TimelineEntry(kind="alert", message=f"{alert.source.value} alert: {alert.title}",
+                                data={"fingerprint": alert.fingerprint})],
+    )
+    _label_run(incident)
+    logger.info("incident %s (%s): playbook %s v%s sha256 %s", incident.id, incident_type.value,
+                playbook.name, playbook.version, loaded.ref.sha256)
+    try:
+        store.put(incident.id, f"alerts/{alert.fingerprint}.json",
+                  json.dumps(alert.raw if alert.raw is not None else alert.model_dump(mode="json"),
+                             indent=2, ensure_ascii=False, default=str).encode(),
+                  content_type="application/json", source_system=alert.source.value,
+                  source_time=alert.observed_at.isoformat())
+        store.put(incident.id, f"playbook/{Path(loaded.ref.path).name}", loaded.source,
+                  content_type="application/yaml", source_system="irp")
+        store.save_incident(incident)
+        run = RunContext(alert=alert, playbook=playbook, evidence_url=store.url, dry_run=dry_run)
+        incident, stopped_by = _run_stages(incident, run, store)
+        store.put_json(incident.id, "incident.json", incident.model_dump(mode="json"), source_system="irp")
+        store.save_incident(incident)
+        summary = RunSummary(
+            incident_id=incident.id,
+            type=incident.type,
+            severity=incident.severity,
+            status=incident.status,
+            stages=incident.stages,
+            stopped_by=stopped_by,
+            escalated=incident.escalated,
+            evidence_location="(dry run: nothing archived)" if dry_run else store.location(incident.id),
+            evidence=[item.name for item in store.manifest(incident.id)],
+            dry_run=dry_run,
+            flow_run_id=str(flow_run.id or ""),
+        )
+    finally:
+        if dry_folder:
+            remove_tree(dry_folder)
+    if stopped_by:
+        raise RunStopped(f"incident {incident.id}: step {stopped_by} failed and stopped the run; "
+                         f"evidence in {summary.evidence_location}")
+    return summary
+
+
+def _run_stages(incident: Incident, run: RunContext, store) -> tuple[Incident, str | None]:
+    """The stages in the policy's order; a stop ends the main line but what ran is kept."""
+
+    def step_into(stage_task, incident: Incident, **kwargs) -> tuple[Incident, StageResult]:
+        status = _STATUS_OF.get(stage_task.name)
+        if status:
+            incident = incident.model_copy(update={"status": status})
+        result: StageResult = stage_task(incident, run, **kwargs)
+        run.steps.update({record.id: record for record in result.steps})
+        incident = result.apply(incident)
+        store.save_incident(incident)
+        return incident, result
+
+    with tags(f"incident:{incident.id}", f"type:{incident.type.value}"):
+        for stage_task in (detect, analyse):
+            incident, result = step_into(stage_task, incident)
+            if result.stopped_by:
+                return _stop(incident, result.stopped_by), result.stopped_by
+        _label_run(incident)  # severity is known after analyse
+        initial = notify.submit(incident, run, phase="initial")
+        stopped_by = None
+        for stage_task in (contain, restore):
+            incident, result = step_into(stage_task, incident)
+            if result.stopped_by:
+                stopped_by = result.stopped_by
+                break
+        notified: StageResult = initial.result()
+        run.steps.update({record.id: record for record in notified.steps})
+        incident = notified.apply(incident)
+        stopped_by = stopped_by or notified.stopped_by
+        if stopped_by:
+            return _stop(incident, stopped_by), stopped_by
+        incident, result = step_into(review, incident)
+        if result.stopped_by:
+            return _stop(incident, result.stopped_by), result.stopped_by
+        incident, result = step_into(notify, incident, phase="final")
+        if result.stopped_by:
+            return _stop(incident, result.stopped_by), result.stopped_by
+    return incident.model_copy(update={"status": IncidentStatus.closed}), None
+
+
+def _stop(incident: Incident, step_id: str) -> Incident:
+    entry = TimelineEntry(kind="stop", message=f"run stopped: step {step_id} failed (on_failure: stop)")
+    return incident.model_copy(update={"status": IncidentStatus.stopped, "timeline": [*incident.timeline, entry]})

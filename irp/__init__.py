@@ -1,0 +1,1 @@
+"""irp: the Confluent Digital incident-response policy, made executable with Prefect."""

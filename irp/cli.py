@@ -1,0 +1,147 @@
+"""The `irp` command line. Errors are one clear line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from irp.errors import IrpError, PlaybookError
+from irp.models import IncidentType, Severity
+from irp.settings import REPO_ROOT, get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Incident response for CallCenterRate: playbooks as code, run by Prefect.")
+playbooks_app = typer.Typer(no_args_is_help=True, help="Check playbooks and print their schema.")
+app.add_typer(playbooks_app, name="playbooks")
+
+SAMPLE_ALERT = REPO_ROOT / "playbooks" / "samples" / "data_leak.json"
+
+
+def _echo_err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _quiet_prefect() -> None:
+    """Keep Prefect's own output to warnings unless the user asked for more."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@app.command()
+def run(
+    incident_type: Annotated[IncidentType, typer.Argument(metavar="TYPE", help="Incident type (policy §2).")],
+    alert: Annotated[Path, typer.Option("--alert", help="Alert JSON file (see README: alert format).")],
+    severity: Annotated[Severity | None, typer.Option(help="Override the §5 classification.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Run every step without side effects.")] = False,
+) -> None:
+    """Run the playbook of TYPE on an alert; print the incident id, each stage's outcome and the evidence."""
+    from irp.alerts import read_alert
+
+    parsed = read_alert(alert)
+    _quiet_prefect()
+    from flows.incidents import INCIDENT_FLOWS
+
+    state = INCIDENT_FLOWS[incident_type](alert=parsed, severity=severity, dry_run=dry_run, return_state=True)
+    if not state.is_completed():
+        error = state.result(raise_on_failure=False)
+        message = str(error) if isinstance(error, IrpError) else f"{type(error).__name__}: {error}"
+        raise IrpError(f"run {state.name.lower()}: {message}")
+    summary = state.result()
+    typer.echo(f"incident {summary.incident_id}  type {summary.type.value}  severity {summary.severity.value}"
+               f"  status {summary.status.value}{'  (dry run)' if summary.dry_run else ''}")
+    for outcome in summary.stages:
+        label = f"{outcome.stage.value} ({outcome.phase})" if outcome.phase else outcome.stage.value
+        seconds = (outcome.ended_at - outcome.started_at).total_seconds()
+        typer.echo(f"  {label:<18} {outcome.status.value:<10} {seconds:6.2f}s")
+    if summary.escalated:
+        typer.echo("  escalated: a step failed and was escalated to the security team")
+    if summary.dry_run:
+        typer.echo(f"would archive {len(summary.evidence)} evidence items (nothing written):")
+        for name in summary.evidence:
+            typer.echo(f"  {name}")
+    else:
+        typer.echo(f"evidence: {summary.evidence_location} ({len(summary.evidence)} items, SHA-256 in manifest.jsonl)")
+
+
+@app.command()
+def demo() -> None:
+    """Run the data-leak playbook on the sample alert (the quick start's main job)."""
+    typer.echo(f"irp demo: data_leak playbook on {SAMPLE_ALERT.relative_to(REPO_ROOT)}, "
+               f"evidence in {get_settings().evidence_url}")
+    run(IncidentType.data_leak, SAMPLE_ALERT, None, False)
+
+
+def _playbook_files(paths: list[Path]) -> list[Path]:
+    if not paths:
+        paths = [get_settings().playbooks_dir]
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.glob("*.yaml") if p.is_file()))
+        else:
+            files.append(path)
+    return files
+
+
+@playbooks_app.command("validate")
+def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (default: playbooks/).")] = None) -> None:
+    """Check playbooks; print every problem as FILE:LINE:COL: key.path: message."""
+    from flows.playbook import load_playbook
+
+    files = _playbook_files(paths or [])
+    if not files:
+        raise IrpError(f"no playbook files (*.yaml) in {', '.join(map(str, paths or []))}")
+    failed = 0
+    for file in files:
+        try:
+            load_playbook(file)
+        except PlaybookError as exc:
+            failed += 1
+            for problem in exc.problems:
+                typer.echo(str(problem))
+    if failed:
+        _echo_err(f"{failed} of {len(files)} files invalid")
+        raise typer.Exit(1)
+    typer.echo(f"{len(files)} files valid")
+
+
+@playbooks_app.command("schema")
+def schema() -> None:
+    """Print the playbook JSON Schema (committed as playbooks/schema/playbook.schema.json)."""
+    from flows.playbook import playbook_json_schema
+
+    typer.echo(json.dumps(playbook_json_schema(), indent=2, ensure_ascii=False))
+
+
+@playbooks_app.command("actions")
+def actions() -> None:
+    """Print the action catalogue (markdown), generated from the registry."""
+    from tasks.registry import catalogue_markdown
+
+    typer.echo(catalogue_markdown(), nl=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except IrpError as exc:
+        _echo_err(f"irp: error: {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _echo_err("irp: interrupted")
+        sys.exit(130)
+    except Exception as exc:  # the last guard: no traceback reaches a user
+        if os.environ.get("IRP_DEBUG"):
+            raise
+        _echo_err(f"irp: internal error: {type(exc).__name__}: {exc} (IRP_DEBUG=1 shows the traceback)")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The exception tree. Every error a user can cause derives from IrpError.
+
+    IrpError
+    ├── ConfigurationError      settings missing or invalid
+    ├── PlaybookError           a playbook or routing file does not validate (holds every problem)
+    ├── AlertError              an alert file or payload cannot be read or is invalid
+    ├── ActionError             an action failed while running a step
+    │   └── NotConfiguredError  the integration an action needs is not configured
+    └── EvidenceError           the evidence store refused or lost an operation
+"""
+
+from __future__ import annotations
+
+
+class IrpError(Exception):
+    """Raised for every failure the user can act on; its message says what, where and what is valid."""
+
+
+class ConfigurationError(IrpError):
+    """Raised when a setting is missing or invalid."""
+
+
+class PlaybookError(IrpError):
+    """Raised when a playbook does not validate; `problems` lists every one."""
+
+    def __init__(self, problems: list) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class AlertError(IrpError):
+    """Raised when an alert cannot be read or does not match the accepted format."""
+
+
+class ActionError(IrpError):
+    """Raised when an action fails; the step's on_failure decides what happens next."""
+
+
+class NotConfiguredError(ActionError):
+    """Raised when the integration an action needs is not configured."""
+
+
+class EvidenceError(IrpError):
+    """Raised when the evidence store refuses an operation or finds evidence altered."""

@@ -1,0 +1,288 @@
+"""The domain model: alerts, incidents and their timeline (policy §2, §4, §5).
+
+One source of truth: the CLI, the flows, the intake and the evidence store all use these models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "ActionItem",
+    "Alert",
+    "AlertSource",
+    "DataCategory",
+    "Incident",
+    "IncidentStatus",
+    "IncidentType",
+    "PersonalData",
+    "PlaybookRef",
+    "Severity",
+    "Stage",
+    "StageOutcome",
+    "StepStatus",
+    "TimelineEntry",
+    "new_incident_id",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class IncidentType(StrEnum):
+    """Incident types of policy §2, one playbook each."""
+
+    unauthorized_access = "unauthorized_access"
+    account_compromise = "account_compromise"
+    intrusion_attempt = "intrusion_attempt"
+    data_leak = "data_leak"
+    malware = "malware"
+    service_unavailability = "service_unavailability"
+    data_alteration = "data_alteration"
+    cyberattack = "cyberattack"
+    human_error = "human_error"
+    technical_failure = "technical_failure"
+
+    @property
+    def label(self) -> str:
+        return _TYPE_LABELS[self]
+
+
+_TYPE_LABELS = {
+    IncidentType.unauthorized_access: "Accès non autorisé",
+    IncidentType.account_compromise: "Compromission de compte",
+    IncidentType.intrusion_attempt: "Tentative d'intrusion",
+    IncidentType.data_leak: "Fuite de données",
+    IncidentType.malware: "Malware",
+    IncidentType.service_unavailability: "Indisponibilité de service",
+    IncidentType.data_alteration: "Altération de données",
+    IncidentType.cyberattack: "Attaque informatique",
+    IncidentType.human_error: "Erreur humaine",
+    IncidentType.technical_failure: "Défaillance technique",
+}
+
+
+class Severity(StrEnum):
+    """Severities of policy §5, most severe first."""
+
+    critical = "critical"
+    major = "major"
+    minor = "minor"
+
+    @property
+    def description(self) -> str:
+        return SEVERITY_DEFINITIONS[self]
+
+    @property
+    def rank(self) -> int:
+        """0 for critical, 2 for minor: lower is more severe."""
+        return list(Severity).index(self)
+
+
+SEVERITY_DEFINITIONS = {
+    Severity.critical: (
+        "Incident critique (§5): susceptible d'entraîner une indisponibilité majeure, une fuite "
+        "importante de données, une compromission critique ou un impact significatif sur les Clients."
+    ),
+    Severity.major: (
+        "Incident majeur (§5): affecte significativement certaines fonctionnalités, la sécurité "
+        "ou un nombre limité de Clients."
+    ),
+    Severity.minor: (
+        "Incident mineur (§5): impact limité — anomalie isolée, dysfonctionnement mineur, "
+        "tentative bloquée sans impact significatif."
+    ),
+}
+
+
+class Stage(StrEnum):
+    """The six stages every playbook runs, in this order."""
+
+    detect = "detect"
+    analyse = "analyse"
+    contain = "contain"
+    restore = "restore"
+    notify = "notify"
+    review = "review"
+
+
+class AlertSource(StrEnum):
+    """Where an alert came from (policy §4 detection sources)."""
+
+    alertmanager = "alertmanager"
+    grafana = "grafana"
+    sns = "sns"
+    pagerduty = "pagerduty"
+    generic = "generic"
+    report = "report"
+    manual = "manual"
+
+
+class DataCategory(StrEnum):
+    """Categories of personal data CallCenterRate processes (policy §7, GDPR Art. 33(3)(a))."""
+
+    identification = "identification"
+    contact = "contact"
+    credentials = "credentials"
+    call_recordings = "call_recordings"
+    call_transcripts = "call_transcripts"
+    performance_ratings = "performance_ratings"
+    financial = "financial"
+    technical_identifiers = "technical_identifiers"
+    special_category = "special_category"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Alert(_Model):
+    """One alert or report, normalised from its source; `raw` keeps the payload as received."""
+
+    source: AlertSource = Field(AlertSource.generic, description="The system that sent the alert.")
+    fingerprint: str = Field(
+        "", description="Stable identity of the alert at its source; derived from the content when empty."
+    )
+    title: str = Field(..., min_length=1, max_length=500, description="One-line summary.")
+    description: str = Field("", max_length=20_000, description="Free text from the source.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Key/value labels of the source.")
+    observed_at: datetime = Field(default_factory=utcnow, description="When the source observed it.")
+    status: str = Field("firing", description="firing or resolved, as the source says.")
+    raw: Any = Field(None, description="The payload exactly as received, for evidence.")
+
+    @field_validator("observed_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.fingerprint:
+            content = json.dumps(
+                {"source": self.source, "title": self.title, "labels": self.labels}, sort_keys=True
+            )
+            self.fingerprint = hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
+class PersonalData(_Model):
+    """Personal data involved in an incident (policy §7; GDPR Art. 33(3)(a))."""
+
+    involved: bool = False
+    categories: list[DataCategory] = Field(default_factory=list)
+    approx_people: int | None = Field(None, ge=0, description="Approximate number of people concerned.")
+    approx_records: int | None = Field(None, ge=0, description="Approximate number of records concerned.")
+    high_risk: bool = Field(False, description="Likely high risk to people's rights (GDPR Art. 34).")
+
+
+class StepStatus(StrEnum):
+    completed = "completed"
+    failed = "failed"
+    skipped = "skipped"
+
+
+class TimelineEntry(_Model):
+    """One dated fact about an incident: a stage, a step, a decision, a notification."""
+
+    at: datetime = Field(default_factory=utcnow)
+    kind: str = Field(..., description="stage, step, note, escalation, alert, approval, notification…")
+    message: str
+    stage: Stage | None = None
+    step: str | None = None
+    actor: str = "irp"
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageOutcome(_Model):
+    """How one stage went in one run (notify runs twice: phase initial, then final)."""
+
+    stage: Stage
+    phase: str | None = None
+    status: StepStatus
+    started_at: datetime
+    ended_at: datetime
+
+
+class ActionItem(_Model):
+    """Work assigned to a person: a manual response measure or a corrective action (§6, §11)."""
+
+    id: str
+    title: str
+    owner: str
+    stage: Stage
+    details: str = ""
+    due_at: datetime | None = None
+    status: str = Field("open", description="open or closed.")
+    closed_at: datetime | None = None
+    closed_by: str = ""
+    resolution: str = ""
+
+
+class PlaybookRef(_Model):
+    """The exact playbook a run executed."""
+
+    name: str
+    version: str
+    policy_version: str
+    path: str
+    sha256: str
+
+
+class IncidentStatus(StrEnum):
+    detected = "detected"
+    analysing = "analysing"
+    containing = "containing"
+    restoring = "restoring"
+    reviewing = "reviewing"
+    closed = "closed"
+    stopped = "stopped"
+
+
+class Incident(_Model):
+    """A security incident (policy §2) and everything known about it."""
+
+    id: str
+    type: IncidentType
+    severity: Severity
+    severity_reason: str = ""
+    severity_source: str = Field(
+        "default", description="default (playbook), hint (alert routing), rule (§5 rules) or operator."
+    )
+    status: IncidentStatus = IncidentStatus.detected
+    title: str
+    summary: str = ""
+    detected_at: datetime = Field(..., description="When the source observed the event.")
+    aware_at: datetime = Field(default_factory=utcnow, description="When Confluent Digital became aware.")
+    stages: list[StageOutcome] = Field(default_factory=list)
+    affected_clients: list[str] = Field(default_factory=list)
+    affected_systems: list[str] = Field(default_factory=list)
+    personal_data: PersonalData = Field(default_factory=PersonalData)
+    reporter: str = Field("", description="Who reported it: a source system or a person (§8).")
+    alerts: list[str] = Field(default_factory=list, description="Fingerprints of the alerts joined.")
+    escalated: bool = False
+    actions: list[ActionItem] = Field(default_factory=list, description="Assigned measures (§6, §11).")
+    playbook: PlaybookRef | None = None
+    flow_run_ids: list[str] = Field(default_factory=list)
+    dry_run: bool = False
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+
+    def stage_ended_at(self, stage: Stage) -> datetime | None:
+        """When `stage` first completed, or None."""
+        return next(
+            (s.ended_at for s in self.stages if s.stage == stage and s.status == StepStatus.completed),
+            None,
+        )
+
+
+def new_incident_id(now: datetime | None = None) -> str:
+    """A new incident id such as INC-20261129-7F3A9C."""
+    now = now or utcnow()
+    return f"INC-{now:%Y%m%d}-{secrets.token_hex(3).upper()}"

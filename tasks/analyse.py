@@ -1,0 +1,86 @@
+"""Analyse (policy §5, §7): classify the severity and assess the personal data involved.
+
+Side effects: incident severity and personal-data facts, timeline entries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field, field_validator
+
+from irp import templating
+from irp.errors import ActionError
+from irp.models import DataCategory, Incident, PersonalData, Stage
+from tasks.detect import split_list
+from tasks.registry import ActionArgs, ActionContext, action
+from tasks.stage import RunContext, StageResult, run_stage
+
+
+class ClassifyArgs(ActionArgs):
+    pass
+
+
+@action("incident")
+def classify(args: ClassifyArgs, ctx: ActionContext) -> dict[str, Any]:
+    """Set the severity from the playbook's §5 rules (first true rule wins; an operator's choice stands)."""
+    incident = ctx.incident
+    if incident.severity_source == "operator":
+        ctx.record(f"severity {incident.severity.value} kept: set by the operator", kind="classification")
+        return {"severity": incident.severity.value, "source": "operator", "reason": incident.severity_reason}
+    variables = ctx.template_vars()
+    for index, rule in enumerate(ctx.playbook.classification.rules):
+        try:
+            matched = templating.evaluate(rule.when, variables)
+        except templating.TemplateError as exc:
+            raise ActionError(f"classification.rules.{index}.when ({rule.when}): {exc}") from None
+        if matched:
+            ctx.update_incident(severity=rule.severity, severity_reason=rule.reason, severity_source="rule")
+            ctx.record(f"classified {rule.severity.value}: {rule.reason}", kind="classification", rule=index)
+            return {"severity": rule.severity.value, "source": "rule", "rule": index, "reason": rule.reason}
+    ctx.record(
+        f"no classification rule matched; severity stays {incident.severity.value} ({incident.severity_source})",
+        kind="classification",
+    )
+    return {"severity": incident.severity.value, "source": incident.severity_source, "reason": incident.severity_reason}
+
+
+class PersonalDataArgs(ActionArgs):
+    involved: bool = Field(..., description="Whether personal data is involved.")
+    categories: list[DataCategory] = Field(default_factory=list, description="Data categories (list or a,b).")
+    approx_people: int | None = Field(None, ge=0, description="Approximate number of people concerned.")
+    approx_records: int | None = Field(None, ge=0, description="Approximate number of records concerned.")
+    high_risk: bool = Field(False, description="Likely high risk to people's rights and freedoms.")
+
+    _categories = field_validator("categories", mode="before")(split_list)
+
+    @field_validator("approx_people", "approx_records", mode="before")
+    @classmethod
+    def _blank_is_unknown(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+
+@action("incident")
+def assess_personal_data(args: PersonalDataArgs, ctx: ActionContext) -> dict[str, Any]:
+    """Record whether personal data is involved, its categories and how many people and records."""
+    facts = PersonalData(**args.model_dump())
+    ctx.update_incident(personal_data=facts)
+    if facts.involved:
+        ctx.record(
+            f"personal data involved: {', '.join(facts.categories) or 'categories unknown'}; "
+            f"~{facts.approx_people if facts.approx_people is not None else '?'} people, "
+            f"~{facts.approx_records if facts.approx_records is not None else '?'} records"
+            + ("; high risk" if facts.high_risk else ""),
+            kind="finding",
+        )
+    else:
+        ctx.record("no personal data involved", kind="finding")
+    return facts.model_dump(mode="json")
+
+
+@task(name="analyse", cache_policy=NO_CACHE)
+def analyse(incident: Incident, run: RunContext) -> StageResult:
+    """Run the playbook's analyse steps."""
+    return run_stage(Stage.analyse, incident, run)

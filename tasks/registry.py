@@ -1,0 +1,181 @@
+"""The action registry: playbook steps name actions registered here as `namespace.function`.
+
+An action is a function `(args: ArgsModel, ctx: ActionContext) -> output`. Its argument model is
+declared once, as the annotation of its first parameter; its docstring's first line is its summary.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict
+
+from irp.evidence import CollectedBy, EvidenceItem, EvidenceStore
+from irp.models import Alert, Incident, Stage, TimelineEntry
+
+__all__ = ["ActionArgs", "ActionContext", "ActionSpec", "action", "catalogue_markdown", "get_registry", "template_vars"]
+
+# Modules whose import registers actions; get_registry() imports them on first use.
+ACTION_MODULES = (
+    "tasks.common",
+    "tasks.detect",
+    "tasks.analyse",
+    "tasks.contain",
+    "tasks.restore",
+    "tasks.notify",
+    "tasks.review",
+)
+
+_REGISTRY: dict[str, ActionSpec] = {}
+
+
+class ActionArgs(BaseModel):
+    """Base of every argument model: unknown arguments are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """A registered action."""
+
+    name: str
+    fn: Callable[..., Any]
+    args_model: type[BaseModel]
+    summary: str
+
+    @property
+    def module(self) -> str:
+        return self.fn.__module__
+
+
+def action(namespace: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated function as the action `namespace.function_name`."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        name = f"{namespace}.{fn.__name__}"
+        first = next(iter(inspect.signature(fn).parameters))
+        args_model = get_type_hints(fn)[first]
+        if not (isinstance(args_model, type) and issubclass(args_model, BaseModel)):
+            raise TypeError(f"action {name}: first parameter must be annotated with a pydantic model")
+        summary = (inspect.getdoc(fn) or "").strip().splitlines()
+        if not summary:
+            raise TypeError(f"action {name}: needs a one-line docstring")
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"action {name} is registered twice ({_REGISTRY[name].module} and {fn.__module__})")
+        _REGISTRY[name] = ActionSpec(name, fn, args_model, summary[0])
+        return fn
+
+    return register
+
+
+def get_registry() -> dict[str, ActionSpec]:
+    """Every registered action by name, importing the modules that define them."""
+    for module in ACTION_MODULES:
+        importlib.import_module(module)
+    return dict(_REGISTRY)
+
+
+def template_vars(
+    incident: Incident,
+    alert: Alert,
+    steps: dict[str, Any],
+    playbook: Any,
+    stage: Stage,
+    phase: str | None,
+    dry_run: bool,
+) -> dict[str, Any]:
+    """The variables every playbook template sees: incident, alert, steps, playbook, stage, phase."""
+    return {
+        "incident": incident.model_dump(mode="json"),
+        "alert": alert.model_dump(mode="json"),
+        "steps": {sid: rec.model_dump(mode="json") for sid, rec in steps.items()},
+        "playbook": {"name": playbook.name, "version": playbook.version, "incident_type": playbook.incident_type},
+        "stage": stage.value,
+        "phase": phase,
+        "dry_run": dry_run,
+    }
+
+
+@dataclass
+class ActionContext:
+    """What an action may read and do: the incident so far, the evidence store, the timeline."""
+
+    incident: Incident
+    alert: Alert
+    store: EvidenceStore
+    stage: Stage
+    step: str
+    action: str
+    flow_run_id: str = ""
+    dry_run: bool = False
+    phase: str | None = None
+    steps: dict[str, Any] = field(default_factory=dict)
+    playbook: Any = None
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    updates: dict[str, Any] = field(default_factory=dict)
+    evidence: list[EvidenceItem] = field(default_factory=list)
+
+    def template_vars(self) -> dict[str, Any]:
+        """The variables templates rendered by this action see (the same as step arguments)."""
+        return template_vars(self.incident, self.alert, self.steps, self.playbook, self.stage, self.phase, self.dry_run)
+
+    def archive(
+        self,
+        name: str,
+        data: bytes | IO[bytes],
+        *,
+        content_type: str = "application/octet-stream",
+        source_system: str = "",
+        source_time: str | None = None,
+    ) -> EvidenceItem:
+        """Archive an item for this incident, recording which step collected it."""
+        item = self.store.put(
+            self.incident.id,
+            name,
+            data,
+            content_type=content_type,
+            collected_by=self._collected_by(),
+            source_system=source_system,
+            source_time=source_time,
+        )
+        self.evidence.append(item)
+        return item
+
+    def archive_json(self, name: str, value: Any, **kwargs: Any) -> EvidenceItem:
+        """Archive a JSON document for this incident."""
+        item = self.store.put_json(self.incident.id, name, value, collected_by=self._collected_by(), **kwargs)
+        self.evidence.append(item)
+        return item
+
+    def _collected_by(self) -> CollectedBy:
+        return CollectedBy(stage=self.stage.value, step=self.step, action=self.action, flow_run_id=self.flow_run_id)
+
+    def record(self, message: str, kind: str = "note", **data: Any) -> TimelineEntry:
+        """Add an entry to the incident timeline."""
+        entry = TimelineEntry(kind=kind, message=message, stage=self.stage, step=self.step, data=data)
+        self.timeline.append(entry)
+        return entry
+
+    def update_incident(self, **changes: Any) -> Incident:
+        """Change incident fields (validated); later steps see the new values."""
+        merged = self.incident.model_dump() | changes
+        self.incident = Incident.model_validate(merged)
+        self.updates.update({key: getattr(self.incident, key) for key in changes})
+        return self.incident
+
+
+def catalogue_markdown() -> str:
+    """The action catalogue as markdown: one section per action with its arguments."""
+    lines = ["| Action | What it does | Arguments |", "|---|---|---|"]
+    for name, spec in sorted(get_registry().items()):
+        args = []
+        for arg, info in spec.args_model.model_fields.items():
+            required = " (required)" if info.is_required() else ""
+            args.append(f"`{arg}`{required}: {info.description or ''}".strip().rstrip(":"))
+        lines.append(f"| `{name}` | {spec.summary} | {'<br>'.join(args) or '—'} |")
+    return "\n".join(lines) + "\n"
