@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field
 
 from irp.errors import ConfigurationError, EvidenceError
-from irp.models import Incident, utcnow
+from irp.models import Incident, TimelineEntry, utcnow
 
 __all__ = ["CollectedBy", "EvidenceItem", "EvidenceStore", "LocalEvidenceStore", "open_store"]
 
@@ -123,6 +123,10 @@ class EvidenceStore(ABC):
     @abstractmethod
     def load_incident(self, incident_id: str) -> Incident:
         """Read the incident's current record."""
+
+    @abstractmethod
+    def append_event(self, incident_id: str, entry: TimelineEntry) -> None:
+        """Append a timeline entry from outside the run (e.g. a duplicate alert joining the incident)."""
 
     @abstractmethod
     def location(self, incident_id: str) -> str:
@@ -233,14 +237,30 @@ class LocalEvidenceStore(EvidenceStore):
             os.replace(tmp, folder / "incident.json")
 
     def load_incident(self, incident_id: str) -> Incident:
-        path = self._dir(incident_id) / "incident.json"
+        folder = self._dir(incident_id)
         try:
-            return Incident.model_validate_json(path.read_bytes())
+            incident = Incident.model_validate_json((folder / "incident.json").read_bytes())
         except FileNotFoundError:
             raise EvidenceError(f"no incident {incident_id} in {self.url}") from None
+        events_path = folder / "events.jsonl"
+        if events_path.exists():
+            events = [TimelineEntry.model_validate_json(line) for line in events_path.read_text().splitlines() if line]
+            incident = with_events(incident, events)
+        return incident
+
+    def append_event(self, incident_id: str, entry: TimelineEntry) -> None:
+        with self._locked(incident_id) as folder:
+            _append_line(folder / "events.jsonl", entry.model_dump_json())
 
     def location(self, incident_id: str) -> str:
         return str(self._dir(incident_id))
+
+
+def with_events(incident: Incident, events: list[TimelineEntry]) -> Incident:
+    """The incident with external timeline entries merged in time order (each entry once)."""
+    seen = {(e.at, e.kind, e.message) for e in incident.timeline}
+    merged = [*incident.timeline, *(e for e in events if (e.at, e.kind, e.message) not in seen)]
+    return incident.model_copy(update={"timeline": sorted(merged, key=lambda e: e.at)})
 
 
 def _spool(stream: IO[bytes], folder: Path) -> tuple[str, int, str]:
