@@ -286,9 +286,19 @@ def schema_problems(
             message = f"unknown key {err['loc'][-1]!r}" + (f"; valid keys: {valid}" if valid else "")
         elif err["type"] == "missing":
             message = "required key is missing"
+        else:
+            message = _with_input(message, err)
         line, col = positions.find(loc)
         problems.append(Problem(file, line, col, _loc_path(loc), message))
     return problems
+
+
+def _with_input(message: str, err: Any) -> str:
+    """Append the offending value when it is short enough to quote."""
+    value = err.get("input")
+    if isinstance(value, str | int | float | bool) and len(repr(value)) <= 60:
+        return f"{message}, got {value!r}"
+    return message
 
 
 def _template_strings(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
@@ -389,6 +399,8 @@ def semantic_problems(playbook: Playbook, file: str, positions: _Positions) -> l
         except ValidationError as exc:
             for err in exc.errors(include_url=False):
                 key = err["loc"][0] if err["loc"] else None
+                if key is None and len(literal_args) < len(step.args):
+                    continue  # a whole-model check that depends on templated arguments: checked when rendered
                 if err["type"] == "missing" and key in step.args:
                     continue  # given as a template: checked when rendered
                 arg_loc = (*loc, "args", *err["loc"]) if err["loc"] else (*loc, "args")
@@ -398,7 +410,7 @@ def semantic_problems(playbook: Playbook, file: str, positions: _Positions) -> l
                 elif err["type"] == "missing":
                     add((*loc, "args"), f"missing argument {key!r} required by action {step.action}")
                 else:
-                    add(arg_loc, err["msg"])
+                    add(arg_loc, _with_input(err["msg"], err))
     return problems
 
 
@@ -423,10 +435,10 @@ def load_playbook(path: Path) -> LoadedPlaybook:
     try:
         playbook = Playbook.model_validate(plain)
     except ValidationError as exc:
-        raise PlaybookError(schema_problems(exc, Playbook, file, positions)) from None
+        raise PlaybookError(sorted(schema_problems(exc, Playbook, file, positions), key=lambda p: (p.line, p.col))) from None
     problems = semantic_problems(playbook, file, positions)
     if problems:
-        raise PlaybookError(problems)
+        raise PlaybookError(sorted(problems, key=lambda p: (p.line, p.col)))
     ref = PlaybookRef(
         name=playbook.name,
         version=playbook.version,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -38,7 +38,10 @@ def _expression(text: str) -> str | None:
 
 def evaluate(expression: str, context: dict[str, Any]) -> Any:
     """Evaluate a Jinja expression (a step's `when`, a classification rule) to a Python value."""
-    return _env.compile_expression(expression, undefined_to_none=False)(**context)
+    value = _env.compile_expression(expression, undefined_to_none=False)(**context)
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    return value
 
 
 def render_value(value: Any, context: dict[str, Any]) -> Any:

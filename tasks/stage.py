@@ -166,6 +166,8 @@ def run_stage(stage: Stage, incident: Incident, run: RunContext, phase: str | No
                 run_it, record = False, _failed(step, stage, phase, step_started, f"cannot evaluate when: {exc}", run)
             if not run_it and record is None:
                 record = _skipped(step, stage, phase, step_started, f"condition is false: {step.when}", run)
+        if record is None and step.approval is not None:
+            record = _gate(step, stage, phase, incident, run, step_started, timeline, store)
         if record is None:
             runner = execute_step.with_options(
                 name=f"{stage.value}.{step.id}",
@@ -213,6 +215,23 @@ def run_stage(stage: Stage, incident: Incident, run: RunContext, phase: str | No
         timeline=timeline,
         stopped_by=stopped_by,
     )
+
+
+def _gate(step: Any, stage: Stage, phase: str | None, incident: Incident, run: RunContext,
+          started: datetime, timeline: list[TimelineEntry], store: Any) -> StepRecord | None:
+    """Ask for approval; None when the step may run, else the record of the skipped or failed step."""
+    from tasks.approval import request_approval
+
+    try:
+        args = templating.render_value(step.args, template_context(run, incident, stage, phase))
+    except templating.TemplateError as exc:
+        return _failed(step, stage, phase, started, f"cannot render args: {exc}", run)
+    outcome = request_approval(step, stage, incident, args, run.dry_run)
+    timeline.extend(outcome.timeline)
+    if outcome.decisions or outcome.timed_out:
+        store.put_json(incident.id, f"approvals/{stage.value}/{step.id}.json",
+                       outcome.model_dump(mode="json", exclude={"timeline"}), source_system="prefect-ui")
+    return None if outcome.approved else _skipped(step, stage, phase, started, outcome.reason, run)
 
 
 def _step_entry(record: StepRecord, on_failure: str) -> TimelineEntry:

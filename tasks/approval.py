@@ -1,0 +1,137 @@
+"""Approval gates: a step marked `approval:` pauses the flow run until enough people decide.
+
+The Resume form in the Prefect UI shows what is about to happen and asks approve or reject, the
+approver's name and a reason. Side effects: the flow run is paused (and put back to Running after
+a timeout); every decision goes to the timeline and to the evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Literal
+
+from prefect.client.orchestration import get_client
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+from prefect.states import Running
+from pydantic import BaseModel, Field
+
+from irp.models import Incident, Stage, TimelineEntry
+
+__all__ = ["ApprovalDecision", "ApprovalOutcome", "request_approval"]
+
+# One pause at a time per flow run: notify (initial) runs beside contain and both may ask.
+_PAUSE_LOCK = threading.Lock()
+
+
+class ApprovalDecision(RunInput):
+    """The Resume form of an approval gate."""
+
+    decision: Literal["approve", "reject"] = Field(
+        title="Decision", description="Approve runs the step; reject skips it and records why.",
+        json_schema_extra={"position": 0},
+    )
+    approver: str = Field(
+        min_length=1, max_length=200, title="Your name", description="Who decides (recorded in the timeline).",
+        json_schema_extra={"position": 1},
+    )
+    reason: str = Field(
+        min_length=1, max_length=2000, title="Reason", description="Why (recorded in the timeline and evidence).",
+        json_schema_extra={"position": 2},
+    )
+
+
+class ApprovalOutcome(BaseModel):
+    """What the approvers decided."""
+
+    approved: bool
+    timed_out: bool = False
+    reason: str
+    decisions: list[dict[str, Any]] = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+
+
+def describe(step: Any, stage: Stage, incident: Incident, args: Any, needed: int, approvals: list[str]) -> str:
+    """The markdown the Resume form shows: the action, its targets, the incident."""
+    targets = json.dumps(args, indent=2, ensure_ascii=False, default=str)
+    lines = [
+        f"## Approval needed: `{step.action}` ({stage.value} · {step.id})",
+        "",
+        step.description or "",
+        "",
+        f"**Incident** {incident.id} — {incident.type.label} — severity **{incident.severity.value}**",
+        "",
+        f"> {incident.title}",
+        "",
+        "**Arguments (targets)**",
+        "",
+        "```json",
+        targets,
+        "```",
+        "",
+        f"Approvals needed: **{needed}** distinct people"
+        + (f"; already approved by: {', '.join(approvals)}" if approvals else "") + ".",
+        "",
+        "Reject skips the step and records your reason.",
+    ]
+    return "\n".join(lines)
+
+
+def _back_to_running() -> None:
+    """After a pause timed out the server still says Paused: put the run back to Running."""
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run.id, Running(), force=True)
+
+
+def request_approval(step: Any, stage: Stage, incident: Incident, args: Any, dry_run: bool) -> ApprovalOutcome:
+    """Pause until `step.approval.approvers` distinct people approve, one rejects, or time runs out."""
+    gate = step.approval
+    if dry_run:
+        return ApprovalOutcome(
+            approved=True,
+            reason=f"dry run: would wait for {gate.approvers} approval(s)",
+            timeline=[TimelineEntry(kind="approval", stage=stage, step=step.id,
+                                    message=f"dry run: step {step.id} would need {gate.approvers} approval(s)")],
+        )
+    approvals: list[str] = []
+    decisions: list[dict[str, Any]] = []
+    timeline: list[TimelineEntry] = []
+    timeout = int(gate.timeout_minutes * 60)
+    while len(approvals) < gate.approvers:
+        description = describe(step, stage, incident, args, gate.approvers, approvals)
+        form = ApprovalDecision.with_initial_data(description=description, decision="approve")
+        try:
+            with _PAUSE_LOCK:
+                decision = pause_flow_run(
+                    wait_for_input=form, timeout=timeout, poll_interval=2,
+                    key=f"approval-{stage.value}-{step.id.replace('_', '-')}-{len(decisions)}",
+                )
+        except FlowPauseTimeout:
+            _back_to_running()
+            approved = gate.on_timeout == "approve"
+            message = (f"approval of step {step.id} timed out after {gate.timeout_minutes:g} min "
+                       f"({len(approvals)}/{gate.approvers} approvals); default applied: {gate.on_timeout}")
+            timeline.append(TimelineEntry(kind="escalation", stage=stage, step=step.id, message=message))
+            return ApprovalOutcome(approved=approved, timed_out=True, reason=message, decisions=decisions,
+                                   timeline=timeline)
+        record = decision.model_dump(include={"decision", "approver", "reason"})
+        decisions.append(record)
+        who = decision.approver.strip()
+        if decision.decision == "reject":
+            message = f"step {step.id} rejected by {who}: {decision.reason}"
+            timeline.append(TimelineEntry(kind="approval", stage=stage, step=step.id, actor=who, message=message))
+            return ApprovalOutcome(approved=False, reason=message, decisions=decisions, timeline=timeline)
+        if who.casefold() in (a.casefold() for a in approvals):
+            timeline.append(TimelineEntry(kind="approval", stage=stage, step=step.id, actor=who,
+                                          message=f"{who} already approved step {step.id}; another person must"))
+            continue
+        approvals.append(who)
+        timeline.append(TimelineEntry(
+            kind="approval", stage=stage, step=step.id, actor=who,
+            message=f"step {step.id} approved by {who} ({len(approvals)}/{gate.approvers}): {decision.reason}",
+        ))
+    return ApprovalOutcome(approved=True, reason=f"approved by {', '.join(approvals)}", decisions=decisions,
+                           timeline=timeline)

@@ -1,0 +1,282 @@
+"""The ten incident flows end to end on a real Prefect server, with real files as evidence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.flow_runs import resume_flow_run
+from ruamel.yaml import YAML
+
+from flows.incidents import INCIDENT_FLOWS
+from irp.alerts import read_alert
+from irp.evidence import open_store
+from irp.models import Alert, IncidentStatus, IncidentType, StepStatus
+from irp.settings import get_settings
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "playbooks" / "samples"
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def run(incident_type: IncidentType, alert: Alert, **params):
+    return INCIDENT_FLOWS[incident_type](alert=alert, return_state=True, **params)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def playbooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An editable copy of the shipped playbooks, used by the flows of this test."""
+    folder = tmp_path / "playbooks"
+    shutil.copytree(REPO / "playbooks", folder)
+    monkeypatch.setenv("IRP_PLAYBOOKS_DIR", str(folder))
+    get_settings.cache_clear()
+    return folder
+
+
+def edit_playbook(folder: Path, incident_type: str, edit) -> None:
+    yaml = YAML()
+    path = folder / f"{incident_type}.yaml"
+    document = yaml.load(path)
+    edit(document)
+    yaml.dump(document, path)
+
+
+def failing_step(step_id: str, **extra) -> dict:
+    """A step that really fails: it archives a file that does not exist."""
+    return {"id": step_id, "action": "evidence.collect", "args": {"name": "x.log", "path": "/nonexistent/x.log"}, **extra}
+
+
+class TestEveryIncidentType:
+    @pytest.mark.parametrize("incident_type", list(IncidentType), ids=str)
+    def test_runs_end_to_end_and_archives_evidence(self, incident_type: IncidentType, evidence_root: Path) -> None:
+        alert = read_alert(SAMPLES / f"{incident_type.value}.json")
+        state = run(incident_type, alert)
+        assert state.is_completed(), state.message
+        summary = state.result()
+        assert summary.status == IncidentStatus.closed
+        stages = [(s.stage.value, s.phase) for s in summary.stages]
+        assert stages == [("detect", None), ("analyse", None), ("contain", None), ("restore", None),
+                          ("notify", "initial"), ("review", None), ("notify", "final")]
+        assert all(s.status == StepStatus.completed for s in summary.stages)
+
+        folder = evidence_root / summary.incident_id
+        manifest = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+        names = {item["name"] for item in manifest}
+        assert f"alerts/{alert.fingerprint}.json" in names
+        assert f"playbook/{incident_type.value}.yaml" in names
+        assert {"incident.json", "review/report.md"} <= names
+        assert any(n.startswith("notifications/initial/internal_alert") for n in names)
+        assert any(n.startswith("steps/review/") for n in names)
+        for item in manifest:
+            assert sha256(folder / "objects" / item["name"]) == item["sha256"], item["name"]
+        archived_playbook = folder / "objects" / "playbook" / f"{incident_type.value}.yaml"
+        assert archived_playbook.read_bytes() == (REPO / "playbooks" / f"{incident_type.value}.yaml").read_bytes()
+
+        incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
+        assert incident.playbook.sha256 == sha256(REPO / "playbooks" / f"{incident_type.value}.yaml")
+        assert incident.flow_run_ids == [summary.flow_run_id]
+
+
+class TestRunRecords:
+    def test_flow_run_is_named_and_tagged_after_the_incident(self) -> None:
+        state = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json"))
+        summary = state.result()
+        with get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(summary.flow_run_id)
+        assert flow_run.name.startswith(summary.incident_id)
+        assert {f"incident:{summary.incident_id}", "type:data_leak", f"severity:{summary.severity.value}"} <= set(flow_run.tags)
+
+    def test_review_report_is_a_prefect_artifact_keyed_per_incident(self) -> None:
+        summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json")).result()
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"review-{summary.incident_id.lower()}"])))
+        assert len(artifacts) == 1 and artifacts[0].type == "markdown"
+        assert f"# Post-incident review — {summary.incident_id}" in artifacts[0].data
+
+    def test_an_edited_playbook_applies_to_the_next_run(self, playbooks: Path, evidence_root: Path) -> None:
+        alert = read_alert(SAMPLES / "data_leak.json")
+        first = run(IncidentType.data_leak, alert).result()
+        edit_playbook(playbooks, "data_leak", lambda d: d.__setitem__("version", "1.1.0"))
+        second = run(IncidentType.data_leak, alert).result()
+        store = open_store(f"file://{evidence_root}")
+        one, two = store.load_incident(first.incident_id), store.load_incident(second.incident_id)
+        assert (one.playbook.version, two.playbook.version) == ("1.0.0", "1.1.0")
+        assert two.playbook.sha256 == sha256(playbooks / "data_leak.yaml") != one.playbook.sha256
+
+    def test_initial_notification_does_not_wait_for_containment(self, playbooks: Path) -> None:
+        slow = failing_step("slow", on_failure="continue", retries=1, retry_delay_seconds=3)
+        edit_playbook(playbooks, "data_leak", lambda d: d["stages"]["contain"].insert(0, slow))
+        summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json")).result()
+        outcome = {(s.stage.value, s.phase): s for s in summary.stages}
+        assert outcome[("notify", "initial")].started_at < outcome[("contain", None)].ended_at
+        assert outcome[("notify", "final")].started_at >= outcome[("review", None)].ended_at
+
+
+class TestDryRun:
+    def test_dry_run_writes_no_evidence_and_no_artifact(self, evidence_root: Path) -> None:
+        state = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json"), dry_run=True)
+        summary = state.result()
+        assert summary.dry_run and summary.status == IncidentStatus.closed
+        assert "review/report.md" in summary.evidence  # what would have been archived
+        assert not evidence_root.exists() or not any(evidence_root.iterdir())
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"review-{summary.incident_id.lower()}"])))
+        assert artifacts == []
+
+    def test_cli_dry_run_prints_what_would_be_archived(self, evidence_root: Path, prefect_server: str) -> None:
+        env = {**os.environ, "PREFECT_API_URL": prefect_server}
+        result = subprocess.run([sys.executable, "-m", "irp.cli", "run", "data_leak", "--alert",
+                                 str(SAMPLES / "data_leak.json"), "--dry-run"],
+                                capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "(dry run)" in result.stdout and "nothing written" in result.stdout
+        assert "  review/report.md" in result.stdout
+        assert not evidence_root.exists() or not any(evidence_root.iterdir())
+
+
+class TestFailureSemantics:
+    def test_stop_ends_the_run_but_keeps_what_ran(self, playbooks: Path, evidence_root: Path) -> None:
+        edit_playbook(playbooks, "data_leak", lambda d: d["stages"]["contain"].insert(0, failing_step("broken")))
+        state = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json"))
+        assert state.is_failed()
+        assert "step broken failed and stopped the run" in str(state.result(raise_on_failure=False))
+        incident_id = next(p.name for p in evidence_root.iterdir())
+        incident = open_store(f"file://{evidence_root}").load_incident(incident_id)
+        assert incident.status == IncidentStatus.stopped
+        ran = [(s.stage.value, s.status.value) for s in incident.stages]
+        assert ("contain", "failed") in ran and not any(stage == "restore" for stage, _ in ran)
+        assert any("cannot read /nonexistent/x.log" in e.message for e in incident.timeline)
+
+    def test_continue_records_the_failure_and_goes_on(self, playbooks: Path) -> None:
+        edit_playbook(playbooks, "data_leak",
+                      lambda d: d["stages"]["contain"].insert(0, failing_step("broken", on_failure="continue")))
+        summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json")).result()
+        assert summary.status == IncidentStatus.closed and not summary.escalated
+        incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
+        assert any(e.kind == "step" and e.step == "broken" and "failed (continue)" in e.message for e in incident.timeline)
+
+    def test_escalate_flags_the_incident_and_goes_on(self, playbooks: Path) -> None:
+        edit_playbook(playbooks, "data_leak",
+                      lambda d: d["stages"]["restore"].insert(0, failing_step("broken", on_failure="escalate")))
+        summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json")).result()
+        assert summary.status == IncidentStatus.closed and summary.escalated
+        incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
+        assert [e.step for e in incident.timeline if e.kind == "escalation"] == ["broken"]
+
+    def test_retries_are_prefect_retries(self, playbooks: Path) -> None:
+        edit_playbook(playbooks, "data_leak", lambda d: d["stages"]["contain"].insert(
+            0, failing_step("flaky", on_failure="continue", retries=2, retry_delay_seconds=0)))
+        summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json")).result()
+        with get_client(sync_client=True) as client:
+            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[summary.flow_run_id])))
+        flaky = [t for t in task_runs if t.name.startswith("contain.flaky")]
+        assert len(flaky) == 1 and flaky[0].run_count == 3 and flaky[0].state.is_failed()
+
+    def test_bad_arguments_are_not_retried(self, playbooks: Path) -> None:
+        edit_playbook(playbooks, "data_leak", lambda d: d["stages"]["contain"].insert(0, {
+            "id": "typed", "action": "response.assign_action", "retries": 3, "retry_delay_seconds": 0,
+            "on_failure": "continue", "args": {"title": "x", "owner": "y", "due_in_hours": "{{ 'soon' }}"}}))
+        summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json")).result()
+        with get_client(sync_client=True) as client:
+            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[summary.flow_run_id])))
+        typed = next(t for t in task_runs if t.name.startswith("contain.typed"))
+        assert typed.run_count == 1
+        incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
+        assert any("invalid args for response.assign_action: due_in_hours" in e.message for e in incident.timeline)
+
+
+class TestAlertDataIsNotTemplate:
+    def test_template_syntax_in_an_alert_is_rendered_as_text(self, evidence_root: Path) -> None:
+        hostile = "{{ 'zz' ~ 'qq' }} {% for i in range(3) %}x{% endfor %} {{ ''.__class__ }}"
+        alert = Alert(title=f"Leak {hostile}", description=hostile,
+                      labels={"tenant": "{{ incident.id }}", "data_categories": "contact"})
+        summary = run(IncidentType.data_leak, alert).result()
+        report = (evidence_root / summary.incident_id / "objects" / "review" / "report.md").read_text()
+        client = (evidence_root / summary.incident_id / "objects" / "notifications" / "initial"
+                  / "client_notification.fr.md").read_text()
+        for text in (report, client):
+            assert "{{ 'zz' ~ 'qq' }}" in text and "zzqq" not in text
+            assert "{% for i in range(3) %}x{% endfor %}" in text and "xxx" not in text
+        assert "{{ incident.id }}" in json.dumps(
+            open_store(f"file://{evidence_root}").load_incident(summary.incident_id).affected_clients)
+
+
+class TestApprovalGates:
+    def _gate(self, playbooks: Path, **approval) -> None:
+        edit_playbook(playbooks, "data_leak", lambda d: d["stages"]["contain"].insert(0, {
+            "id": "suspend_tenant", "action": "timeline.record", "description": "Suspend the tenant (§6)",
+            "approval": approval, "args": {"message": "tenant {{ incident.affected_clients | join(',') }} suspended"}}))
+
+    def _run_in_thread(self, alert: Alert) -> tuple[threading.Thread, dict]:
+        result: dict = {}
+        thread = threading.Thread(target=lambda: result.setdefault("state", run(IncidentType.data_leak, alert)))
+        thread.start()
+        return thread, result
+
+    def _flow_run_id(self) -> str:
+        with get_client(sync_client=True) as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                runs = client.read_flow_runs(limit=5, sort="START_TIME_DESC")
+                paused = [r for r in runs if r.state and r.state.is_paused()]
+                if paused:
+                    return str(paused[0].id)
+                time.sleep(0.3)
+        raise AssertionError("the flow run never paused")
+
+    def test_two_distinct_approvers_are_required(self, playbooks: Path) -> None:
+        self._gate(playbooks, approvers=2, timeout_minutes=2)
+        thread, result = self._run_in_thread(read_alert(SAMPLES / "data_leak.json"))
+        for approver in ("Alice", "alice", "Bob"):
+            run_id = self._flow_run_id()
+            resume_flow_run(run_id, run_input={"decision": "approve", "approver": approver, "reason": "confirmed"})
+            time.sleep(0.5)
+        thread.join(120)
+        summary = result["state"].result()
+        incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
+        approvals = [e.message for e in incident.timeline if e.kind == "approval"]
+        assert approvals == [
+            "step suspend_tenant approved by Alice (1/2): confirmed",
+            "alice already approved step suspend_tenant; another person must",
+            "step suspend_tenant approved by Bob (2/2): confirmed",
+        ]
+        assert any("tenant acme-callcenter suspended" == e.message for e in incident.timeline)
+        names = {i.name for i in open_store(get_settings().evidence_url).manifest(summary.incident_id)}
+        assert "approvals/contain/suspend_tenant.json" in names
+
+    def test_a_rejection_skips_the_step_with_the_reason(self, playbooks: Path) -> None:
+        self._gate(playbooks, approvers=1, timeout_minutes=2)
+        thread, result = self._run_in_thread(read_alert(SAMPLES / "data_leak.json"))
+        resume_flow_run(self._flow_run_id(), run_input={"decision": "reject", "approver": "Carol", "reason": "false positive"})
+        thread.join(120)
+        summary = result["state"].result()
+        incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
+        assert "step suspend_tenant (timeline.record) skipped: step suspend_tenant rejected by Carol: false positive" in [
+            e.message for e in incident.timeline]
+        assert not any("suspended" == e.message[-9:] for e in incident.timeline if e.kind == "note")
+
+    def test_a_timeout_escalates_and_applies_the_default(self, playbooks: Path) -> None:
+        self._gate(playbooks, approvers=1, timeout_minutes=0.05, on_timeout="approve")
+        state = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json"))
+        summary = state.result()
+        assert summary.escalated and summary.status == IncidentStatus.closed
+        incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
+        assert any(e.kind == "escalation" and "default applied: approve" in e.message for e in incident.timeline)
+        assert any(e.message == "tenant acme-callcenter suspended" for e in incident.timeline)
