@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefect import get_run_logger, tags
+from prefect import get_run_logger
+from prefect.utilities.annotations import quote
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
@@ -163,37 +164,37 @@ def _run_stages(incident: Incident, run: RunContext, store) -> tuple[Incident, s
         status = _STATUS_OF.get(stage_task.name)
         if status:
             incident = incident.model_copy(update={"status": status})
-        result: StageResult = stage_task(incident, run, **kwargs)
+        result: StageResult = stage_task(quote(incident), quote(run), **kwargs)
         run.steps.update({record.id: record for record in result.steps})
         incident = result.apply(incident)
         store.save_incident(incident)
         return incident, result
 
-    with tags(f"incident:{incident.id}", f"type:{incident.type.value}"):
-        for stage_task in (detect, analyse):
-            incident, result = step_into(stage_task, incident)
-            if result.stopped_by:
-                return _stop(incident, result.stopped_by), result.stopped_by
-        _label_run(incident)  # severity is known after analyse
-        initial = notify.submit(incident, run, phase="initial")
-        stopped_by = None
-        for stage_task in (contain, restore):
-            incident, result = step_into(stage_task, incident)
-            if result.stopped_by:
-                stopped_by = result.stopped_by
-                break
-        notified: StageResult = initial.result()
-        run.steps.update({record.id: record for record in notified.steps})
-        incident = notified.apply(incident)
-        stopped_by = stopped_by or notified.stopped_by
-        if stopped_by:
-            return _stop(incident, stopped_by), stopped_by
-        incident, result = step_into(review, incident)
+    # Task runs carry no tags: tag-based concurrency checks would cost a server call per step.
+    for stage_task in (detect, analyse):
+        incident, result = step_into(stage_task, incident)
         if result.stopped_by:
             return _stop(incident, result.stopped_by), result.stopped_by
-        incident, result = step_into(notify, incident, phase="final")
+    _label_run(incident)  # severity is known after analyse
+    initial = notify.submit(quote(incident), quote(run), phase="initial")
+    stopped_by = None
+    for stage_task in (contain, restore):
+        incident, result = step_into(stage_task, incident)
         if result.stopped_by:
-            return _stop(incident, result.stopped_by), result.stopped_by
+            stopped_by = result.stopped_by
+            break
+    notified: StageResult = initial.result()
+    run.steps.update({record.id: record for record in notified.steps})
+    incident = notified.apply(incident)
+    stopped_by = stopped_by or notified.stopped_by
+    if stopped_by:
+        return _stop(incident, stopped_by), stopped_by
+    incident, result = step_into(review, incident)
+    if result.stopped_by:
+        return _stop(incident, result.stopped_by), result.stopped_by
+    incident, result = step_into(notify, incident, phase="final")
+    if result.stopped_by:
+        return _stop(incident, result.stopped_by), result.stopped_by
     return incident.model_copy(update={"status": IncidentStatus.closed}), None
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_jsonable_python
 
@@ -176,7 +177,7 @@ def run_stage(stage: Stage, incident: Incident, run: RunContext, phase: str | No
                 retry_delay_seconds=step.retry_delay_seconds,
                 timeout_seconds=step.timeout_seconds,
             )
-            state = runner(step, stage, phase, incident, run, return_state=True)
+            state = runner(quote(step), stage, phase, quote(incident), quote(run), return_state=True)
             if state.is_completed():
                 record = state.result()
             else:
