@@ -1,0 +1,384 @@
+"""The HTTP side of the intake (FastAPI): one POST endpoint per source, health, metrics, status.
+
+Every POST goes the same way: size check (413), authentication (401), JSON (422), the source's
+schema (422 with the field path), normalisation to Alerts, routing, then the journal; 202 only
+once the journal has it on disk. Nothing a client sends can produce a 5xx; 503 means the journal
+or a certificate fetch is unavailable and the sender should retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.requests import ClientDisconnect
+
+from irp.intake import normalise
+from irp.intake.journal import AcceptResult, Delivery, JournalError
+from irp.intake.normalise import PayloadError
+from irp.intake.payloads import (
+    Accepted,
+    AlertmanagerWebhook,
+    ErrorBody,
+    GenericAlert,
+    GrafanaWebhook,
+    Health,
+    PagerDutyWebhook,
+    Report,
+    SnsMessage,
+    UnroutedAlert,
+)
+from irp.intake.sns import CertificateUnavailable
+
+__all__ = ["SOURCES", "Source", "create_app", "openapi_spec"]
+
+log = logging.getLogger("irp.intake")
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Source:
+    """One alert source: its path, request model and normaliser."""
+
+    name: str
+    path: str
+    model: type[BaseModel]
+    normalise: Callable[[Any, dict], list]
+    summary: str
+    description: str
+    headers: tuple[str, ...] = ()
+
+
+_HMAC_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+SOURCES: dict[str, Source] = {s.name: s for s in (
+    Source("alertmanager", "/alerts/alertmanager", AlertmanagerWebhook, normalise.from_alertmanager,
+           "Prometheus Alertmanager webhook (version 4)",
+           "A webhook_config receiver: each alert of the group is routed and deduplicated by its fingerprint.",
+           _HMAC_HEADERS),
+    Source("grafana", "/alerts/grafana", GrafanaWebhook, normalise.from_grafana,
+           "Grafana alerting webhook contact point", "Each alert of the notification, like Alertmanager's.",
+           _HMAC_HEADERS),
+    Source("sns", "/alerts/sns", SnsMessage, normalise.from_sns,
+           "AWS SNS HTTP(S) subscription",
+           "CloudWatch alarms, EventBridge events (AWS Health) and other notifications; the message "
+           "signature is verified; a SubscriptionConfirmation is confirmed by the outbox.", ()),
+    Source("pagerduty", "/alerts/pagerduty", PagerDutyWebhook, normalise.from_pagerduty,
+           "PagerDuty v3 webhook",
+           "Signed with X-PagerDuty-Signature. incident.triggered/reopened open or join an incident, "
+           "incident.resolved resolves it, other incident events are recorded on it.",
+           ("x-pagerduty-signature",)),
+    Source("generic", "/alerts/generic", GenericAlert, normalise.from_generic,
+           "Generic alert (logs, SIEM, anomaly detection, internal controls)",
+           "The documented JSON format of docs/intake.md; unknown keys are rejected.", _HMAC_HEADERS),
+    Source("report", "/reports", Report, normalise.from_report,
+           "Report a suspected incident (policy §8)",
+           "A Client or an employee reports suspicious activity; it is routed by its category.", _HMAC_HEADERS),
+)}
+
+_ERRORS = {
+    "401": {"description": "Unauthenticated (whatever the reason).", "model": ErrorBody},
+    "413": {"description": "Body larger than IRP_WEBHOOK_MAX_BODY_BYTES.", "model": ErrorBody},
+    "422": {"description": "Invalid JSON or payload; `errors` give each field path.", "model": ErrorBody},
+    "503": {"description": "The journal or SNS certificate is unavailable: retry later.", "model": ErrorBody},
+}
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _error(status: int, detail: str, errors: list[tuple[str, str]] | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"detail": detail, "errors": [{"path": p, "message": m} for p, m in (errors or [])]}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _depth_ok(document: Any) -> bool:
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return False
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return True
+
+
+def _validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    return [(".".join(str(part) for part in e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+class _Handlers:
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    @property
+    def service(self):
+        return self.app.state.service
+
+    def reject(self, source: str, reason: str, status: int, detail: str,
+               errors: list[tuple[str, str]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+        self.service.metrics.rejected.labels(source=source, reason=reason).inc()
+        return _error(status, detail, errors, headers)
+
+    def unauthenticated(self, source: str, reason: str = "unauthenticated") -> JSONResponse:
+        return self.reject(source, reason, 401, "unauthenticated", headers={"WWW-Authenticate": "Bearer"})
+
+    async def ingest(self, source: Source, request: Request) -> Response:
+        started = time.perf_counter()
+        service = self.service
+        name = source.name
+        limit = service.settings.webhook_max_body_bytes
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            return self.reject(name, "too_large", 413, f"request body larger than {limit} bytes",
+                               headers={"Connection": "close"})
+        try:
+            body = await _read_body(request, limit)
+        except _TooLarge:
+            return self.reject(name, "too_large", 413, f"request body larger than {limit} bytes",
+                               headers={"Connection": "close"})
+        except ClientDisconnect:
+            return self.reject(name, "client_disconnected", 400, "client disconnected")
+        auth = None
+        if not service.auth.wants_sns(name):
+            auth = service.auth.check(name, request.headers, body)
+            if auth is None:
+                return self.unauthenticated(name)
+        try:
+            document = json.loads(body)
+        except RecursionError:
+            return self.reject(name, "invalid_json", 422, "invalid JSON: nested too deeply")
+        except ValueError as exc:
+            return self.reject(name, "invalid_json", 422, f"invalid JSON: {exc}", [("", str(exc))])
+        if not isinstance(document, dict):
+            return self.reject(name, "invalid_json", 422, "expected a JSON object",
+                               [("", f"expected an object, got {type(document).__name__}")])
+        if not _depth_ok(document):
+            return self.reject(name, "invalid_payload", 422, f"JSON nested deeper than {MAX_DEPTH} levels")
+        try:
+            payload = source.model.model_validate(document)
+        except ValidationError as exc:
+            return self.reject(name, "invalid_payload", 422, f"invalid {name} payload", _validation_errors(exc))
+
+        delivery_key = auth.delivery_key if auth else None
+        repeat = "reject"
+        confirm_url = None
+        try:
+            if isinstance(payload, SnsMessage):
+                if service.auth.wants_sns(name):
+                    try:
+                        authentic = await service.sns.verify(payload)
+                    except CertificateUnavailable as exc:
+                        log.warning("SNS: %s", exc)
+                        return _error(503, "cannot fetch the SNS signing certificate now; retry",
+                                      headers={"Retry-After": "30"})
+                    if not authentic:
+                        return self.unauthenticated(name)
+                delivery_key, repeat = f"sns:{payload.TopicArn}:{payload.MessageId}", "same"
+                if payload.Type == "Notification":
+                    alerts = source.normalise(payload, document)
+                else:
+                    alerts = []
+                    if payload.Type == "SubscriptionConfirmation":
+                        if not service.sns.allowed_url(payload.SubscribeURL):
+                            return self.reject(name, "invalid_payload", 422, "SubscribeURL is not an allowed SNS URL",
+                                               [("SubscribeURL", "must be https on a host matching "
+                                                                 "IRP_SNS_HOST_PATTERN")])
+                        confirm_url = payload.SubscribeURL
+            else:
+                if isinstance(payload, PagerDutyWebhook) and delivery_key is None:
+                    delivery_key, repeat = f"pagerduty:{payload.event.id}", "same"
+                alerts = source.normalise(payload, document)
+        except PayloadError as exc:
+            return self.reject(name, "invalid_payload", 422, f"invalid {name} payload", exc.errors)
+        except ValidationError as exc:
+            return self.reject(name, "invalid_payload", 422, f"invalid {name} payload", _validation_errors(exc))
+
+        routed = [(alert, service.router.route(alert), event) for alert, event in alerts]
+        delivery = Delivery(source=name, body=body, alerts=routed, delivery_key=delivery_key, repeat=repeat,
+                            confirm_url=confirm_url)
+        try:
+            result: AcceptResult = await asyncio.wrap_future(service.journal.accept(delivery))
+        except JournalError as exc:
+            log.error("journal: %s", exc)
+            return _error(503, "the journal cannot record alerts now; retry", headers={"Retry-After": "10"})
+        if result.replay:
+            return self.unauthenticated(name, "replay")
+        metrics = service.metrics
+        if not result.repeat_delivery:
+            metrics.accepted.labels(source=name).inc(len(result.outcomes))
+            for outcome in result.outcomes:
+                if outcome.deduplicated:
+                    metrics.deduplicated.labels(source=name).inc()
+                elif outcome.outcome == "unrouted":
+                    metrics.unrouted.labels(source=name).inc()
+                elif outcome.outcome == "new_incident":
+                    metrics.incidents.labels(source=name, incident_type=outcome.incident_type).inc()
+        response = self.accepted(result)
+        metrics.ack_latency.labels(source=name).observe(time.perf_counter() - started)
+        return response
+
+    def accepted(self, result: AcceptResult, status: int = 202) -> JSONResponse:
+        alerts = []
+        for outcome in result.outcomes:
+            item = asdict(outcome)
+            item["ui_url"] = self.service.run_url(outcome.flow_run_id)
+            alerts.append(item)
+        return JSONResponse({"delivery_id": result.delivery_id, "repeat_delivery": result.repeat_delivery,
+                             "alerts": alerts}, status_code=status)
+
+    def reader_ok(self, request: Request) -> bool:
+        auth = self.service.auth
+        if auth.local and not auth.configured("token"):
+            return True
+        return auth.check_token(request.headers)
+
+
+def _make_endpoint(handlers: _Handlers, source: Source):
+    async def endpoint(request: Request) -> Response:
+        return await handlers.ingest(source, request)
+
+    endpoint.__name__ = f"post_{source.name}"
+    endpoint.__doc__ = source.description
+    return endpoint
+
+
+def _openapi_extra(source: Source) -> dict:
+    extra: dict[str, Any] = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{source.model.__name__}"}}},
+        },
+    }
+    if source.headers:
+        extra["parameters"] = [
+            {"name": header, "in": "header", "required": False, "schema": {"type": "string"}}
+            for header in source.headers
+        ]
+    return extra
+
+
+def create_app(service=None) -> FastAPI:
+    """The FastAPI app; `service` (an IntakeService) is started and stopped with the app."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if app.state.service is not None:
+            app.state.service.start()
+        try:
+            yield
+        finally:
+            if app.state.service is not None:
+                app.state.service.stop()
+
+    app = FastAPI(
+        title="irp alert intake",
+        version="1",
+        description="Alerts and reports in, incident runs out (Confluent Digital incident-response policy §4, §8). "
+                    "See docs/intake.md.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.service = service
+    handlers = _Handlers(app)
+
+    for source in SOURCES.values():
+        app.add_api_route(
+            source.path, _make_endpoint(handlers, source), methods=["POST"], status_code=202,
+            summary=source.summary, description=source.description, response_model=Accepted,
+            responses=_ERRORS, openapi_extra=_openapi_extra(source), tags=["alerts"],
+        )
+
+    @app.post("/alerts/{source}", include_in_schema=False)
+    async def unknown_source(source: str) -> Response:
+        valid = ", ".join(s.path for s in SOURCES.values())
+        return handlers.reject("", "unknown_source", 404, f"unknown source {source[:100]!r}; valid: {valid}")
+
+    @app.get("/healthz", response_model=Health, tags=["operations"], responses={503: {"model": ErrorBody}})
+    def healthz() -> Response:
+        """Alive and able to read the journal; `degraded` while the outbox has failing items."""
+        service = handlers.service
+        try:
+            backlog = service.journal.backlog()
+            last_error = service.journal.last_error()
+        except Exception as exc:
+            return _error(503, f"journal unreadable: {type(exc).__name__}")
+        return JSONResponse({"status": "degraded" if last_error else "ok", "journal": str(service.journal.path),
+                             "backlog": backlog, "last_error": last_error})
+
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    def metrics() -> Response:
+        """Prometheus metrics."""
+        service = handlers.service
+        body = service.metrics.render(service.journal.backlog())
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/alerts/unrouted", response_model=list[UnroutedAlert], tags=["operations"],
+             responses={"401": _ERRORS["401"]})
+    def unrouted(request: Request, limit: int = 100) -> Response:
+        """Alerts no route matched, most recent first (bearer token required)."""
+        if not handlers.reader_ok(request):
+            return handlers.unauthenticated("")
+        rows = handlers.service.journal.unrouted(max(1, min(limit, 1000)))
+        for row in rows:
+            for key in ("first_seen", "last_seen"):
+                row[key] = datetime.fromtimestamp(row[key], UTC).isoformat()
+        return JSONResponse(rows)
+
+    @app.get("/deliveries/{delivery_id}", response_model=Accepted, tags=["operations"],
+             responses={"401": _ERRORS["401"], "404": {"model": ErrorBody}})
+    def delivery(request: Request, delivery_id: str) -> Response:
+        """What became of an accepted request: incident ids and flow runs (bearer token required)."""
+        if not handlers.reader_ok(request):
+            return handlers.unauthenticated("")
+        result = handlers.service.journal.delivery(delivery_id[:100])
+        if result is None:
+            return _error(404, "no such delivery")
+        return handlers.accepted(result, status=200)
+
+    original = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        _, defs = models_json_schema([(s.model, "validation") for s in SOURCES.values()],
+                                     ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {}).update(defs.get("$defs", {}))
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+    return app
+
+
+def openapi_spec() -> dict:
+    """The OpenAPI document (committed as docs/openapi.json)."""
+    return create_app(None).openapi()

@@ -1,0 +1,169 @@
+"""Who may post alerts: bearer tokens, Standard Webhooks signatures, PagerDuty signatures, SNS signatures.
+
+Each source accepts a set of methods (IRP_WEBHOOK_AUTH overrides the defaults); a request passes
+when one of them passes. Every comparison is constant-time. A failure never says which part was
+wrong: the caller answers 401 "unauthenticated" whatever the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from standardwebhooks import Webhook
+
+from irp.errors import ConfigurationError
+from irp.settings import Settings
+
+__all__ = ["AuthResult", "Authenticator", "DEFAULT_METHODS", "METHODS", "Method"]
+
+Method = Literal["token", "hmac", "pagerduty", "sns"]
+METHODS: tuple[str, ...] = ("token", "hmac", "pagerduty", "sns")
+DEFAULT_METHODS: dict[str, tuple[str, ...]] = {
+    "alertmanager": ("token", "hmac"),
+    "grafana": ("token", "hmac"),
+    "generic": ("token", "hmac"),
+    "report": ("token", "hmac"),
+    "pagerduty": ("pagerduty", "token"),
+    "sns": ("sns",),
+}
+_MAX_ID = 256
+log = logging.getLogger("irp.intake")
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """A passed check; `delivery_key` identifies the delivery for replay detection, when the method has one."""
+
+    method: str
+    delivery_key: str | None = None
+
+
+def _split(secret, separators: str) -> list[str]:
+    if secret is None:
+        return []
+    return [part for part in re.split(f"[{separators}]", secret.get_secret_value()) if part.strip()]
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+
+
+class Authenticator:
+    """The methods of each source and the credentials to check them with."""
+
+    def __init__(self, settings: Settings, local: bool = False) -> None:
+        self.local = local
+        self._tokens = [_digest(t.strip()) for t in _split(settings.webhook_token, ",")]
+        self._webhooks = []
+        for secret in _split(settings.webhook_secret, " ,"):
+            try:
+                self._webhooks.append(Webhook(secret.strip()))
+            except Exception as exc:  # the library raises bare errors on bad base64
+                raise ConfigurationError(
+                    f"IRP_WEBHOOK_SECRET: a secret is not a Standard Webhooks secret (whsec_ + base64): {exc}"
+                ) from None
+        self._pagerduty = [s.strip().encode() for s in _split(settings.pagerduty_secret, ",")]
+        self.sns_topics = {t.strip() for t in settings.sns_topic_arns.split(",") if t.strip()}
+        self.methods: dict[str, tuple[str, ...]] = dict(DEFAULT_METHODS)
+        for source, value in settings.webhook_auth.items():
+            if source not in DEFAULT_METHODS:
+                raise ConfigurationError(
+                    f"IRP_WEBHOOK_AUTH: unknown source {source!r}; valid: {', '.join(DEFAULT_METHODS)}")
+            methods = tuple(m.strip() for m in value.split(",") if m.strip())
+            bad = [m for m in methods if m not in METHODS]
+            if bad or not methods:
+                raise ConfigurationError(
+                    f"IRP_WEBHOOK_AUTH: {source}: unknown method {', '.join(bad) or '(none)'}; "
+                    f"valid: {', '.join(METHODS)}")
+            self.methods[source] = methods
+
+    def configured(self, method: str) -> bool:
+        return bool({"token": self._tokens, "hmac": self._webhooks, "pagerduty": self._pagerduty,
+                     "sns": self.sns_topics}[method])
+
+    @property
+    def any_configured(self) -> bool:
+        return any(self.configured(m) for m in METHODS)
+
+    def open_source(self, source: str) -> bool:
+        """True when the source needs no credential: local use with none configured for it."""
+        return self.local and not any(self.configured(m) for m in self.methods[source])
+
+    def unusable_sources(self) -> list[str]:
+        """Sources none of whose methods has a credential (they answer 401 unless local)."""
+        return [s for s, methods in self.methods.items() if not any(self.configured(m) for m in methods)]
+
+    def check(self, source: str, headers, body: bytes) -> AuthResult | None:
+        """The first method of `source` that passes on these headers and body (SNS is checked on the body later)."""
+        if self.open_source(source):
+            return AuthResult("local")
+        for method in self.methods[source]:
+            if method == "token" and self._token_ok(headers):
+                return AuthResult("token")
+            if method == "hmac":
+                result = self._hmac(headers, body)
+                if result:
+                    return result
+            if method == "pagerduty" and self._pagerduty_ok(headers, body):
+                return AuthResult("pagerduty")
+        return None
+
+    def wants_sns(self, source: str) -> bool:
+        return "sns" in self.methods[source] and not self.open_source(source)
+
+    def check_token(self, headers) -> bool:
+        """True when the Authorization header carries a configured token (bearer, or basic's password)."""
+        return self._token_ok(headers)
+
+    def _token_ok(self, headers) -> bool:
+        if not self._tokens:
+            return False
+        header = headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        value = value.strip()
+        if scheme.lower() == "basic":  # SNS and Grafana can only send basic auth: the password is the token
+            try:
+                value = base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                return False
+        elif scheme.lower() != "bearer":
+            return False
+        presented = _digest(value)
+        ok = False
+        for token in self._tokens:
+            ok |= hmac.compare_digest(presented, token)
+        return ok
+
+    def _hmac(self, headers, body: bytes) -> AuthResult | None:
+        if not self._webhooks:
+            return None
+        msg_id = headers.get("webhook-id", "")
+        if not msg_id or len(msg_id) > _MAX_ID:
+            return None
+        wanted = {k: headers.get(k, "") for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+        for webhook in self._webhooks:
+            try:
+                webhook.verify(body, wanted, json_parse=False)
+            except Exception:  # WebhookVerificationError, and bad base64/undecodable bodies raise others
+                continue
+            return AuthResult("hmac", delivery_key=f"webhook-id:{msg_id}")
+        return None
+
+    def _pagerduty_ok(self, headers, body: bytes) -> bool:
+        if not self._pagerduty:
+            return False
+        presented = [s.strip()[3:] for s in headers.get("x-pagerduty-signature", "").split(",")
+                     if s.strip().startswith("v1=")]
+        ok = False
+        for secret in self._pagerduty:
+            expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
+            for signature in presented[:10]:
+                ok |= hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogateescape"))
+        return ok

@@ -1,0 +1,47 @@
+"""Prometheus metrics of the intake, served at GET /metrics (one registry per service)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+
+__all__ = ["Metrics"]
+
+REJECT_REASONS = (
+    "unauthenticated", "replay", "too_large", "invalid_json", "invalid_payload", "unknown_source",
+    "client_disconnected",
+)
+
+
+class Metrics:
+    """Counters of accepted, rejected, deduplicated and unrouted alerts, runs, backlog and ack latency."""
+
+    def __init__(self) -> None:
+        disable_created_metrics()
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.accepted = Counter("irp_intake_alerts_accepted", "Alerts durably recorded.", ["source"], registry=r)
+        self.rejected = Counter("irp_intake_requests_rejected", "Requests refused, by reason.",
+                                ["source", "reason"], registry=r)
+        self.deduplicated = Counter("irp_intake_alerts_deduplicated", "Alerts that joined an open incident.",
+                                    ["source"], registry=r)
+        self.unrouted = Counter("irp_intake_alerts_unrouted", "Alerts no route matched (recorded).",
+                                ["source"], registry=r)
+        self.incidents = Counter("irp_intake_incidents_opened", "Alerts that opened a new incident.",
+                                 ["source", "incident_type"], registry=r)
+        self.runs_created = Counter("irp_intake_runs_created", "Flow runs created from the outbox.", registry=r)
+        self.run_errors = Counter("irp_intake_run_errors", "Failed attempts to create a flow run.", registry=r)
+        self.backlog = Gauge("irp_intake_journal_backlog", "Outbox items not yet carried out.", ["kind"],
+                             registry=r)
+        self.ack_latency = Histogram(
+            "irp_intake_ack_latency_seconds", "Time from request to acknowledgement (2xx).", ["source"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(source="", reason=reason)
+
+    def run_result(self, ok: bool) -> None:
+        (self.runs_created if ok else self.run_errors).inc()
+
+    def render(self, backlog: dict[str, int]) -> bytes:
+        for kind, count in backlog.items():
+            self.backlog.labels(kind=kind).set(count)
+        return generate_latest(self.registry)

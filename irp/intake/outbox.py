@@ -1,0 +1,185 @@
+"""The outbox worker: carries out what the journal queued, retrying until it succeeds.
+
+- run: `run_deployment("<type>/respond", parameters, idempotency_key=K, timeout=0)`; the key is
+  stored with the item, so a retry after a crash or an outage returns the run already created.
+- event: repeats, resolutions and updates of one incident are gathered into one timeline entry
+  (`store.append_event`). The entry is written to the journal before it is appended, so after a
+  crash the very same entry is appended again, and the store keeps each entry once.
+- confirm: GET the SubscribeURL of an SNS subscription confirmation.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from irp.intake.journal import Journal, OutboxItem
+from irp.models import TimelineEntry
+
+__all__ = ["Outbox", "timeline_entry"]
+
+log = logging.getLogger("irp.intake")
+_EVENTS_PER_ENTRY = 500
+
+
+def timeline_entry(items: list[OutboxItem]) -> TimelineEntry:
+    """One entry recording alerts of the same kind for the same fingerprint of one incident."""
+    first = items[0].payload
+    source, title, event = first["source"], first["title"], first["event"]
+    received = [item.payload["received_at"] for item in items]
+    if event == "repeat":
+        count = len(items)
+        message = f"{source} alert repeated{f' {count} times' if count > 1 else ''}: {title}"
+    elif event == "resolved":
+        message = f"{source} alert resolved: {title}"
+    else:
+        message = f"{source} update ({first['status']}): {title}"
+        if first.get("description"):
+            message += f" — {first['description'].splitlines()[0][:300]}"
+    return TimelineEntry(
+        at=datetime.fromtimestamp(min(received), UTC),
+        kind="alert",
+        message=message,
+        actor="irp-intake",
+        data={
+            "event": event,
+            "source": source,
+            "fingerprint": first["fingerprint"],
+            "route": first.get("route"),
+            "count": len(items),
+            "first_received_at": datetime.fromtimestamp(min(received), UTC).isoformat(),
+            "last_received_at": datetime.fromtimestamp(max(received), UTC).isoformat(),
+            "deliveries": [item.payload["delivery_id"] for item in items],
+            "outbox_ids": [item.id for item in items],
+        },
+    )
+
+
+class Outbox:
+    """A thread that drains the journal's outbox, and a small pool for the slow calls."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        create_run: Callable[[dict], str],
+        append_event: Callable[[str, TimelineEntry], None],
+        confirm: Callable[[str], None],
+        retry_max: float = 30.0,
+        on_run: Callable[[bool], None] | None = None,
+        workers: int = 4,
+    ) -> None:
+        self.journal = journal
+        self.create_run = create_run
+        self.append_event = append_event
+        self.confirm = confirm
+        self.retry_max = retry_max
+        self.on_run = on_run or (lambda ok: None)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="irp-outbox")
+        self._in_flight: set[int] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="irp-outbox", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _retry_at(self, attempts: int) -> float:
+        delay = min(self.retry_max, 0.5 * 2 ** min(attempts, 16))
+        return time.time() + delay * random.uniform(0.8, 1.0)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.drain_once()
+            except Exception:  # a bug here must not stop the worker: log, wait, go on
+                log.exception("outbox pass failed")
+                self._stop.wait(1.0)
+            nxt = None
+            try:
+                nxt = self.journal.next_due()
+            except Exception:
+                log.exception("outbox: cannot read the journal")
+            wait = 1.0 if nxt is None else max(0.0, min(1.0, nxt - time.time()))
+            if wait > 0:
+                self._wake.wait(wait)
+
+    def drain_once(self) -> int:
+        """Start every due item once; returns how many were started."""
+        with self._lock:  # snapshot first: an item leaves the set only after its outcome is committed
+            busy = set(self._in_flight)
+        items = [i for i in self.journal.due(time.time(), limit=1000) if i.id not in busy]
+        events: dict[tuple, list[OutboxItem]] = defaultdict(list)
+        claimed: dict[int, list[OutboxItem]] = defaultdict(list)
+        for item in items:
+            if item.kind == "event":
+                if item.state == "claimed" and item.batch_id is not None:
+                    claimed[item.batch_id].append(item)
+                else:
+                    p = item.payload
+                    events[(item.incident_id, p["event"], p["source"], p["fingerprint"])].append(item)
+            else:
+                with self._lock:
+                    self._in_flight.add(item.id)
+                self._pool.submit(self._one, item)
+        for batch_id, batch_items in claimed.items():  # entries written before a crash: append them again
+            incident_id, entry_json = self.journal.batch_entry(batch_id)
+            self._append(batch_id, incident_id, TimelineEntry.model_validate_json(entry_json), batch_items)
+        for (incident_id, _event, _source, _fp), group in events.items():
+            for start in range(0, len(group), _EVENTS_PER_ENTRY):
+                chunk = group[start:start + _EVENTS_PER_ENTRY]
+                entry = timeline_entry(chunk)
+                batch_id = self.journal.claim_events(incident_id, chunk, entry.model_dump_json()).result()
+                self._append(batch_id, incident_id, entry, chunk)
+        return len(items)
+
+    def _append(self, batch_id: int, incident_id: str, entry: TimelineEntry, items: list[OutboxItem]) -> None:
+        try:
+            self.append_event(incident_id, entry)
+        except Exception as exc:
+            log.warning("outbox: timeline entry for %s failed, will retry: %s", incident_id, exc)
+            self.journal.failed(items, f"{type(exc).__name__}: {exc}", self._retry_at(max(i.attempts for i in items)))
+            return
+        self.journal.batch_done(batch_id).result()
+
+    def _one(self, item: OutboxItem) -> None:
+        try:
+            if item.kind == "run":
+                flow_run_id = self.create_run(item.payload)
+                self.journal.run_created(item, flow_run_id).result()
+                self.on_run(True)
+            elif item.kind == "confirm":
+                self.confirm(item.payload["url"])
+                self.journal.done(item, "confirmed").result()
+            else:
+                self.journal.done(item, f"unknown kind {item.kind}").result()
+        except Exception as exc:
+            if item.kind == "run":
+                self.on_run(False)
+            log.warning("outbox: %s item %s failed (attempt %s), will retry: %s",
+                        item.kind, item.id, item.attempts + 1, exc)
+            try:
+                self.journal.failed([item], f"{type(exc).__name__}: {exc}", self._retry_at(item.attempts)).result()
+            except Exception:
+                log.exception("outbox: cannot record the failure of item %s", item.id)
+        finally:
+            with self._lock:
+                self._in_flight.discard(item.id)
+            self._wake.set()

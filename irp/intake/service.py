@@ -1,0 +1,168 @@
+"""The intake service: settings, authentication, routing, journal, outbox and metrics in one object.
+
+Side effects live at the edges: `create_run` (Prefect), `append_event` (evidence store) and
+`confirm_subscription` (an HTTPS GET to SNS). They are parameters so a PostgreSQL journal or
+another run launcher can be put in without touching the request path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from irp.errors import ConfigurationError
+from irp.intake.auth import Authenticator
+from irp.intake.journal import Journal, SQLiteJournal
+from irp.intake.metrics import Metrics
+from irp.intake.outbox import Outbox
+from irp.intake.routing import Router
+from irp.intake.sns import SnsVerifier
+from irp.models import TimelineEntry
+from irp.settings import Settings
+
+__all__ = ["IntakeService", "append_event", "confirm_subscription", "create_run", "routing_path"]
+
+log = logging.getLogger("irp.intake")
+_PURGE_EVERY = 600.0
+
+
+def routing_path(settings: Settings) -> Path:
+    return settings.routing_file or settings.playbooks_dir / "routing.yaml"
+
+
+def create_run(payload: dict) -> str:
+    """Create the incident's flow run on the Prefect server (idempotent by key); returns its id."""
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(
+        name=payload["deployment"],
+        parameters=payload["parameters"],
+        idempotency_key=payload["idempotency_key"],
+        flow_run_name=payload.get("flow_run_name"),
+        tags=payload.get("tags"),
+        timeout=0,
+        as_subflow=False,
+    )
+    return str(flow_run.id)
+
+
+def append_event(incident_id: str, entry: TimelineEntry) -> None:
+    """Append a timeline entry to the incident in the configured evidence store."""
+    from irp.evidence import open_store
+    from irp.settings import get_settings
+
+    open_store(get_settings().evidence_url).append_event(incident_id, entry)
+
+
+def confirm_subscription(url: str, ca_bundle: Path | None = None) -> None:
+    """Visit an SNS SubscribeURL (already checked against the allowed hosts)."""
+    import httpx
+
+    response = httpx.get(url, timeout=10.0, verify=str(ca_bundle) if ca_bundle else True, follow_redirects=False)
+    response.raise_for_status()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class IntakeService:
+    """Everything the HTTP app needs; `start` and `stop` run the outbox worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        local: bool = False,
+        journal: Journal | None = None,
+        create_run: Callable[[dict], str] = create_run,
+        append_event: Callable[[str, TimelineEntry], None] = append_event,
+    ) -> None:
+        self.settings = settings
+        self.local = local
+        self.auth = Authenticator(settings, local=local)
+        self.routing_file = routing_path(settings)
+        self.router = Router.from_file(self.routing_file)
+        self.sns = SnsVerifier(self.auth.sns_topics, settings.sns_host_pattern, settings.sns_ca_bundle)
+        self.metrics = Metrics()
+        self.journal = journal or SQLiteJournal(settings.intake_journal, settings.dedup_window_seconds)
+        self.outbox = Outbox(
+            self.journal,
+            create_run=create_run,
+            append_event=append_event,
+            confirm=lambda url: confirm_subscription(url, settings.sns_ca_bundle),
+            retry_max=settings.intake_retry_max_seconds,
+            on_run=self.metrics.run_result,
+        )
+        if hasattr(self.journal, "on_commit"):
+            self.journal.on_commit = self.outbox.wake
+        self.ui_url = _ui_url()
+        self._stop = threading.Event()
+        self._purger = threading.Thread(target=self._purge_loop, name="irp-journal-purge", daemon=True)
+
+    def check_startup(self, host: str) -> None:
+        """Refuse to serve without any credential unless local, and local only on loopback."""
+        if self.local and not _is_loopback(host):
+            raise ConfigurationError(
+                f"--local serves sources without credentials: bind it to 127.0.0.1, not {host}")
+        if not self.auth.any_configured and not self.local:
+            raise ConfigurationError(
+                "no credential configured: set IRP_WEBHOOK_TOKEN and/or IRP_WEBHOOK_SECRET "
+                "(and IRP_PAGERDUTY_SECRET, IRP_SNS_TOPIC_ARNS for those sources), "
+                "or pass --local for local use without authentication")
+        if not os.environ.get("PREFECT_API_URL") and not _prefect_api_url():
+            raise ConfigurationError(
+                "PREFECT_API_URL is not set: the intake creates runs on a Prefect server; start one "
+                "(prefect server start) and set PREFECT_API_URL=http://127.0.0.1:4200/api")
+        for source in self.auth.unusable_sources():
+            if not self.local:
+                log.warning("source %s has no credential configured (methods %s): it will answer 401",
+                            source, ", ".join(self.auth.methods[source]))
+
+    def start(self) -> None:
+        self.outbox.start()
+        self._purger.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.outbox.stop()
+        self.journal.close()
+
+    def _purge_loop(self) -> None:
+        while not self._stop.wait(_PURGE_EVERY):
+            now = time.time()
+            try:
+                self.journal.purge(now - self.settings.intake_retention_days * 86400,
+                                   now - self.settings.dedup_window_seconds)
+            except Exception:
+                log.exception("journal purge failed")
+
+    def run_url(self, flow_run_id: str | None) -> str | None:
+        if not flow_run_id or not self.ui_url:
+            return None
+        return f"{self.ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def _prefect_api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def _ui_url() -> str | None:
+    try:
+        from prefect.settings import PREFECT_UI_URL
+
+        return PREFECT_UI_URL.value()
+    except Exception:
+        return None
