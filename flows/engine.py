@@ -7,11 +7,14 @@ The playbook is read when the run starts, so an edited playbook applies to the n
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import get_run_logger
 from prefect.utilities.annotations import quote
 from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
@@ -85,6 +88,19 @@ def _label_run(incident: Incident) -> None:
         get_run_logger().warning("could not label the flow run: %s", exc)
 
 
+@contextmanager
+def _one_run_per_incident(incident_id: str) -> Iterator[None]:
+    """Hold the incident's concurrency limit (1 slot) so two runs of one incident never overlap."""
+    if not flow_run.id:
+        yield
+        return
+    name = f"incident-{incident_id.lower()}"
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, 1)
+    with concurrency(name, occupy=1, strict=True):
+        yield
+
+
 def respond(
     incident_type: IncidentType,
     alert: Alert,
@@ -132,7 +148,8 @@ def respond(
                   content_type="application/yaml", source_system="irp")
         store.save_incident(incident)
         run = RunContext(alert=alert, playbook=playbook, evidence_url=store.url, dry_run=dry_run)
-        incident, stopped_by = _run_stages(incident, run, store)
+        with _one_run_per_incident(incident.id):
+            incident, stopped_by = _run_stages(incident, run, store)
         store.put_json(incident.id, "incident.json", incident.model_dump(mode="json"), source_system="irp")
         store.save_incident(incident)
         summary = RunSummary(

@@ -6,10 +6,7 @@ are made by one factory; prefect.yaml deploys each by its name, e.g. flows/incid
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from prefect import Flow, flow
-from pydantic import Field
 
 from flows.engine import RunSummary, respond
 from irp.models import Alert, IncidentType, Severity
@@ -17,25 +14,30 @@ from irp.models import Alert, IncidentType, Severity
 __all__ = ["INCIDENT_FLOWS", *[t.value for t in IncidentType]]
 
 
+_DOC = """Respond to a {label} incident (policy §2: {type}).
+
+Args:
+    alert: The alert or report that opened the incident.
+    severity: Leave empty to let the playbook classify (§5); set it to override.
+    dry_run: Run every step without side effects, recording what each would have done.
+    incident_id: Leave empty for a new incident; set it to attach the run to an existing one.
+    severity_hint: Initial severity suggested by alert routing; the playbook's rules decide.
+"""
+
+
 def _incident_flow(incident_type: IncidentType) -> Flow:
     def run(
-        alert: Annotated[Alert, Field(title="Alert", description="The alert or report that opened the incident.")],
-        severity: Annotated[Severity | None, Field(
-            title="Severity (override)", description="Set only to override the playbook's §5 classification.",
-        )] = None,
-        dry_run: Annotated[bool, Field(title="Dry run", description="Run every step without side effects.")] = False,
-        incident_id: Annotated[str | None, Field(
-            title="Incident id", description="Leave empty for a new incident.",
-        )] = None,
-        severity_hint: Annotated[Severity | None, Field(
-            title="Severity hint", description="Initial severity suggested by alert routing.",
-        )] = None,
+        alert: Alert,
+        severity: Severity | None = None,
+        dry_run: bool = False,
+        incident_id: str | None = None,
+        severity_hint: Severity | None = None,
     ) -> RunSummary:
         return respond(incident_type, alert, severity, dry_run, incident_id, severity_hint)
 
     run.__name__ = incident_type.value
     run.__qualname__ = incident_type.value
-    run.__doc__ = f"Respond to a {incident_type.label.lower()} incident (policy §2: {incident_type.value})."
+    run.__doc__ = _DOC.format(label=incident_type.label.lower(), type=incident_type.value)
     return flow(
         run,
         name=incident_type.value,

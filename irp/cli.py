@@ -21,6 +21,22 @@ playbooks_app = typer.Typer(no_args_is_help=True, help="Check playbooks and prin
 app.add_typer(playbooks_app, name="playbooks")
 app.command()(webhook)
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"irp {version('irp')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """Incident response for CallCenterRate: playbooks as code, run by Prefect."""
+
+
+ROUTING_FILE = "routing.yaml"  # the intake's alert routing, validated with the playbooks
 SAMPLE_ALERT = REPO_ROOT / "playbooks" / "samples" / "data_leak.json"
 
 
@@ -71,6 +87,18 @@ def run(
 
 
 @app.command()
+def stack(
+    port: Annotated[int, typer.Option(help="Port of the Prefect server and UI.")] = 4200,
+    intake_port: Annotated[int, typer.Option(help="Port of the alert intake.")] = 8765,
+    no_intake: Annotated[bool, typer.Option("--no-intake", help="Do not start the alert intake.")] = False,
+) -> None:
+    """Start the local stack (Prefect server and UI, deployments, worker, alert intake) until Ctrl-C."""
+    from irp.stack import serve_forever
+
+    serve_forever(port, intake_port, with_intake=not no_intake)
+
+
+@app.command()
 def demo() -> None:
     """Run the data-leak playbook on the sample alert (the quick start's main job)."""
     typer.echo(f"irp demo: data_leak playbook on {SAMPLE_ALERT.relative_to(REPO_ROOT)}, "
@@ -92,7 +120,7 @@ def _playbook_files(paths: list[Path]) -> list[Path]:
 
 @playbooks_app.command("validate")
 def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (default: playbooks/).")] = None) -> None:
-    """Check playbooks; print every problem as FILE:LINE:COL: key.path: message."""
+    """Check playbooks (and routing.yaml); print every problem as FILE:LINE:COL: key.path: message."""
     from flows.playbook import load_playbook
 
     files = _playbook_files(paths or [])
@@ -100,12 +128,19 @@ def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or f
         raise IrpError(f"no playbook files (*.yaml) in {', '.join(map(str, paths or []))}")
     failed = 0
     for file in files:
-        try:
-            load_playbook(file)
-        except PlaybookError as exc:
-            failed += 1
-            for problem in exc.problems:
-                typer.echo(str(problem))
+        if file.name == ROUTING_FILE:
+            from irp.intake.routing import validate_routing
+
+            problems = validate_routing(file)
+        else:
+            try:
+                load_playbook(file)
+                problems = []
+            except PlaybookError as exc:
+                problems = exc.problems
+        failed += bool(problems)
+        for problem in problems:
+            typer.echo(str(problem))
     if failed:
         _echo_err(f"{failed} of {len(files)} files invalid")
         raise typer.Exit(1)

@@ -10,7 +10,7 @@ import json
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -149,16 +149,30 @@ class _Model(BaseModel):
 class Alert(_Model):
     """One alert or report, normalised from its source; `raw` keeps the payload as received."""
 
-    source: AlertSource = Field(AlertSource.generic, description="The system that sent the alert.")
-    fingerprint: str = Field(
-        "", description="Stable identity of the alert at its source; derived from the content when empty."
+    model_config = ConfigDict(extra="forbid", title="Alert")
+
+    title: str = Field(..., min_length=1, max_length=500, title="Title", description="One-line summary.",
+                       json_schema_extra={"position": 0})
+    description: str = Field("", max_length=20_000, title="Description",
+                             description="Free text from the source.", json_schema_extra={"position": 1})
+    source: AlertSource = Field(AlertSource.generic, title="Source",
+                                description="The system that sent the alert.", json_schema_extra={"position": 2})
+    labels: dict[str, str] = Field(
+        default_factory=dict, title="Labels", json_schema_extra={"position": 3},
+        description="Key/value labels: tenant, service, data_categories, people_affected, records_affected…",
     )
-    title: str = Field(..., min_length=1, max_length=500, description="One-line summary.")
-    description: str = Field("", max_length=20_000, description="Free text from the source.")
-    labels: dict[str, str] = Field(default_factory=dict, description="Key/value labels of the source.")
-    observed_at: datetime = Field(default_factory=utcnow, description="When the source observed it.")
-    status: str = Field("firing", description="firing or resolved, as the source says.")
-    raw: Any = Field(None, description="The payload exactly as received, for evidence.")
+    observed_at: datetime = Field(default_factory=utcnow, title="Observed at",
+                                  description="When the source observed it.", json_schema_extra={"position": 4})
+    fingerprint: str = Field(
+        "", title="Fingerprint", json_schema_extra={"position": 5},
+        description="Stable identity of the alert at its source; derived from the content when empty.",
+    )
+    status: Literal["firing", "resolved"] = Field(
+        "firing", title="Status", description="firing or resolved, as the source says.",
+        json_schema_extra={"position": 6},
+    )
+    raw: Any = Field(None, title="Raw payload", json_schema_extra={"position": 7},
+                     description="The payload exactly as received, kept verbatim as evidence.")
 
     @field_validator("observed_at")
     @classmethod

@@ -1,0 +1,87 @@
+"""Declaring an incident by hand (policy §8: a Client or an employee reports a suspected incident).
+
+The Prefect UI builds the run form from this flow's signature: the report is one typed model with
+titled fields, descriptions, dropdowns for the type, the severity and the data categories, in the
+order a responder fills them. The report becomes an Alert (source "report") and runs the type's
+own flow as a subflow, exactly as an alert would.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.engine import RunSummary
+from flows.incidents import INCIDENT_FLOWS
+from irp.models import Alert, AlertSource, DataCategory, IncidentType, Severity, utcnow
+
+__all__ = ["IncidentReport", "declare_incident"]
+
+
+def _field(position: int, title: str, description: str, **kwargs: Any) -> Any:
+    return Field(title=title, description=description, json_schema_extra={"position": position}, **kwargs)
+
+
+class IncidentReport(BaseModel):
+    """A suspected incident, as a Client, an employee or a third party reports it."""
+
+    model_config = ConfigDict(extra="forbid", title="Incident report")
+
+    incident_type: IncidentType = _field(0, "Incident type", "Policy §2: what kind of incident.")
+    title: str = _field(1, "Title", "One line: what happened.", min_length=3, max_length=200)
+    reporter: str = _field(2, "Reported by", "Name and organisation of the person reporting.",
+                           min_length=1, max_length=200)
+    reporter_role: Literal["client", "employee", "third_party"] = _field(
+        3, "Reporter is", "A Client (§8), an employee, or a third-party provider (§9).", default="client")
+    description: str = _field(4, "Description", "What was seen, when, where; links to tickets.",
+                              default="", max_length=20_000)
+    severity: Severity | None = _field(
+        5, "Severity", "Leave empty to let the playbook classify it (§5); set it to override.", default=None)
+    affected_clients: list[str] = _field(6, "Affected Clients", "Client (tenant) ids, if known.",
+                                         default_factory=list)
+    affected_systems: list[str] = _field(7, "Affected systems", "Services or hosts, if known.",
+                                         default_factory=list)
+    data_categories: list[DataCategory] = _field(
+        8, "Personal data categories", "Categories of personal data possibly concerned (§7).",
+        default_factory=list)
+    approx_people: int | None = _field(9, "People concerned (approx.)", "Leave empty if unknown.",
+                                       default=None, ge=0)
+    approx_records: int | None = _field(10, "Records concerned (approx.)", "Leave empty if unknown.",
+                                        default=None, ge=0)
+    observed_at: datetime | None = _field(11, "Observed at", "When it was noticed; empty means now.",
+                                          default=None)
+
+    def to_alert(self) -> Alert:
+        """The Alert this report stands for, with the label names the playbooks read."""
+        labels = {
+            "tenant": ",".join(self.affected_clients),
+            "service": ",".join(self.affected_systems),
+            "data_categories": ",".join(c.value for c in self.data_categories),
+            "people_affected": "" if self.approx_people is None else str(self.approx_people),
+            "records_affected": "" if self.approx_records is None else str(self.approx_records),
+            "reporter": self.reporter,
+            "reporter_role": self.reporter_role,
+        }
+        return Alert(
+            source=AlertSource.report,
+            title=self.title,
+            description=self.description,
+            labels={key: value for key, value in labels.items() if value},
+            observed_at=self.observed_at or utcnow(),
+            raw=self.model_dump(mode="json"),
+        )
+
+
+@flow(name="declare_incident", log_prints=True,
+      description="Declare an incident reported by a Client, an employee or a third party (§8, §9).")
+def declare_incident(report: IncidentReport, dry_run: bool = False) -> RunSummary:
+    """Declare an incident by hand and run its playbook as a subflow, as an alert would.
+
+    Args:
+        report: What is reported: the type, what happened, who reports it, what is affected.
+        dry_run: Run every step without side effects (training).
+    """
+    return INCIDENT_FLOWS[report.incident_type](alert=report.to_alert(), severity=report.severity, dry_run=dry_run)

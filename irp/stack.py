@@ -1,0 +1,179 @@
+"""The one-command local stack: Prefect server and UI, work pool, deployments, worker, alert intake.
+
+`irp stack` starts what is missing, prints where everything is, and stops it all on Ctrl-C.
+With PREFECT_API_URL set it uses that server instead of starting one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from irp.errors import ConfigurationError, IrpError
+from irp.settings import REPO_ROOT, get_settings
+
+WORK_POOL = "irp"
+
+
+@dataclass
+class Stack:
+    """The processes the stack started, stopped in reverse order."""
+
+    host: str = "127.0.0.1"
+    port: int = 4200
+    intake_port: int = 8765
+    log_dir: Path = field(default_factory=lambda: REPO_ROOT / "var" / "log")
+    processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        """The environment every child gets: one API URL, analytics off, auth passed through."""
+        env = dict(os.environ)
+        env.setdefault("PREFECT_HOME", str(REPO_ROOT / "var" / "prefect"))
+        env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        env.setdefault("PREFECT_API_URL", f"http://{self.host}:{self.port}/api")
+        env.setdefault("PREFECT_UI_API_URL", env["PREFECT_API_URL"])
+        if env.get("PREFECT_SERVER_API_AUTH_STRING"):
+            env.setdefault("PREFECT_API_AUTH_STRING", env["PREFECT_SERVER_API_AUTH_STRING"])
+        env["PREFECT_WORKER_QUERY_SECONDS"] = env.get("PREFECT_WORKER_QUERY_SECONDS", "1")
+        env["PREFECT_WORKER_PREFETCH_SECONDS"] = env.get("PREFECT_WORKER_PREFETCH_SECONDS", "10")
+        env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+        return env
+
+    @property
+    def api_url(self) -> str:
+        return self.env()["PREFECT_API_URL"]
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+        """Start a child process with its output in var/log/<name>.log."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")
+        process = subprocess.Popen(args, cwd=REPO_ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        self.processes.append((name, process))
+        return process
+
+    def run(self, name: str, args: list[str], timeout: float = 600) -> None:
+        """Run a setup command to completion; its output goes to var/log/<name>.log."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            result = subprocess.run(args, cwd=REPO_ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                    timeout=timeout, check=False)
+        if result.returncode != 0:
+            raise IrpError(f"{name} failed (exit {result.returncode}); see {self.log_dir / name}.log")
+
+    def wait_http(self, name: str, url: str, timeout: float = 180) -> None:
+        """Wait until `url` answers 2xx, or fail naming the log to read."""
+        deadline = time.monotonic() + timeout
+        headers = {}
+        auth = self.env().get("PREFECT_API_AUTH_STRING")
+        if auth and "/api/" in url:
+            import base64
+
+            headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+        while time.monotonic() < deadline:
+            for label, process in self.processes:
+                if label == name and process.poll() is not None:
+                    raise IrpError(f"{name} exited (code {process.returncode}); see {self.log_dir / name}.log")
+            try:
+                if httpx.get(url, timeout=2, headers=headers).is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise IrpError(f"{name} did not answer at {url} within {timeout:.0f} s; see {self.log_dir / name}.log")
+
+    def stop(self) -> None:
+        """Stop every child, newest first: SIGTERM, then SIGKILL after 15 s."""
+        for name, process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for name, process in reversed(self.processes):
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def bring_up(stack: Stack, with_intake: bool = True) -> None:
+    """Start the server (unless PREFECT_API_URL is set), deploy, start a worker and the intake."""
+    external = bool(os.environ.get("PREFECT_API_URL"))
+    if not external:
+        stack.start("prefect-server", [_bin("prefect"), "server", "start", "--host", stack.host,
+                                       "--port", str(stack.port)])
+    stack.wait_http("prefect-server", f"{stack.api_url}/health")
+    stack.run("work-pool", [_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process",
+                            "--overwrite"], timeout=120)
+    stack.run("deploy", [_bin("prefect"), "--no-prompt", "deploy", "--all"])
+    stack.start("worker", [_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process"])
+    if with_intake:
+        settings = get_settings()
+        local = not (getattr(settings, "webhook_token", None) or getattr(settings, "webhook_secret", None))
+        stack.start("intake", [_bin("irp"), "webhook", "--host", stack.host, "--port", str(stack.intake_port),
+                               *(["--local"] if local else [])])
+        stack.wait_http("intake", f"http://{stack.host}:{stack.intake_port}/healthz", timeout=60)
+
+
+def describe(stack: Stack, with_intake: bool = True) -> str:
+    """What the user needs to know once the stack is up."""
+    ui = stack.env()["PREFECT_UI_API_URL"].removesuffix("/api")
+    lines = [
+        "irp stack is up.",
+        f"  Prefect UI:     {ui}  (deployments: <type>/respond, declare_incident/declare)",
+        f"  Prefect API:    {stack.api_url}",
+        f"  Evidence:       {get_settings().evidence_url}",
+        f"  Logs:           {stack.log_dir}",
+    ]
+    if with_intake:
+        intake = f"http://{stack.host}:{stack.intake_port}"
+        token = os.environ.get("IRP_WEBHOOK_TOKEN")
+        auth = ' -H "Authorization: Bearer $IRP_WEBHOOK_TOKEN"' if token else ""
+        lines += [
+            f"  Alert intake:   {intake}  (OpenAPI: {intake}/docs)",
+            "",
+            "Send an alert:",
+            f"  curl -sS -X POST {intake}/alerts/generic{auth} -H 'Content-Type: application/json' \\",
+            "       --data @playbooks/samples/data_leak.json",
+        ]
+    lines += ["", "Ctrl-C stops everything."]
+    return "\n".join(lines)
+
+
+def serve_forever(port: int, intake_port: int, with_intake: bool = True) -> None:
+    """Bring the stack up, print where it is, wait for Ctrl-C or SIGTERM, stop it."""
+    stack = Stack(port=port, intake_port=intake_port)
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        bring_up(stack, with_intake)
+        print(describe(stack, with_intake), flush=True)
+        while True:
+            for name, process in stack.processes:
+                if process.poll() is not None:
+                    raise IrpError(f"{name} stopped (exit {process.returncode}); see {stack.log_dir / name}.log")
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+    except ConfigurationError:
+        raise
+    finally:
+        stack.stop()
+    print("stopped.")
