@@ -5,7 +5,9 @@
     ├── PlaybookError           a playbook or routing file does not validate (holds every problem)
     ├── AlertError              an alert file or payload cannot be read or is invalid
     ├── ActionError             an action failed while running a step
-    │   └── NotConfiguredError  the integration an action needs is not configured
+    │   ├── NotConfiguredError  the integration an action needs is not configured
+    │   ├── TransientError      a third party failed in a way that may pass (throttling, 5xx, timeout)
+    │   └── PermanentError      a third party refused (access denied, invalid request, no such target)
     └── EvidenceError           the evidence store refused or lost an operation
 """
 
@@ -38,6 +40,27 @@ class ActionError(IrpError):
 
 class NotConfiguredError(ActionError):
     """Raised when the integration an action needs is not configured."""
+
+
+class TransientError(ActionError):
+    """Raised when a third party failed in a way that may pass: throttling, a 5xx, a timeout.
+
+    The action already retried with backoff; retrying the step later may still succeed.
+    """
+
+    def __init__(self, message: str, *, provider: str = "", code: str = "") -> None:
+        self.provider = provider
+        self.code = code
+        super().__init__(message)
+
+
+class PermanentError(ActionError):
+    """Raised when a third party refused a request that retrying cannot fix: access denied, invalid, missing."""
+
+    def __init__(self, message: str, *, provider: str = "", code: str = "") -> None:
+        self.provider = provider
+        self.code = code
+        super().__init__(message)
 
 
 class EvidenceError(IrpError):

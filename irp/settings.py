@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +49,42 @@ class Settings(BaseSettings):
         30, gt=0, description="Longest wait between two attempts to create a run or append a timeline entry.")
     intake_retention_days: float = Field(30, gt=0, description="How long delivered alerts stay in the journal.")
     routing_file: Path | None = Field(None, description="Alert routing (default: routing.yaml in playbooks_dir).")
+
+    # Containment and restore actions (tasks/aws.py, tasks/platform.py): how they reach third parties.
+    action_attempts: int = Field(4, ge=1, le=10, description="Attempts per provider call (throttling, 5xx, timeouts).")
+    action_retry_base_seconds: float = Field(0.5, ge=0, description="First backoff delay; doubles, full jitter.")
+    action_retry_max_seconds: float = Field(10, ge=0, description="Longest single backoff delay.")
+    action_timeout_seconds: float = Field(15, gt=0, description="Connect and read timeout of one provider request.")
+    action_deadline_seconds: float = Field(120, gt=0, description="No new attempt starts after this long.")
+    aws_region: str | None = Field(None, description="AWS region; default: the standard chain (AWS_REGION...).")
+    aws_credentials_block: str | None = Field(
+        None, description="Name of a prefect-aws AwsCredentials block; default: the standard AWS credential chain."
+    )
+    aws_isolation_security_group: str | None = Field(
+        None, description="Isolation security group for quarantine: an sg- id, or a group name found in the VPC."
+    )
+    aws_waf_ip_set_arn: str | None = Field(None, description="ARN of the WAFv2 IP set aws.block_ip adds to.")
+    aws_network_acl_id: str | None = Field(None, description="Network ACL aws.block_ip adds deny rules to.")
+    platform_api_url: str | None = Field(
+        None, description="Base URL of the CallCenterRate admin API, e.g. https://admin.example/admin/v1."
+    )
+    platform_token_block: str = Field(
+        "irp-platform-admin-token", description="Prefect Secret block holding the admin API token."
+    )
+    http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts http.request may call (JSON list or comma-separated); empty allows any host.",
+    )
+
+    @field_validator("http_allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [host.strip().lower() for host in text.split(",") if host.strip()]
+        return value
 
 
 @lru_cache

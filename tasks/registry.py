@@ -28,6 +28,8 @@ ACTION_MODULES = (
     "tasks.restore",
     "tasks.notify",
     "tasks.review",
+    "tasks.aws",
+    "tasks.platform",
 )
 
 _REGISTRY: dict[str, ActionSpec] = {}
