@@ -376,7 +376,7 @@ def _apply_inline(ctx: ActionContext, kind: Principal, name: str, policy: str, w
     after = _get_inline(ctx, iam, kind, name, policy)
     return _finish(ctx, journal, Outcome(
         target=target, changed=True, before=before, after={"arn": arn, "policy": after}, undo=undo,
-        message=what[0].upper() + what[1:] + " done",
+        message=f"{what[0].upper()}{what[1:]}: done",
     ), source_system="aws-iam")
 
 
@@ -416,6 +416,10 @@ def _revoke_document(cutoff: str) -> dict[str, Any]:
             "Condition": {"DateLessThan": {"aws:TokenIssueTime": cutoff}},
         }],
     }
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _instant(text: str) -> datetime:
@@ -1183,8 +1187,8 @@ class CloudTrailArgs(ActionArgs):
 def lookup_cloudtrail_events(args: CloudTrailArgs, ctx: ActionContext) -> Outcome:
     """Archive the CloudTrail management events of an actor as evidence (read only)."""
     cloudtrail = aws_client("cloudtrail")
-    end = args.end or utcnow()
-    start = args.start or (ctx.incident.detected_at - timedelta(hours=args.lookback_hours))
+    end = _aware(args.end or utcnow())
+    start = _aware(args.start or (ctx.incident.detected_at - timedelta(hours=args.lookback_hours)))
     query = {"LookupAttributes": [{"AttributeKey": args.attribute, "AttributeValue": args.value}],
              "StartTime": start, "EndTime": end}
     target = f"cloudtrail/{args.attribute}/{args.value}"

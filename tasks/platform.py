@@ -96,10 +96,11 @@ def _body(content: bytes, content_type: str, secrets: tuple[str, ...]) -> Any:
 
 
 class _StatusError(Exception):
-    """An HTTP answer that is an error; classified by status."""
+    """An HTTP answer that is an error; classified by status. `detail` is already redacted."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, detail: str) -> None:
         self.response = response
+        self.detail = detail
         super().__init__(f"HTTP {response.status_code}")
 
 
@@ -130,7 +131,7 @@ def classify(exc: BaseException) -> Failure | None:
     """Transient: 408, 429, 5xx (not 501), timeouts, lost connections; everything else is refused."""
     if isinstance(exc, _StatusError):
         status = exc.response.status_code
-        detail = _error_detail(exc.response)
+        detail = exc.detail
         text = f"HTTP {status} {exc.response.reason_phrase}" + (f": {detail}" if detail else "")
         if status == 429:
             return Failure(True, "429", f"throttled ({text})", retry_after=_retry_after(exc.response))
@@ -184,7 +185,7 @@ def _send(
         _archive_exchange(ctx, folder, request, exchange, provider)
         good = ok if ok is not None else set(range(200, 300))
         if response.status_code not in good:
-            raise _StatusError(response)
+            raise _StatusError(response, redact(_error_detail(response), secrets))
         return response
 
     path = urlsplit(str(client.base_url.join(url))).path or "/"
