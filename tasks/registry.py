@@ -30,6 +30,7 @@ ACTION_MODULES = (
     "tasks.review",
     "tasks.aws",
     "tasks.platform",
+    "tasks.actions",
 )
 
 _REGISTRY: dict[str, ActionSpec] = {}

@@ -60,18 +60,23 @@ def playbooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     yaml = YAML()
     document = yaml.load(REPO / "playbooks" / "data_leak.yaml")
     document["stages"]["contain"] = CONTAIN_STEPS
+    # the playbook declares the undo: after a false positive, the destination is unblocked again
+    document["stages"]["restore"].insert(0, {
+        "id": "unblock_destination", "action": "actions.undo_step",
+        "when": "alert.labels.get('false_positive') == 'true'",
+        "args": {"step": "block_destination", "reason": "false positive"}})
     yaml.dump(document, folder / "data_leak.yaml")
     monkeypatch.setenv("IRP_PLAYBOOKS_DIR", str(folder))
     get_settings.cache_clear()
     return folder
 
 
-def alert(cloud: dict) -> Alert:
+def alert(cloud: dict, **labels: str) -> Alert:
     return Alert(title="Export of call recordings to an unknown host",
                  description="DLP: recordings sent to 203.0.113.50 by svc-export",
                  labels={"tenant": "acme-callcenter", "service": "recordings-store", "bucket": "acme-recordings",
                          "access_key": cloud["key"], "destination": "203.0.113.50",
-                         "data_categories": "identification"})
+                         "data_categories": "identification", **labels})
 
 
 def key_status(cloud: dict) -> str:
@@ -119,6 +124,16 @@ def test_playbook_contains_through_aws_and_undo_rolls_back(cloud, playbooks, evi
     assert key_status(cloud) == "Active" and public_block(cloud) is None and blocked(cloud) == []
     undone = [e.step for e in store.load_incident(summary.incident_id).timeline if e.kind == "undo"]
     assert undone == ["cut_key", "close_bucket", "block_destination"]
+
+
+def test_an_undo_declared_by_the_playbook_runs_in_restore(cloud, playbooks, evidence_root):
+    state = INCIDENT_FLOWS[IncidentType.data_leak](alert=alert(cloud, false_positive="true"), return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert blocked(cloud) == [] and key_status(cloud) == "Inactive"  # only the declared undo ran
+    incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
+    [undo] = [e for e in incident.timeline if e.kind == "undo"]
+    assert undo.step == "unblock_destination" and "203.0.113.50/32 removed from WAF IP set" in undo.message
 
 
 def test_dry_run_of_the_playbook_changes_nothing_in_aws(cloud, playbooks, evidence_root):
