@@ -24,6 +24,22 @@ class Settings(BaseSettings):
     )
     playbooks_dir: Path = Field(REPO_ROOT / "playbooks", description="Folder holding the playbooks.")
 
+    # Evidence store (irp/evidence/): retention, encryption, exports and the spool for S3 outages.
+    evidence_retention_mode: str = Field(
+        "GOVERNANCE", description="Object Lock mode for evidence: GOVERNANCE, COMPLIANCE or off.")
+    evidence_retention_days: dict[str, int] = Field(
+        default_factory=lambda: {"critical": 2190, "major": 1095, "minor": 365},
+        description='Retention per severity, JSON: {"critical": 2190, "major": 1095, "minor": 365}; '
+                    "an unknown severity gets the longest.")
+    evidence_sse: str = Field("AES256", description="Encryption at rest: AES256 (SSE-S3), aws:kms (SSE-KMS) or off.")
+    evidence_kms_key_id: str = Field("", description="KMS key id or ARN for aws:kms (default: the bucket's key).")
+    evidence_presign_expiry_seconds: int = Field(
+        900, description="Lifetime of presigned export URLs, and the longest `irp evidence export --expires` allows.")
+    evidence_spool_dir: Path = Field(
+        REPO_ROOT / "var" / "spool", description="Where evidence waits while the S3 store is unreachable.")
+    evidence_part_size_mb: int = Field(8, description="Multipart upload part size in MiB (5 or more).")
+    evidence_upload_concurrency: int = Field(4, description="Parts uploaded in parallel (memory: about this + 1 parts).")
+
     # Alert intake (irp webhook): see docs/intake.md.
     webhook_token: SecretStr | None = Field(
         None, description="Bearer token(s) the alert sources send; several, comma-separated, during a rotation.")

@@ -1,0 +1,41 @@
+"""The evidence store: archived items with their SHA-256, a per-incident manifest and a chain of custody (§10, §12).
+
+`open_store(url)` picks the backend from IRP_EVIDENCE_URL: `file://` (local folder, the embedded
+default, local.py) or `s3://bucket/prefix` (AWS S3, MinIO, Ceph RGW; s3.py). Items are written once:
+the same name with the same content is a no-op, other content under a taken name gets a numbered
+name, so nothing archived is ever replaced. Every event on the evidence is a hash-chained custody
+entry (custody.py); `verify` re-hashes everything and checks the chain.
+"""
+
+from irp.evidence.base import (
+    CollectedBy,
+    EvidenceItem,
+    EvidenceStore,
+    ExportedUrl,
+    FlushReport,
+    Problem,
+    TarExport,
+    VerifyReport,
+    with_events,
+)
+from irp.evidence.custody import CustodyEntry
+from irp.evidence.local import LocalEvidenceStore, remove_tree, temporary_store
+from irp.evidence.stores import close_stores, open_store
+
+__all__ = [
+    "CollectedBy",
+    "CustodyEntry",
+    "EvidenceItem",
+    "EvidenceStore",
+    "ExportedUrl",
+    "FlushReport",
+    "LocalEvidenceStore",
+    "Problem",
+    "TarExport",
+    "VerifyReport",
+    "close_stores",
+    "open_store",
+    "remove_tree",
+    "temporary_store",
+    "with_events",
+]

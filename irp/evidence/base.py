@@ -1,0 +1,457 @@
+"""What every evidence backend provides: the models, the interface, verification and the tar export.
+
+An incident's evidence is three things kept together: the objects, a manifest listing each object
+with its SHA-256, and a custody log (custody.py) recording who collected, archived, read, exported
+and verified what, hash-chained so a removed, reordered or altered entry is detectable.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import io
+import json
+import os
+import re
+import socket
+import tarfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from irp.errors import EvidenceError
+from irp.evidence.custody import CustodyEntry, RawEntry, check_chain, cross_check, parse_entries
+from irp.models import Incident, Severity, TimelineEntry, utcnow
+
+CHUNK_SIZE = 8 * 1024 * 1024
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class CollectedBy(BaseModel):
+    """Which step of which run collected an item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str = ""
+    step: str = ""
+    action: str = ""
+    flow_run_id: str = ""
+
+
+class EvidenceItem(BaseModel):
+    """One manifest line: an archived item and its integrity data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    size: int
+    sha256: str
+    content_type: str
+    collected_by: CollectedBy = Field(default_factory=CollectedBy)
+    collected_at: datetime = Field(default_factory=utcnow)
+    source_time: str | None = Field(None, description="The source's own timestamp, as it was given.")
+    source_system: str = ""
+    retention_until: datetime | None = None
+    retention_mode: str | None = Field(None, description="GOVERNANCE or COMPLIANCE when the store enforces it.")
+    version_id: str | None = Field(None, description="The object version archived (versioned buckets).")
+
+
+class Problem(BaseModel):
+    """One finding of `verify`: what is wrong with which object or custody entry."""
+
+    kind: Literal["altered", "missing", "unexpected", "broken", "unprotected", "exposed"]
+    subject: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.subject}: {self.detail}"
+
+
+class VerifyReport(BaseModel):
+    """The result of re-hashing every object and checking the custody chain."""
+
+    incident_id: str
+    store: str
+    objects: int
+    custody_entries: int
+    problems: list[Problem] = Field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+
+class ExportedUrl(BaseModel):
+    """A presigned download link for one archived object."""
+
+    name: str
+    sha256: str
+    url: str
+    expires_at: datetime
+
+
+class TarExport(BaseModel):
+    """A tar of an incident's evidence, manifest and custody log."""
+
+    path: Path
+    objects: int
+    size: int
+    sha256: str
+
+
+class FlushReport(BaseModel):
+    """What `flush` uploaded from the local spool and what is still waiting."""
+
+    uploaded: int = 0
+    remaining: int = 0
+    failed: list[str] = Field(default_factory=list, description="Operations set aside: what and why.")
+
+
+@dataclass
+class StoredObject:
+    """What the backend holds under an object name (for verify)."""
+
+    size: int | None
+    version_id: str | None = None
+    deleted: bool = False
+    note: str = ""
+
+
+def check_id(incident_id: str) -> str:
+    if not _SAFE_ID.match(incident_id or ""):
+        raise EvidenceError(f"invalid incident id {incident_id!r}: use letters, digits, '.', '_' and '-'")
+    return incident_id
+
+
+def check_name(name: str) -> str:
+    if not _SAFE_NAME.match(name or "") or ".." in name.split("/"):
+        raise EvidenceError(
+            f"invalid evidence name {name!r}: use path segments of letters, digits, '.', '_' and '-'"
+        )
+    return name
+
+
+def is_incident_id(text: str) -> bool:
+    return bool(_SAFE_ID.match(text))
+
+
+def numbered(name: str, n: int) -> str:
+    """`name` with a number before its extension: logs/a.json -> logs/a-2.json."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or "/" in ext or not stem or stem.endswith("/"):
+        return f"{name}-{n}"
+    return f"{stem}-{n}.{ext}"
+
+
+def local_actor() -> str:
+    """Who acts from this process: user@host."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in some containers
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def collector(collected_by: CollectedBy | None) -> str:
+    """The custody actor for a collection: the step that did it, or this process."""
+    if collected_by and collected_by.step:
+        run = collected_by.flow_run_id or "-"
+        return f"flow run {run}, step {collected_by.stage}.{collected_by.step} ({collected_by.action})"
+    return f"irp engine ({local_actor()})"
+
+
+def retention_until(severity: Severity | None, mode: str, days: dict[Any, int]) -> datetime | None:
+    """When an object archived now may be deleted: today + the severity's days (the longest when unknown)."""
+    if mode == "off" or not days:
+        return None
+    table = {str(k.value if isinstance(k, Severity) else k): v for k, v in days.items()}
+    period = table.get(severity.value) if severity else None
+    if period is None:
+        period = max(table.values())
+    return (utcnow() + timedelta(days=period)).replace(microsecond=0)
+
+
+def with_events(incident: Incident, events: list[TimelineEntry]) -> Incident:
+    """The incident with external timeline entries merged in time order (each entry once)."""
+    seen = {(e.at, e.kind, e.message) for e in incident.timeline}
+    merged = [*incident.timeline, *(e for e in events if (e.at, e.kind, e.message) not in seen)]
+    return incident.model_copy(update={"timeline": sorted(merged, key=lambda e: e.at)})
+
+
+def manifest_lines(items: list[EvidenceItem]) -> bytes:
+    return "".join(item.model_dump_json() + "\n" for item in items).encode()
+
+
+class EvidenceStore(ABC):
+    """What every backend provides."""
+
+    url: str
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def put(
+        self,
+        incident_id: str,
+        name: str,
+        data: bytes | IO[bytes],
+        *,
+        content_type: str = "application/octet-stream",
+        collected_by: CollectedBy | None = None,
+        source_system: str = "",
+        source_time: str | None = None,
+    ) -> EvidenceItem:
+        """Archive `data` (bytes or a binary stream, read in chunks) and list it in the manifest.
+
+        The same name with the same content is a no-op; other content under a taken name gets a
+        numbered name, so nothing archived is ever replaced. Records `collected` and `archived`
+        in the custody log.
+        """
+
+    def put_json(self, incident_id: str, name: str, value: Any, **kwargs: Any) -> EvidenceItem:
+        """Archive a JSON document."""
+        data = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str).encode()
+        return self.put(incident_id, name, data, content_type="application/json", **kwargs)
+
+    @abstractmethod
+    def save_incident(self, incident: Incident) -> None:
+        """Write the incident's current record (the one document that is updated in place)."""
+
+    @abstractmethod
+    def append_event(self, incident_id: str, entry: TimelineEntry) -> None:
+        """Append a timeline entry from outside the run (e.g. a duplicate alert joining the incident)."""
+
+    @abstractmethod
+    def record_custody(
+        self,
+        incident_id: str,
+        event: str,
+        *,
+        actor: str | None = None,
+        object: str | None = None,
+        sha256: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> CustodyEntry:
+        """Append one entry to the incident's custody log, chained to the one before."""
+
+    def flush(self) -> FlushReport:
+        """Upload what was spooled locally while the store was unreachable (no-op for local stores)."""
+        return FlushReport()
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def manifest(self, incident_id: str) -> list[EvidenceItem]:
+        """Every item archived for the incident, in archiving order."""
+
+    @contextmanager
+    def open(self, incident_id: str, name: str, *, actor: str | None = None) -> Iterator[IO[bytes]]:
+        """Read an archived item as a stream; the read is recorded in the custody log (`accessed`)."""
+        check_id(incident_id)
+        check_name(name)
+        with self._open_raw(incident_id, name) as handle:
+            item = next((i for i in self.manifest(incident_id) if i.name == name), None)
+            self.record_custody(incident_id, "accessed", actor=actor or local_actor(), object=name,
+                                sha256=item.sha256 if item else None)
+            yield handle
+
+    @abstractmethod
+    def incident_ids(self) -> list[str]:
+        """Every incident that has a record or evidence in the store."""
+
+    @abstractmethod
+    def load_incident(self, incident_id: str) -> Incident:
+        """Read the incident's current record."""
+
+    @abstractmethod
+    def location(self, incident_id: str) -> str:
+        """Where the incident's evidence lives, for people to find it."""
+
+    def custody(self, incident_id: str) -> list[CustodyEntry]:
+        """The incident's custody log as stored (entries that do not parse are left out; see verify)."""
+        return parse_entries(self._custody_raw(check_id(incident_id)))
+
+    # ---- checking and handing over -----------------------------------------------------------
+
+    def verify(self, incident_id: str, *, actor: str | None = None) -> VerifyReport:
+        """Re-hash every object, compare with the manifest, check the custody chain; record `verified`."""
+        check_id(incident_id)
+        items, problems = self._manifest_for_verify(incident_id)
+        stored = self._inventory(incident_id)
+        raws = self._custody_raw(incident_id)
+        if not items and not stored and not raws and not problems:
+            raise EvidenceError(f"no evidence for incident {incident_id} in {self.url}")
+        listed = set()
+        for item in items:
+            listed.add(item.name)
+            found = stored.get(item.name)
+            if found is None or found.deleted:
+                detail = found.note if found and found.note else "listed in the manifest but not in the store"
+                problems.append(Problem(kind="missing", subject=item.name, detail=detail))
+                continue
+            sha, size, extra = self._rehash(incident_id, item, found)
+            problem_count = len(problems)
+            if sha != item.sha256 or size != item.size:
+                detail = (f"content differs from the manifest: sha256 {sha} ({size} bytes), "
+                          f"manifest {item.sha256} ({item.size} bytes)")
+                if found.note:
+                    detail += f"; {found.note}"
+                problems.append(Problem(kind="altered", subject=item.name, detail=detail))
+            elif found.note or (item.version_id and found.version_id and found.version_id != item.version_id):
+                detail = found.note or (f"overwritten out of band: current version {found.version_id}, "
+                                        f"archived version {item.version_id}")
+                problems.append(Problem(kind="altered", subject=item.name, detail=detail))
+            if len(problems) == problem_count:  # an altered object's other findings are about the intruder's copy
+                problems.extend(extra)
+        for name in sorted(set(stored) - listed):
+            if not stored[name].deleted:
+                problems.append(Problem(kind="unexpected", subject=name, detail="in the store but not in the manifest"))
+        problems.extend(check_chain(incident_id, raws)[1])
+        problems.extend(cross_check(items, parse_entries(raws)))  # broken entries are named above already
+        report = VerifyReport(incident_id=incident_id, store=self.url, objects=len(items),
+                              custody_entries=len(raws), problems=problems)
+        self.record_custody(incident_id, "verified", actor=actor or local_actor(), details={
+            "intact": report.intact, "objects": report.objects, "problems": [str(p) for p in problems][:50],
+        })
+        return report
+
+    def export_urls(self, incident_id: str, *, expires_in: int | None = None,
+                    actor: str | None = None) -> list[ExportedUrl]:
+        """Presigned download links, one per object, each recorded in the custody log (`exported`)."""
+        raise EvidenceError(f"{self.url}: presigned URLs need an s3:// evidence store; export with --tar instead")
+
+    def export_tar(self, incident_id: str, path: Path, *, actor: str | None = None) -> TarExport:
+        """Write a tar of the objects, manifest.jsonl and custody.jsonl; re-hash every object on the way.
+
+        Stops (and removes the partial file) when an object differs from its manifest entry.
+        The export is recorded in the custody log with the tar's SHA-256.
+        """
+        check_id(incident_id)
+        items = self.manifest(incident_id)
+        raws = self._custody_raw(incident_id)
+        if not items and not raws:
+            raise EvidenceError(f"no evidence for incident {incident_id} in {self.url}")
+        path = Path(path)
+        partial = path.with_name(path.name + ".part")
+        custody_text = b"".join((raw.text or b"").rstrip(b"\n") + b"\n" for raw in raws if raw.text is not None)
+        try:
+            with open(partial, "wb") as raw_out:
+                out = _HashingWriter(raw_out)
+                with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                    _add_bytes(tar, f"{incident_id}/manifest.jsonl", manifest_lines(items))
+                    _add_bytes(tar, f"{incident_id}/custody.jsonl", custody_text)
+                    for item in items:
+                        with self._open_raw(incident_id, item.name) as body:
+                            info = tarfile.TarInfo(f"{incident_id}/objects/{item.name}")
+                            info.size = item.size
+                            info.mtime = int(item.collected_at.timestamp())
+                            info.mode = 0o440
+                            reader = _HashingReader(body)
+                            try:
+                                tar.addfile(info, reader)
+                                reader.drain()
+                            except (OSError, tarfile.TarError):
+                                raise EvidenceError(
+                                    f"export of {incident_id} stopped: {item.name} is shorter than its manifest "
+                                    f"size; run irp evidence verify {incident_id}") from None
+                            if reader.sha.hexdigest() != item.sha256 or reader.size != item.size:
+                                raise EvidenceError(f"export of {incident_id} stopped: {item.name} differs from its "
+                                                    f"manifest entry; run irp evidence verify {incident_id}")
+                raw_out.flush()
+                os.fsync(raw_out.fileno())
+            os.replace(partial, path)
+        except OSError as exc:
+            raise EvidenceError(f"cannot write {path}: {exc.strerror or exc}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+        result = TarExport(path=path, objects=len(items), size=out.size, sha256=out.sha.hexdigest())
+        self.record_custody(incident_id, "exported", actor=actor or local_actor(), sha256=result.sha256, details={
+            "method": "tar", "file": str(path.resolve()), "size": result.size, "objects": result.objects,
+        })
+        return result
+
+    # ---- what each backend implements for the above --------------------------------------------
+
+    @abstractmethod
+    @contextmanager
+    def _open_raw(self, incident_id: str, name: str) -> Iterator[IO[bytes]]:
+        """The archived item as a stream, without a custody entry."""
+
+    @abstractmethod
+    def _custody_raw(self, incident_id: str) -> list[RawEntry]:
+        """The custody log as stored, in order, read afresh."""
+
+    @abstractmethod
+    def _manifest_for_verify(self, incident_id: str) -> tuple[list[EvidenceItem], list[Problem]]:
+        """The manifest read afresh, and any problem with the manifest itself."""
+
+    @abstractmethod
+    def _inventory(self, incident_id: str) -> dict[str, StoredObject]:
+        """Every object the backend holds for the incident, by name."""
+
+    @abstractmethod
+    def _rehash(self, incident_id: str, item: EvidenceItem, stored: StoredObject) -> tuple[str, int, list[Problem]]:
+        """SHA-256 and size of what is stored under `item.name` now, plus backend-specific problems."""
+
+
+def hash_stream(stream: IO[bytes]) -> tuple[str, int]:
+    """SHA-256 and size of a stream, read in chunks."""
+    sha = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(1024 * 1024):
+        sha.update(chunk)
+        size += len(chunk)
+    return sha.hexdigest(), size
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(time.time())
+    info.mode = 0o440
+    tar.addfile(info, io.BytesIO(data))
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only file that hashes what goes through it."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.sha.update(data)
+        self.size += len(data)
+        return self.target.write(data)
+
+
+class _HashingReader:
+    """Reads from `source`, hashing what it hands out."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.source.read(n)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        """Hash what the tar did not read (an object longer than its manifest size)."""
+        while self.read(1024 * 1024):
+            pass

@@ -1,0 +1,191 @@
+"""The chain-of-custody log (RFC 3227 §2.4): one hash-chained entry per event on an incident's evidence.
+
+Each entry holds the SHA-256 of the entry before it (`prev`) and its own (`hash`, over its canonical
+JSON without `hash`). Editing an entry breaks its hash; removing, inserting or reordering entries
+breaks the sequence and the links. `check_chain` names each broken entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from irp.models import utcnow
+
+if TYPE_CHECKING:
+    from irp.evidence.base import EvidenceItem, Problem
+
+GENESIS = "0" * 64
+EVENTS = ("collected", "archived", "accessed", "exported", "verified")
+CustodyEvent = Literal["collected", "archived", "accessed", "exported", "verified"]
+
+
+class CustodyEntry(BaseModel):
+    """One event in an incident's chain of custody."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seq: int = Field(..., description="1 for the first entry, then +1.")
+    at: datetime = Field(..., description="When the entry was written (UTC).")
+    event: CustodyEvent
+    incident_id: str
+    actor: str = Field(..., description="Who: a flow run's step, or user@host.")
+    object: str | None = Field(None, description="The evidence item concerned, if one.")
+    sha256: str | None = Field(None, description="Its SHA-256 (or the export's) at the time.")
+    details: dict[str, Any] = Field(default_factory=dict)
+    prev: str = Field(..., description="`hash` of the entry before (64 zeros for the first).")
+    hash: str = Field(..., description="SHA-256 of this entry's canonical JSON without `hash`.")
+
+
+@dataclass
+class RawEntry:
+    """A custody entry as stored: where (`label`), its bytes (None if gone) and what the store noticed."""
+
+    label: str
+    text: bytes | None
+    note: str = ""
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entry_hash(record: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+
+
+def seal(
+    incident_id: str,
+    seq: int,
+    prev: str,
+    event: str,
+    *,
+    actor: str,
+    object: str | None = None,
+    sha256: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A new entry as a JSON-ready dict, its hash computed over exactly what will be stored."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown custody event {event!r}; valid: {', '.join(EVENTS)}")
+    record = {
+        "seq": seq,
+        "at": utcnow().isoformat(),
+        "event": event,
+        "incident_id": incident_id,
+        "actor": actor,
+        "object": object,
+        "sha256": sha256,
+        "details": details or {},
+        "prev": prev,
+    }
+    record = json.loads(json.dumps(record, default=str))
+    record["hash"] = entry_hash(record)
+    return record
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """One stored line: compact JSON, keys sorted."""
+    return json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
+
+
+def head_of(text: bytes | None) -> tuple[int, str] | None:
+    """(seq, hash) of a stored entry, to chain the next one to; None when it does not parse."""
+    try:
+        record = json.loads(text or b"")
+        return int(record["seq"]), str(record["hash"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def parse_entries(raws: list[RawEntry]) -> list[CustodyEntry]:
+    entries = []
+    for raw in raws:
+        try:
+            entries.append(CustodyEntry.model_validate_json(raw.text or b""))
+        except ValidationError:
+            continue
+    return entries
+
+
+def check_chain(incident_id: str, raws: list[RawEntry]) -> tuple[list[CustodyEntry], list[Problem]]:
+    """The intact entries, and one problem per entry that is altered, missing or out of place."""
+    from irp.evidence.base import Problem
+
+    problems: list[Problem] = []
+    intact: list[CustodyEntry] = []
+    prev_hash: str | None = GENESIS
+    prev_label = ""
+    expected = 1
+    for raw in raws:
+        reasons = [raw.note] if raw.note else []
+        if raw.text is None:
+            problems.append(Problem(kind="broken", subject=raw.label,
+                                    detail="; ".join(reasons) or "entry missing"))
+            prev_hash, prev_label = None, raw.label
+            expected += 1
+            continue
+        try:
+            record = json.loads(raw.text)
+            entry = CustodyEntry.model_validate(record)
+        except (ValueError, ValidationError):
+            problems.append(Problem(kind="broken", subject=raw.label,
+                                    detail="; ".join([*reasons, "not a valid custody entry"])))
+            prev_hash, prev_label = None, raw.label
+            expected += 1
+            continue
+        sound = True
+        if entry_hash(record) != entry.hash:
+            reasons.append(f"entry {entry.seq} altered: its content does not match its hash")
+            sound = False
+        if entry.seq != expected:
+            reasons.append(f"sequence {entry.seq} where {expected} was expected "
+                           "(an entry was removed, inserted or reordered)")
+            sound = False
+        if entry.incident_id != incident_id:
+            reasons.append(f"belongs to incident {entry.incident_id}")
+            sound = False
+        if prev_hash is not None and entry.prev != prev_hash:
+            before = f"the entry before it ({prev_label})" if prev_label else "the start of the log"
+            reasons.append(f"entry {entry.seq} does not chain to {before}: "
+                           "that entry was altered, or entries were removed or reordered")
+            sound = False
+        if reasons:
+            problems.append(Problem(kind="broken", subject=raw.label, detail="; ".join(reasons)))
+        if sound:
+            intact.append(entry)
+        prev_hash = entry.hash
+        prev_label = raw.label
+        expected = entry.seq + 1
+    return intact, problems
+
+
+def cross_check(items: list[EvidenceItem], entries: list[CustodyEntry]) -> list[Problem]:
+    """Every manifest item has an `archived` entry with the same SHA-256, and the other way round."""
+    from irp.evidence.base import Problem
+
+    archived: dict[str, CustodyEntry] = {}
+    for entry in entries:
+        if entry.event == "archived" and entry.object:
+            archived[entry.object] = entry
+    problems = []
+    names = set()
+    for item in items:
+        names.add(item.name)
+        entry = archived.get(item.name)
+        if entry is None:
+            problems.append(Problem(kind="broken", subject=f"custody of {item.name}",
+                                    detail="no 'archived' entry for this manifest item"))
+        elif entry.sha256 != item.sha256:
+            problems.append(Problem(kind="altered", subject=item.name,
+                                    detail=f"manifest sha256 {item.sha256} differs from the custody log's "
+                                           f"{entry.sha256} (entry {entry.seq})"))
+    for name in sorted(set(archived) - names):
+        problems.append(Problem(kind="missing", subject=name,
+                                detail=f"archived per custody entry {archived[name].seq} but not in the manifest"))
+    return problems

@@ -1,0 +1,120 @@
+"""`irp evidence`: list, verify, export and flush an incident's evidence (policy §10, §12).
+
+Every command works on the store of IRP_EVIDENCE_URL (file:// or s3://). verify, export and the
+reads are recorded in the incident's custody log.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from irp.settings import get_settings
+
+evidence_app = typer.Typer(no_args_is_help=True, help="List, verify, export and flush archived evidence.")
+
+Incident = Annotated[str, typer.Argument(metavar="INCIDENT", help="Incident id, e.g. INC-20261129-7F3A9C.")]
+
+
+def _store():
+    from irp.evidence import open_store
+
+    return open_store(get_settings().evidence_url)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@evidence_app.command("list")
+def list_(
+    incident: Annotated[str | None, typer.Argument(metavar="[INCIDENT]", help="Incident id; none: every incident.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON manifest entry per line.")] = False,
+) -> None:
+    """Print the manifest of INCIDENT (name, size, SHA-256, who collected it, when), or every incident id."""
+    store = _store()
+    if incident is None:
+        for incident_id in store.incident_ids():
+            typer.echo(incident_id)
+        return
+    items = store.manifest(incident)
+    if as_json:
+        for item in items:
+            typer.echo(item.model_dump_json())
+        return
+    if not items:
+        typer.echo(f"no evidence for {incident} in {store.url}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{incident}: {len(items)} items in {store.location(incident)}")
+    for item in items:
+        by = item.collected_by
+        who = f"{by.stage}.{by.step}" if by.step else item.source_system or "irp"
+        kept = f"  kept until {item.retention_until:%Y-%m-%d}" if item.retention_until else ""
+        typer.echo(f"  {item.name:<40} {_size(item.size):>10}  sha256 {item.sha256}  "
+                   f"{item.collected_at:%Y-%m-%dT%H:%M:%SZ}  {who}{kept}")
+
+
+@evidence_app.command()
+def custody(incident: Incident) -> None:
+    """Print the custody log of INCIDENT: who collected, archived, read, exported and verified what."""
+    for entry in _store().custody(incident):
+        subject = f" {entry.object}" if entry.object else ""
+        typer.echo(f"{entry.seq:>5}  {entry.at:%Y-%m-%dT%H:%M:%SZ}  {entry.event:<9}{subject}  by {entry.actor}")
+
+
+@evidence_app.command()
+def verify(incident: Incident) -> None:
+    """Re-hash every object of INCIDENT and check its custody chain: exit 0 intact, 1 with each problem named."""
+    report = _store().verify(incident)
+    if report.intact:
+        typer.echo(f"{incident}: intact: {report.objects} objects match the manifest, "
+                   f"{report.custody_entries} custody entries chain correctly ({report.store})")
+        return
+    for problem in report.problems:
+        typer.echo(str(problem))
+    typer.echo(f"{incident}: NOT intact: {len(report.problems)} problems "
+               f"({report.objects} objects, {report.custody_entries} custody entries, {report.store})", err=True)
+    raise typer.Exit(1)
+
+
+@evidence_app.command()
+def export(
+    incident: Incident,
+    tar: Annotated[Path | None, typer.Option("--tar", metavar="FILE",
+                                             help="Write a tar with the objects, manifest and custody log.")] = None,
+    expires: Annotated[int | None, typer.Option(
+        "--expires", metavar="SECONDS", help="Presigned URL lifetime (at most IRP_EVIDENCE_PRESIGN_EXPIRY_SECONDS).",
+    )] = None,
+) -> None:
+    """Hand INCIDENT's evidence over: presigned URLs (S3), or --tar FILE; each export is a custody entry."""
+    store = _store()
+    if tar is not None:
+        result = store.export_tar(incident, tar)
+        typer.echo(f"{result.path}: {result.objects} objects, manifest.jsonl, custody.jsonl "
+                   f"({_size(result.size)}, sha256 {result.sha256})")
+        return
+    urls = store.export_urls(incident, expires_in=expires)
+    typer.echo(f"{incident}: {len(urls)} presigned URLs, valid until {urls[0].expires_at:%Y-%m-%dT%H:%M:%SZ}"
+               " (share only with authorised people, policy §12)", err=True)
+    for exported in urls:
+        typer.echo(json.dumps({"name": exported.name, "sha256": exported.sha256, "url": exported.url}))
+
+
+@evidence_app.command()
+def flush() -> None:
+    """Upload the evidence spooled while the S3 store was unreachable."""
+    store = _store()
+    report = store.flush()
+    typer.echo(f"{report.uploaded} spooled writes uploaded to {store.url}; {report.remaining} waiting")
+    for failure in report.failed:
+        typer.echo(f"set aside: {failure}", err=True)
+    if report.failed or report.remaining:
+        raise typer.Exit(1)
