@@ -127,7 +127,7 @@ def respond(
         title=alert.title,
         summary=alert.description,
         detected_at=alert.observed_at,
-        reporter=alert.source.value,
+        reporter=alert.labels.get("reporter", alert.source.value),
         alerts=[alert.fingerprint],
         playbook=loaded.ref,
         flow_run_ids=[str(flow_run.id)] if flow_run.id else [],

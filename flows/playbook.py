@@ -7,6 +7,7 @@ argument model, template syntax and variables, references to undefined steps, du
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -391,7 +392,7 @@ def semantic_problems(playbook: Playbook, file: str, positions: _Positions) -> l
             check_template(arg_loc, text, False, visible[(stage, index)])
         spec = registry.get(step.action)
         if spec is None:
-            add((*loc, "action"), f"unknown action {step.action!r}; known actions: {', '.join(sorted(registry))}")
+            add((*loc, "action"), _unknown_action(step.action, registry))
             continue
         literal_args = {k: v for k, v in step.args.items() if not _is_template(v)}
         try:
@@ -412,6 +413,19 @@ def semantic_problems(playbook: Playbook, file: str, positions: _Positions) -> l
                 else:
                     add(arg_loc, _with_input(err["msg"], err))
     return problems
+
+
+def _unknown_action(name: str, registry: dict[str, Any]) -> str:
+    """Name the bad action and the valid ones nearest to it."""
+    namespace = name.partition(".")[0]
+    close = difflib.get_close_matches(name, registry, n=3, cutoff=0.75)
+    if close:
+        hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    elif any(key.startswith(namespace + ".") for key in registry):
+        hint = "actions in " + namespace + ": " + ", ".join(sorted(k for k in registry if k.startswith(namespace + ".")))
+    else:
+        hint = "namespaces: " + ", ".join(sorted({key.partition(".")[0] for key in registry}))
+    return f"unknown action {name!r}; {hint} (irp playbooks actions lists them all)"
 
 
 def _undeclared(text: str, as_expression: bool) -> set[str]:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from irp.actions_cli import actions_app
 from irp.errors import IrpError, PlaybookError
 from irp.evidence_cli import evidence_app
 from irp.intake_cli import webhook
@@ -20,6 +21,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Incident response for CallCenterRate: playbooks as code, run by Prefect.")
 playbooks_app = typer.Typer(no_args_is_help=True, help="Check playbooks and print their schema.")
 app.add_typer(playbooks_app, name="playbooks")
+app.add_typer(actions_app, name="actions")
 app.add_typer(evidence_app, name="evidence")
 app.command()(webhook)
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_jsonable_python
 
 from irp import templating
-from irp.errors import ActionError, IrpError, NotConfiguredError
+from irp.errors import ActionError, IrpError, NotConfiguredError, PermanentError
 from irp.evidence import open_store
 from irp.models import Alert, Incident, Stage, StageOutcome, StepStatus, TimelineEntry, utcnow
 from tasks.registry import ActionContext, get_registry, template_vars
@@ -87,7 +87,7 @@ def template_context(run: RunContext, incident: Incident, stage: Stage, phase: s
 def _retryable(task: Any, task_run: Any, state: Any) -> bool:
     """Retry failures of the outside world, never bad input or missing configuration."""
     exc = state.result(raise_on_failure=False)
-    return not isinstance(exc, StepInputError | NotConfiguredError)
+    return not isinstance(exc, StepInputError | NotConfiguredError | PermanentError)
 
 
 @task(name="step", cache_policy=NO_CACHE, retry_condition_fn=_retryable)
