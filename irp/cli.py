@@ -13,6 +13,7 @@ import typer
 from irp.actions_cli import actions_app
 from irp.errors import IrpError, PlaybookError
 from irp.evidence_cli import evidence_app
+from irp.incidents_cli import incidents_app
 from irp.intake_cli import webhook
 from irp.models import IncidentType, Severity
 from irp.settings import REPO_ROOT, get_settings
@@ -23,6 +24,7 @@ playbooks_app = typer.Typer(no_args_is_help=True, help="Check playbooks and prin
 app.add_typer(playbooks_app, name="playbooks")
 app.add_typer(actions_app, name="actions")
 app.add_typer(evidence_app, name="evidence")
+app.add_typer(incidents_app, name="incidents")
 app.command()(webhook)
 
 def _version(value: bool) -> None:
