@@ -97,11 +97,25 @@ def stack(
     port: Annotated[int, typer.Option(help="Port of the Prefect server and UI.")] = 4200,
     intake_port: Annotated[int, typer.Option(help="Port of the alert intake.")] = 8765,
     no_intake: Annotated[bool, typer.Option("--no-intake", help="Do not start the alert intake.")] = False,
+    process_worker: Annotated[bool, typer.Option(
+        "--process-worker", help="Use Prefect's process worker (a new process per run) instead of irp worker.")] = False,
 ) -> None:
     """Start the local stack (Prefect server and UI, deployments, worker, alert intake) until Ctrl-C."""
     from irp.stack import serve_forever
 
-    serve_forever(port, intake_port, with_intake=not no_intake)
+    serve_forever(port, intake_port, with_intake=not no_intake, process_worker=process_worker)
+
+
+@app.command()
+def worker(
+    pool: Annotated[str, typer.Option(help="Work pool to take runs from.")] = "irp",
+    poll_seconds: Annotated[float, typer.Option(help="Seconds between polls.", min=0.05)] = 0.25,
+    max_runs: Annotated[int, typer.Option(help="Runs executed at once.", min=1)] = 16,
+) -> None:
+    """Run flows of the pool in this process (fast pickup); stops on Ctrl-C after the runs in progress."""
+    from irp.worker import serve
+
+    serve(pool, poll_seconds, max_runs)
 
 
 @app.command()

@@ -107,7 +107,7 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def bring_up(stack: Stack, with_intake: bool = True) -> None:
+def bring_up(stack: Stack, with_intake: bool = True, process_worker: bool = False) -> None:
     """Start the server (unless PREFECT_API_URL is set), deploy, start a worker and the intake."""
     external = bool(os.environ.get("PREFECT_API_URL"))
     if not external:
@@ -117,7 +117,10 @@ def bring_up(stack: Stack, with_intake: bool = True) -> None:
     stack.run("work-pool", [_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process",
                             "--overwrite"], timeout=120)
     stack.run("deploy", [_bin("prefect"), "--no-prompt", "deploy", "--all"])
-    stack.start("worker", [_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process"])
+    if process_worker:
+        stack.start("worker", [_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process"])
+    else:
+        stack.start("worker", [_bin("irp"), "worker", "--pool", WORK_POOL])
     if with_intake:
         settings = get_settings()
         local = not (getattr(settings, "webhook_token", None) or getattr(settings, "webhook_secret", None))
@@ -151,7 +154,7 @@ def describe(stack: Stack, with_intake: bool = True) -> str:
     return "\n".join(lines)
 
 
-def serve_forever(port: int, intake_port: int, with_intake: bool = True) -> None:
+def serve_forever(port: int, intake_port: int, with_intake: bool = True, process_worker: bool = False) -> None:
     """Bring the stack up, print where it is, wait for Ctrl-C or SIGTERM, stop it."""
     stack = Stack(port=port, intake_port=intake_port)
     stopping = False
@@ -163,7 +166,7 @@ def serve_forever(port: int, intake_port: int, with_intake: bool = True) -> None
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        bring_up(stack, with_intake)
+        bring_up(stack, with_intake, process_worker)
         print(describe(stack, with_intake), flush=True)
         while True:
             for name, process in stack.processes:
