@@ -46,6 +46,9 @@ def list_(
             typer.echo(incident_id)
         return
     items = store.manifest(incident)
+    waiting = store.waiting(incident)
+    if waiting:
+        typer.echo(f"note: {waiting} writes of {incident} still wait in the local spool (irp evidence flush)", err=True)
     if as_json:
         for item in items:
             typer.echo(item.model_dump_json())
@@ -73,7 +76,11 @@ def custody(incident: Incident) -> None:
 @evidence_app.command()
 def verify(incident: Incident) -> None:
     """Re-hash every object of INCIDENT and check its custody chain: exit 0 intact, 1 with each problem named."""
-    report = _store().verify(incident)
+    store = _store()
+    report = store.verify(incident)
+    waiting = store.waiting(incident)
+    if waiting:
+        typer.echo(f"note: {waiting} writes of {incident} still wait in the local spool (irp evidence flush)", err=True)
     if report.intact:
         typer.echo(f"{incident}: intact: {report.objects} objects match the manifest, "
                    f"{report.custody_entries} custody entries chain correctly ({report.store})")

@@ -246,6 +246,10 @@ class EvidenceStore(ABC):
         """Upload what was spooled locally while the store was unreachable (no-op for local stores)."""
         return FlushReport()
 
+    def waiting(self, incident_id: str | None = None) -> int:
+        """How many writes (of one incident, or all) wait in the local spool for the store."""
+        return 0
+
     # ---- reading -----------------------------------------------------------------------------
 
     @abstractmethod

@@ -770,9 +770,8 @@ class S3EvidenceStore(EvidenceStore):
         if self._flusher is not None:
             self._flusher.join(timeout=30)
 
-    def waiting(self) -> int:
-        """How many operations wait in the spool."""
-        return len(self.spool.pending())
+    def waiting(self, incident_id: str | None = None) -> int:
+        return len([op for op in self.spool.pending() if incident_id is None or op.incident_id == incident_id])
 
     # ---- manifest, records, events ---------------------------------------------------------------
 

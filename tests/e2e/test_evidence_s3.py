@@ -435,6 +435,9 @@ class TestOutage:
         assert item.sha256 == hashlib.sha256(b"during").hexdigest()
         assert store.waiting() == 2
         assert [i.name for i in store.manifest(INC)] == ["before.txt", "during.txt"]
+        listed = runner.invoke(app, ["evidence", "list", INC])
+        assert listed.exit_code == 0 and "during.txt" in listed.stdout
+        assert f"note: 2 writes of {INC} still wait in the local spool" in listed.stderr
         moto.start()
         deadline = time.monotonic() + 30
         while store.waiting() and time.monotonic() < deadline:
