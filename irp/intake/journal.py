@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
+import random
 import sqlite3
 import threading
 import time
@@ -23,7 +24,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,12 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 _BATCH_MAX = 512
+_ids = random.Random()  # seeded from os.urandom once; ids need to be unique, not secret
+
+
+def new_delivery_id() -> str:
+    """A random (version 4) UUID, without a system call per request."""
+    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
 
 
 class JournalError(IrpError):
@@ -60,7 +67,7 @@ class Delivery:
     delivery_key: str | None = None
     repeat: str = "reject"  # what a second delivery with the same key gets: "reject" (replay) or "same" (retry)
     confirm_url: str | None = None
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = field(default_factory=new_delivery_id)
     received_at: float = field(default_factory=time.time)
 
 
@@ -125,16 +132,16 @@ class Journal(ABC):
         """Mark a run item done and remember the incident's flow run."""
 
     @abstractmethod
-    def claim_events(self, incident_id: str, items: list[OutboxItem], entry_json: str) -> Future[int]:
-        """Tie timeline items to the one entry that records them; returns the batch id."""
+    def claim_events(self, batches: list[tuple[str, list[OutboxItem], str]]) -> Future[list[int]]:
+        """Tie each (incident_id, items, entry_json) to the one entry that records them; returns batch ids."""
 
     @abstractmethod
     def batch_entry(self, batch_id: int) -> tuple[str, str]:
         """(incident_id, entry_json) of a claimed batch."""
 
     @abstractmethod
-    def batch_done(self, batch_id: int) -> Future[None]:
-        """Mark a batch and its items done."""
+    def batch_done(self, batch_ids: list[int]) -> Future[None]:
+        """Mark batches and their items done."""
 
     @abstractmethod
     def done(self, item: OutboxItem, result: str = "") -> Future[None]:
@@ -223,6 +230,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     done_at REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_batch ON outbox(batch_id) WHERE batch_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     incident_id TEXT NOT NULL,
@@ -395,7 +403,7 @@ class SQLiteJournal(Journal):
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (delivery.id, delivery.source, delivery.received_at, delivery.delivery_key,
                  hashlib.sha256(delivery.body).hexdigest(), delivery.body,
-                 json.dumps([asdict(o) for o in outcomes])))
+                 json.dumps([vars(o) for o in outcomes])))
             return AcceptResult(delivery.id, outcomes)
 
         def after(_result: AcceptResult) -> None:
@@ -500,14 +508,18 @@ class SQLiteJournal(Journal):
 
         return self._submit(fn, after)
 
-    def claim_events(self, incident_id: str, items: list[OutboxItem], entry_json: str) -> Future[int]:
-        def fn(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute("INSERT INTO batches (incident_id, entry, created_at) VALUES (?, ?, ?)",
-                                  (incident_id, entry_json, time.time()))
-            batch_id = cursor.lastrowid
-            conn.executemany("UPDATE outbox SET state = 'claimed', batch_id = ? WHERE id = ? AND state = 'pending'",
-                             [(batch_id, item.id) for item in items])
-            return batch_id
+    def claim_events(self, batches: list[tuple[str, list[OutboxItem], str]]) -> Future[list[int]]:
+        def fn(conn: sqlite3.Connection) -> list[int]:
+            ids = []
+            for incident_id, items, entry_json in batches:
+                cursor = conn.execute("INSERT INTO batches (incident_id, entry, created_at) VALUES (?, ?, ?)",
+                                      (incident_id, entry_json, time.time()))
+                batch_id = cursor.lastrowid
+                conn.executemany(
+                    "UPDATE outbox SET state = 'claimed', batch_id = ? WHERE id = ? AND state = 'pending'",
+                    [(batch_id, item.id) for item in items])
+                ids.append(batch_id)
+            return ids
 
         return self._submit(fn)
 
@@ -515,12 +527,13 @@ class SQLiteJournal(Journal):
         row = self._reader().execute("SELECT incident_id, entry FROM batches WHERE id = ?", (batch_id,)).fetchone()
         return row[0], row[1]
 
-    def batch_done(self, batch_id: int) -> Future[None]:
+    def batch_done(self, batch_ids: list[int]) -> Future[None]:
         def fn(conn: sqlite3.Connection) -> None:
             now = time.time()
-            conn.execute("UPDATE batches SET state = 'done' WHERE id = ?", (batch_id,))
-            conn.execute("UPDATE outbox SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE batch_id = ?",
-                         (now, batch_id))
+            conn.executemany("UPDATE batches SET state = 'done' WHERE id = ?", [(b,) for b in batch_ids])
+            conn.executemany(
+                "UPDATE outbox SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE batch_id = ?",
+                [(now, b) for b in batch_ids])
 
         return self._submit(fn)
 
