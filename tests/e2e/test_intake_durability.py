@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from intake_harness import Intake, Relay, apply_deployments, bearer, flow_runs_for, make_intake, sample
+from intake_harness import Relay, apply_deployments, bearer, flow_runs_for, make_intake, sample
 
 pytestmark = pytest.mark.timeout(600)
 
