@@ -3,7 +3,8 @@
 The Prefect UI builds the run form from this flow's signature: the report is one typed model with
 titled fields, descriptions, dropdowns for the type, the severity and the data categories, in the
 order a responder fills them. The report becomes an Alert (source "report") and runs the type's
-own flow as a subflow, exactly as an alert would.
+own flow as a subflow, exactly as an alert would. The declaration itself (who reported what) is
+the first entry of the incident's audit log (irp/audit.py).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from prefect import flow
+from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.engine import RunSummary
 from flows.incidents import INCIDENT_FLOWS
-from irp.models import Alert, AlertSource, DataCategory, IncidentType, Severity, utcnow
+from irp.models import Alert, AlertSource, DataCategory, IncidentType, Severity, new_incident_id, utcnow
 
 __all__ = ["IncidentReport", "declare_incident"]
 
@@ -84,4 +86,16 @@ def declare_incident(report: IncidentReport, dry_run: bool = False) -> RunSummar
         report: What is reported: the type, what happened, who reports it, what is affected.
         dry_run: Run every step without side effects (training).
     """
-    return INCIDENT_FLOWS[report.incident_type](alert=report.to_alert(), severity=report.severity, dry_run=dry_run)
+    incident_id = new_incident_id()
+    if not dry_run:
+        from irp import audit
+        from irp.evidence import open_store
+        from irp.settings import get_settings
+
+        details = {"reporter_role": report.reporter_role, "type": report.incident_type.value, "title": report.title,
+                   "severity": report.severity.value if report.severity else None,
+                   "flow_run_id": str(flow_run.id or "")}
+        audit.record(open_store(get_settings().evidence_url), incident_id, "declared", actor=report.reporter,
+                     strict=False, details=details)
+    return INCIDENT_FLOWS[report.incident_type](alert=report.to_alert(), severity=report.severity, dry_run=dry_run,
+                                                incident_id=incident_id)

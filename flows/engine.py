@@ -18,6 +18,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
+from irp import audit
 from irp.errors import IrpError
 from irp.evidence import open_store, remove_tree, temporary_store
 from irp.models import (
@@ -146,12 +147,14 @@ def respond(
                   source_time=alert.observed_at.isoformat())
         store.put(incident.id, f"playbook/{Path(loaded.ref.path).name}", loaded.source,
                   content_type="application/yaml", source_system="irp")
-        store.save_incident(incident)
+        # Every save of the record is audited (state changes, irp/audit.py), as this flow run.
+        records = audit.AuditedRecord(store, actor=f"flow run {flow_run.id}" if flow_run.id else "irp engine")
+        records.save(incident)
         run = RunContext(alert=alert, playbook=playbook, evidence_url=store.url, dry_run=dry_run)
         with _one_run_per_incident(incident.id):
-            incident, stopped_by = _run_stages(incident, run, store)
+            incident, stopped_by = _run_stages(incident, run, records)
         store.put_json(incident.id, "incident.json", incident.model_dump(mode="json"), source_system="irp")
-        store.save_incident(incident)
+        records.save(incident)
         summary = RunSummary(
             incident_id=incident.id,
             type=incident.type,
@@ -174,7 +177,7 @@ def respond(
     return summary
 
 
-def _run_stages(incident: Incident, run: RunContext, store) -> tuple[Incident, str | None]:
+def _run_stages(incident: Incident, run: RunContext, records: audit.AuditedRecord) -> tuple[Incident, str | None]:
     """The stages in the policy's order; a stop ends the main line but what ran is kept."""
 
     def step_into(stage_task, incident: Incident, **kwargs) -> tuple[Incident, StageResult]:
@@ -184,7 +187,7 @@ def _run_stages(incident: Incident, run: RunContext, store) -> tuple[Incident, s
         result: StageResult = stage_task(quote(incident), quote(run), **kwargs)
         run.steps.update({record.id: record for record in result.steps})
         incident = result.apply(incident)
-        store.save_incident(incident)
+        records.save(incident)
         return incident, result
 
     # Task runs carry no tags: tag-based concurrency checks would cost a server call per step.

@@ -1,9 +1,11 @@
-"""`irp actions ...`: undo what a containment or restore step changed.
+"""`irp actions ...`: undo what a containment or restore step changed; track assigned actions until closed.
 
 `irp actions undo INCIDENT STEP` reads the step's record (steps/<stage>/<step>.json in the
 evidence store), shows its undo plan, and runs it: the undo action is itself idempotent and
 dry-runnable, its outcome is archived as undo/<stage>/<step>.json and put on the incident's
-timeline. Registered in irp/cli.py as `app.add_typer(actions_app, name="actions")`.
+timeline. `irp actions list [--open]` lists the measures and corrective actions (§6, §11) of every
+incident; `irp actions close INCIDENT ACTION_ID --by NAME --resolution TEXT` closes one (record,
+timeline and audit log). Registered in irp/cli.py as `app.add_typer(actions_app, name="actions")`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from irp.models import Stage
 
 __all__ = ["actions_app"]
 
-actions_app = typer.Typer(no_args_is_help=True, help="Undo what a containment step changed.")
+actions_app = typer.Typer(no_args_is_help=True, help="Undo what a containment step changed; list and close actions.")
 
 
 @actions_app.callback()
 def _group() -> None:
-    """Actions on third parties (AWS, the platform's admin API): undo what a step changed."""
+    """Undo what a step changed on third parties; list and close the actions assigned to people."""
 
 
 @actions_app.command()
@@ -57,3 +59,102 @@ def undo(
     if isinstance(result, dict):
         for check in result.get("checks", []):
             typer.echo(f"  checked: {check}")
+
+
+@actions_app.command("list")
+def list_actions(
+    open_only: Annotated[bool, typer.Option("--open", help="Only actions not closed yet.")] = False,
+    incident: Annotated[str | None, typer.Option("--incident", help="Only the actions of this incident.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List the measures and corrective actions (§6, §11) of every incident, earliest due first."""
+    from irp.evidence import open_store
+    from irp.history import find_incident, load_incidents
+    from irp.models import utcnow
+    from irp.settings import get_settings
+
+    try:
+        store = open_store(get_settings().evidence_url)
+        if incident:
+            incidents, skipped = [find_incident(store, incident)], []
+        else:
+            incidents, skipped = load_incidents(store)
+    except IrpError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for line in skipped:
+        typer.echo(f"warning: skipped {line}", err=True)
+    now = utcnow()
+    rows = []
+    for i in incidents:
+        for a in i.actions:
+            if open_only and a.status == "closed":
+                continue
+            overdue = a.status != "closed" and a.due_at is not None and a.due_at < now
+            rows.append({"incident": i.id, "incident_status": i.status.value, **a.model_dump(mode="json"),
+                         "kind": "corrective" if a.stage == Stage.review else "measure", "overdue": overdue})
+    rows.sort(key=lambda r: (r["due_at"] is None, r["due_at"] or "", r["incident"], r["id"]))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        typer.echo("no open actions" if open_only else "no actions")
+        return
+    typer.echo(f"{'INCIDENT':<21} {'ACTION':<9} {'KIND':<10} {'STATUS':<7} {'DUE (UTC)':<17} {'OWNER':<30} TITLE")
+    for r in rows:
+        due = r["due_at"][:16].replace("T", " ") if r["due_at"] else "—"
+        flag = " OVERDUE" if r["overdue"] else ""
+        typer.echo(f"{r['incident']:<21} {r['id']:<9} {r['kind']:<10} {r['status']:<7} {due:<17} "
+                   f"{r['owner']:<30} {r['title']}{flag}")
+    typer.echo(f"{len(rows)} action(s), {sum(r['overdue'] for r in rows)} overdue")
+
+
+@actions_app.command("close")
+def close(
+    incident: Annotated[str, typer.Argument(metavar="INCIDENT", help="Incident id.")],
+    action_id: Annotated[str, typer.Argument(metavar="ACTION_ID", help="Action id, e.g. A-3F9C2B (irp actions list).")],
+    by: Annotated[str, typer.Option("--by", help="Who closes it (recorded in the audit log).")],
+    resolution: Annotated[str, typer.Option("--resolution", help="What was done; how to check it.")],
+) -> None:
+    """Close an action of INCIDENT: who, when and what was done go to the record, timeline and audit log."""
+    from irp import audit
+    from irp.evidence import open_store
+    from irp.history import find_incident
+    from irp.models import IncidentStatus, TimelineEntry, utcnow
+    from irp.settings import get_settings
+
+    try:
+        if not by.strip() or not resolution.strip():
+            raise IrpError("--by and --resolution must not be empty: say who closes the action and what was done")
+        store = open_store(get_settings().evidence_url)
+        record = find_incident(store, incident)
+        if record.status not in (IncidentStatus.closed, IncidentStatus.stopped):
+            raise IrpError(f"incident {record.id} is still being handled (status {record.status.value}); "
+                           "close its actions once its run has ended, or the run would overwrite the closure")
+        item = next((a for a in record.actions if a.id.casefold() == action_id.strip().casefold()), None)
+        if item is None:
+            known = ", ".join(f"{a.id} ({a.status})" for a in record.actions) or "none"
+            raise IrpError(f"incident {record.id} has no action {action_id!r}; its actions: {known}")
+        if item.status == "closed":
+            raise IrpError(f"action {item.id} of {record.id} was already closed on "
+                           f"{item.closed_at:%Y-%m-%d %H:%M} UTC by {item.closed_by}: {item.resolution}")
+        now = utcnow()
+        closed = item.model_copy(update={"status": "closed", "closed_at": now, "closed_by": by.strip(),
+                                         "resolution": resolution.strip()})
+        entry = TimelineEntry(at=now, kind="action", stage=item.stage, actor=by.strip(),
+                              message=f"action {item.id} closed by {by.strip()}: {resolution.strip()}",
+                              data={"action_id": item.id})
+        updated = record.model_copy(update={
+            "actions": [closed if a.id == item.id else a for a in record.actions],
+            "timeline": [*record.timeline, entry],
+        })
+        store.save_incident(updated)
+        audit.record(store, record.id, "action_closed", actor=by.strip(), incident=updated,
+                     details={"action_id": item.id, "title": item.title, "owner": item.owner,
+                              "resolution": resolution.strip()})
+    except IrpError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    late = item.due_at is not None and now > item.due_at
+    typer.echo(f"action {item.id} of {record.id} closed by {by.strip()}"
+               f"{' (after its due date)' if late else ''}: {item.title}")

@@ -11,11 +11,13 @@ from typing import Annotated
 import typer
 
 from irp.actions_cli import actions_app
+from irp.audit_cli import audit_app
 from irp.errors import IrpError, PlaybookError
 from irp.evidence_cli import evidence_app
 from irp.incidents_cli import incidents_app
 from irp.intake_cli import webhook
 from irp.models import IncidentType, Severity
+from irp.report_cli import report_app
 from irp.settings import REPO_ROOT, get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -25,6 +27,8 @@ app.add_typer(playbooks_app, name="playbooks")
 app.add_typer(actions_app, name="actions")
 app.add_typer(evidence_app, name="evidence")
 app.add_typer(incidents_app, name="incidents")
+app.add_typer(audit_app, name="audit")
+app.add_typer(report_app, name="report")
 app.command()(webhook)
 
 def _version(value: bool) -> None:

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     evidence_part_size_mb: int = Field(8, description="Multipart upload part size in MiB (5 or more).")
     evidence_upload_concurrency: int = Field(4, description="Parts uploaded in parallel (memory: about this + 1 parts).")
 
+    # Audit, metrics and reports (irp/metrics.py, irp/audit.py, irp report): see docs/audit.md.
+    response_targets_minutes: dict[str, dict] = Field(
+        default_factory=dict,
+        description='Response targets in minutes per severity, JSON: {"critical": {"acknowledge": 15, '
+                    '"contain": 240, "restore": 1440, "notify": 1440}}; what is not given keeps its default '
+                    "(docs/audit.md).")
+    reports_dir: Path = Field(REPO_ROOT / "var" / "reports", description="Where `irp report monthly` writes its HTML.")
+
     # Alert intake (irp webhook): see docs/intake.md.
     webhook_token: SecretStr | None = Field(
         None, description="Bearer token(s) the alert sources send; several, comma-separated, during a rotation.")

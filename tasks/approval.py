@@ -2,7 +2,7 @@
 
 The Resume form in the Prefect UI shows what is about to happen and asks approve or reject, the
 approver's name and a reason. Side effects: the flow run is paused (and put back to Running after
-a timeout); every decision goes to the timeline and to the evidence.
+a timeout); every decision goes to the timeline, to the evidence and to the audit log.
 """
 
 from __future__ import annotations
@@ -80,6 +80,17 @@ def describe(step: Any, stage: Stage, incident: Incident, args: Any, needed: int
     return "\n".join(lines)
 
 
+def _audit(incident: Incident, act: str, actor: str, stage: Stage, step: Any, **details: Any) -> None:
+    """Put an approval decision in the incident's tamper-evident audit log (irp/audit.py)."""
+    from irp import audit
+    from irp.evidence import open_store
+    from irp.settings import get_settings
+
+    audit.record(open_store(get_settings().evidence_url), incident.id, act, actor=actor, strict=False,
+                 details={"stage": stage.value, "step": step.id, "action": step.action,
+                          "flow_run_id": str(flow_run.id or ""), **details})
+
+
 def _back_to_running() -> None:
     """After a pause timed out the server still says Paused: put the run back to Running."""
     with get_client(sync_client=True) as client:
@@ -115,6 +126,8 @@ def request_approval(step: Any, stage: Stage, incident: Incident, args: Any, dry
             message = (f"approval of step {step.id} timed out after {gate.timeout_minutes:g} min "
                        f"({len(approvals)}/{gate.approvers} approvals); default applied: {gate.on_timeout}")
             timeline.append(TimelineEntry(kind="escalation", stage=stage, step=step.id, message=message))
+            _audit(incident, "approval_timed_out", "irp", stage, step, default=gate.on_timeout,
+                   approvals=list(approvals))
             return ApprovalOutcome(approved=approved, timed_out=True, reason=message, decisions=decisions,
                                    timeline=timeline)
         record = decision.model_dump(include={"decision", "approver", "reason"})
@@ -123,12 +136,16 @@ def request_approval(step: Any, stage: Stage, incident: Incident, args: Any, dry
         if decision.decision == "reject":
             message = f"step {step.id} rejected by {who}: {decision.reason}"
             timeline.append(TimelineEntry(kind="approval", stage=stage, step=step.id, actor=who, message=message))
+            _audit(incident, "rejected", who, stage, step, reason=decision.reason)
             return ApprovalOutcome(approved=False, reason=message, decisions=decisions, timeline=timeline)
         if who.casefold() in (a.casefold() for a in approvals):
+            _audit(incident, "approved", who, stage, step, reason=decision.reason, counted=False)
             timeline.append(TimelineEntry(kind="approval", stage=stage, step=step.id, actor=who,
                                           message=f"{who} already approved step {step.id}; another person must"))
             continue
         approvals.append(who)
+        _audit(incident, "approved", who, stage, step, reason=decision.reason, counted=True,
+               approvals=f"{len(approvals)}/{gate.approvers}")
         timeline.append(TimelineEntry(
             kind="approval", stage=stage, step=step.id, actor=who,
             message=f"step {step.id} approved by {who} ({len(approvals)}/{gate.approvers}): {decision.reason}",

@@ -3,6 +3,9 @@
 Each entry holds the SHA-256 of the entry before it (`prev`) and its own (`hash`, over its canonical
 JSON without `hash`). Editing an entry breaks its hash; removing, inserting or reordering entries
 breaks the sequence and the links. `check_chain` names each broken entry.
+
+The same chain carries the audit log (irp/audit.py): `audit` entries record incident state changes
+and operator acts (declaration, approval, export, action closure) in the incident's custody log.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ if TYPE_CHECKING:
     from irp.evidence.base import EvidenceItem, Problem
 
 GENESIS = "0" * 64
-EVENTS = ("collected", "archived", "accessed", "exported", "verified")
-CustodyEvent = Literal["collected", "archived", "accessed", "exported", "verified"]
+EVENTS = ("collected", "archived", "accessed", "exported", "verified", "audit")
+CustodyEvent = Literal["collected", "archived", "accessed", "exported", "verified", "audit"]
 
 
 class CustodyEntry(BaseModel):
