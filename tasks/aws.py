@@ -54,7 +54,7 @@ from tasks.integrations import (
     third_party_failed,
     with_retries,
 )
-from tasks.registry import ActionArgs, ActionContext, action
+from tasks.registry import ActionArgs, ActionContext, action, requires
 
 __all__ = ["aws_client", "aws_session"]
 
@@ -110,6 +110,9 @@ def aws_session() -> tuple[boto3.Session, str | None]:
     if not session.region_name:
         raise NotConfiguredError("AWS: no region (set IRP_AWS_REGION or AWS_REGION)")
     return session, endpoint
+
+
+requires("aws", aws_session)
 
 
 def aws_client(service: str, region: str | None = None) -> Any:

@@ -30,7 +30,7 @@ from irp.errors import ActionError, NotConfiguredError, PermanentError
 from irp.models import utcnow
 from irp.settings import get_settings
 from tasks.integrations import CommaList, Failure, Journal, Outcome, UndoPlan, slug, with_retries
-from tasks.registry import ActionArgs, ActionContext, action
+from tasks.registry import ActionArgs, ActionContext, action, requires
 
 __all__ = ["PlatformApi", "redact"]
 
@@ -196,6 +196,17 @@ def _archive_exchange(ctx: ActionContext, folder: str, request: httpx.Request, e
     number = 1 + sum(1 for item in ctx.evidence if item.name.startswith(folder + "/"))
     name = f"{folder}/{number:02d}-{request.method}-{slug(request.url.path)}.json"
     ctx.archive_json(name, exchange, source_system=provider)
+
+
+def admin_api_configured() -> None:
+    """Raise NotConfiguredError unless the admin API's URL and token are configured."""
+    settings = get_settings()
+    if not settings.platform_api_url:
+        raise NotConfiguredError("CallCenterRate admin API: IRP_PLATFORM_API_URL is unset")
+    secret_value(settings.platform_token_block)
+
+
+requires("platform", admin_api_configured)
 
 
 # --- the admin API -------------------------------------------------------------------------------

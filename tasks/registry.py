@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict
 from irp.evidence import CollectedBy, EvidenceItem, EvidenceStore
 from irp.models import Alert, Incident, Stage, TimelineEntry
 
-__all__ = ["ActionArgs", "ActionContext", "ActionSpec", "action", "catalogue_markdown", "get_registry", "template_vars"]
+__all__ = ["ActionArgs", "ActionContext", "ActionSpec", "action", "catalogue_markdown", "get_registry", "preflight", "requires",
+           "template_vars"]
 
 # Modules whose import registers actions; get_registry() imports them on first use.
 ACTION_MODULES = (
@@ -34,6 +35,7 @@ ACTION_MODULES = (
 )
 
 _REGISTRY: dict[str, ActionSpec] = {}
+_PREFLIGHTS: dict[str, Callable[[], object]] = {}
 
 
 class ActionArgs(BaseModel):
@@ -74,6 +76,18 @@ def action(namespace: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
         return fn
 
     return register
+
+
+def requires(namespace: str, check: Callable[[], object]) -> None:
+    """Declare the configuration every action of `namespace` needs: `check` raises NotConfiguredError."""
+    _PREFLIGHTS[namespace] = check
+
+
+def preflight(action_name: str) -> None:
+    """Raise NotConfiguredError when the integration of `action_name` is not configured."""
+    check = _PREFLIGHTS.get(action_name.partition(".")[0])
+    if check is not None:
+        check()
 
 
 def get_registry() -> dict[str, ActionSpec]:

@@ -19,7 +19,7 @@ from irp import templating
 from irp.errors import ActionError, IrpError, NotConfiguredError, PermanentError
 from irp.evidence import open_store
 from irp.models import Alert, Incident, Stage, StageOutcome, StepStatus, TimelineEntry, utcnow
-from tasks.registry import ActionContext, get_registry, template_vars
+from tasks.registry import ActionContext, get_registry, preflight, template_vars
 
 __all__ = ["RunContext", "StageResult", "StepRecord", "run_stage"]
 
@@ -96,7 +96,7 @@ def execute_step(step: Any, stage: Stage, phase: str | None, incident: Incident,
     started = utcnow()
     spec = get_registry()[step.action]
     try:
-        args = templating.render_value(step.args, template_context(run, incident, stage, phase))
+        args = rendered_args(step, template_context(run, incident, stage, phase))
     except templating.TemplateError as exc:
         raise StepInputError(f"step {step.id}: cannot render args: {exc}") from None
     try:
@@ -117,7 +117,12 @@ def execute_step(step: Any, stage: Stage, phase: str | None, incident: Incident,
         steps=run.steps,
         playbook=run.playbook,
     )
-    output = spec.fn(parsed, ctx)
+    try:
+        output = spec.fn(parsed, ctx)
+    except NotConfiguredError as exc:
+        if not step.optional:
+            raise
+        return _skipped(step, stage, phase, started, f"not configured: {exc}", run)
     return StepRecord(
         id=step.id,
         action=step.action,
@@ -133,6 +138,12 @@ def execute_step(step: Any, stage: Stage, phase: str | None, incident: Incident,
         updates=ctx.updates,
         timeline=ctx.timeline,
     )
+
+
+def rendered_args(step: Any, context: dict[str, Any]) -> dict[str, Any]:
+    """The step's arguments rendered; an argument that renders to None is left out (its default applies)."""
+    rendered = templating.render_value(step.args, context)
+    return {key: value for key, value in rendered.items() if value is not None}
 
 
 def _error_text(exc: BaseException | None) -> str:
@@ -181,11 +192,7 @@ def run_stage(stage: Stage, incident: Incident, run: RunContext, phase: str | No
             if state.is_completed():
                 record = state.result()
             else:
-                exc = state.result(raise_on_failure=False)
-                if isinstance(exc, NotConfiguredError) and step.optional:
-                    record = _skipped(step, stage, phase, step_started, f"not configured: {exc}", run)
-                else:
-                    record = _failed(step, stage, phase, step_started, _error_text(exc), run)
+                record = _failed(step, stage, phase, step_started, _error_text(state.result(raise_on_failure=False)), run)
 
         records.append(record)
         run.steps[step.id] = record
@@ -224,7 +231,13 @@ def _gate(step: Any, stage: Stage, phase: str | None, incident: Incident, run: R
     from tasks.approval import request_approval
 
     try:
-        args = templating.render_value(step.args, template_context(run, incident, stage, phase))
+        preflight(step.action)  # nobody is asked to approve what cannot run here
+    except NotConfiguredError as exc:
+        if step.optional:
+            return _skipped(step, stage, phase, started, f"not configured: {exc}", run)
+        return _failed(step, stage, phase, started, f"not configured: {exc}", run)
+    try:
+        args = rendered_args(step, template_context(run, incident, stage, phase))
     except templating.TemplateError as exc:
         return _failed(step, stage, phase, started, f"cannot render args: {exc}", run)
     outcome = request_approval(step, stage, incident, args, run.dry_run)

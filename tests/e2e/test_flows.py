@@ -280,3 +280,31 @@ class TestApprovalGates:
         incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
         assert any(e.kind == "escalation" and "default applied: approve" in e.message for e in incident.timeline)
         assert any(e.message == "tenant acme-callcenter suspended" for e in incident.timeline)
+
+
+class TestIntegrationsNotConfigured:
+    def test_an_optional_unconfigured_step_is_skipped_before_any_approval(self, playbooks: Path) -> None:
+        edit_playbook(playbooks, "data_leak", lambda d: d["stages"]["contain"].insert(0, {
+            "id": "suspend", "action": "platform.suspend_account", "optional": True,
+            "approval": {"approvers": 1, "timeout_minutes": 30},
+            "args": {"client_id": "{{ incident.affected_clients[0] }}", "reason": "data leak"}}))
+        state = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json"))  # would hang if it paused
+        summary = state.result()
+        assert summary.status == IncidentStatus.closed and not summary.escalated
+        incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
+        skipped = [e.message for e in incident.timeline if e.step == "suspend" and e.kind == "step"]
+        assert skipped == ["step suspend (platform.suspend_account) skipped: not configured: "
+                           "CallCenterRate admin API: IRP_PLATFORM_API_URL is unset"]
+        assert not any(e.kind == "approval" for e in incident.timeline)
+
+    def test_an_unconfigured_step_completes_its_prefect_task_as_skipped(self, playbooks: Path) -> None:
+        edit_playbook(playbooks, "data_leak", lambda d: d["stages"]["contain"].insert(0, {
+            "id": "block", "action": "aws.block_public_access", "optional": True, "retries": 2,
+            "args": {"bucket": "evidence-bucket"}}))
+        summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json")).result()
+        with get_client(sync_client=True) as client:
+            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[summary.flow_run_id])))
+        block = next(t for t in task_runs if t.name.startswith("contain.block"))
+        assert block.state.is_completed() and block.run_count == 1
+        incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
+        assert any(e.step == "block" and "skipped: not configured: AWS" in e.message for e in incident.timeline)
