@@ -115,7 +115,8 @@ def show(
         rows = full_timeline(incident, evidence, entries)
         metrics = measure_incident(incident)
     base = ui_base()
-    runs = [{"id": run_id, "url": flow_run_url(run_id, base)} for run_id in incident.flow_run_ids]
+    runs = [{"id": run_id, "role": role, "url": flow_run_url(run_id, base)}
+            for run_id, role in _flow_runs(incident, entries).items()]
     if as_json:
         typer.echo(json.dumps({
             "incident": incident.model_dump(mode="json", exclude={"timeline"}),
@@ -141,7 +142,8 @@ def show(
     echo(f"  evidence   {store.location(incident.id)} ({len(evidence)} items)")
     echo("flow runs:")
     for run in runs:
-        echo(f"  {run['id']}  {run['url'] or '(no Prefect UI configured: set PREFECT_UI_URL or PREFECT_API_URL)'}")
+        url = run["url"] or "(no Prefect UI configured: set PREFECT_UI_URL or PREFECT_API_URL)"
+        echo(f"  {run['id']}  {url}  ({run['role']})")
     if not runs:
         echo("  —")
     echo("metrics:")
@@ -157,6 +159,20 @@ def show(
     for r in rows:
         by = f"  [{r.by}]" if r.by and r.by != "irp" else ""
         echo(f"  {r.at:%Y-%m-%d %H:%M:%S}  {r.kind:<12} {r.what}{by}")
+
+
+def _flow_runs(incident, entries) -> dict[str, str]:
+    """Every flow run of the incident, oldest first: the declaration, each response run (from the audit log)."""
+    runs: dict[str, str] = {}
+    for entry in entries:
+        if entry.details.get("act") == "declared" and entry.details.get("flow_run_id"):
+            runs.setdefault(entry.details["flow_run_id"], "declare_incident")
+        if entry.details.get("act") == "opened":
+            for run_id in entry.details.get("flow_run_ids") or []:
+                runs.setdefault(run_id, "response")
+    for run_id in incident.flow_run_ids:
+        runs.setdefault(run_id, "response")
+    return runs
 
 
 @incidents_app.command("export")

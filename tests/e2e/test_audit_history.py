@@ -175,6 +175,9 @@ class TestOperatorActs:
         assert [e.details["act"] for e in entries][:2] == ["declared", "opened"]
         assert (entries[0].actor, entries[0].details["reporter_role"]) == ("Dana Roy (Acme)", "client")
         assert audit.verify(store).intact
+        shown = json.loads(irp("incidents", "show", summary.incident_id, "--json").stdout)
+        assert [r["role"] for r in shown["flow_runs"]] == ["declare_incident", "response"]
+        assert shown["flow_runs"][1]["id"] == summary.flow_run_id
 
     def test_approval_decisions_are_audited_under_the_approvers_name(self, playbooks: Path) -> None:
         edit_playbook(playbooks, "data_leak", lambda d: d["stages"]["contain"].insert(0, {

@@ -1,4 +1,4 @@
-"""`irp incidents list/show/export/metrics`, `irp actions list/close`, `irp report monthly` on a store of known incidents."""
+"""`irp incidents`, `irp actions list/close` and `irp report monthly` on a store of known incidents."""
 
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ class TestShow:
         monkeypatch.delenv("PREFECT_UI_URL")
         monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4299/api")
         data = json.loads(invoke(incidents_app, "show", "INC-20261103-AAAAAA", "--json").output)
-        assert data["flow_runs"] == [{"id": "0b9f3c52-1111-4222-8333-444455556666",
+        assert data["flow_runs"] == [{"id": "0b9f3c52-1111-4222-8333-444455556666", "role": "response",
                                       "url": "http://127.0.0.1:4299/runs/flow-run/0b9f3c52-1111-4222-8333-444455556666"}]
         assert data["incident"]["playbook"]["version"] == "1.2.0"
         assert data["metrics"]["measures"]["restore"]["state"] == "met"
