@@ -165,6 +165,13 @@ def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or f
         failed += bool(problems)
         for problem in problems:
             typer.echo(str(problem))
+    from irp.notifications import validate_templates  # message templates: §7, Art. 33(3) contents
+
+    for folder in dict.fromkeys(f.parent / "templates" for f in files if (f.parent / "templates").is_dir()):
+        problems = validate_templates(folder)
+        failed += bool(problems)
+        for problem in problems:
+            typer.echo(str(problem))
     if failed:
         _echo_err(f"{failed} of {len(files)} files invalid")
         raise typer.Exit(1)

@@ -16,12 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "ActionItem",
+    "Delivery",
     "Alert",
     "AlertSource",
     "DataCategory",
     "Incident",
     "IncidentStatus",
     "IncidentType",
+    "NotificationRecord",
+    "Obligation",
     "PersonalData",
     "PlaybookRef",
     "Severity",
@@ -250,6 +253,58 @@ class PlaybookRef(_Model):
     sha256: str
 
 
+class Obligation(_Model):
+    """A notification the incident calls for (policy §7; GDPR Art. 33, 34; NIS2 Art. 23): to whom, by when.
+
+    Decided in analyse from the incident's facts; whether it is met is read from the notifications
+    sent (irp/obligations.py), so a notification sent from outside the run counts too.
+    """
+
+    id: str = Field(..., description="Unique per incident, e.g. gdpr_authority or client:acme.")
+    kind: str = Field(..., description="client, gdpr_authority, data_subjects, nis2_early_warning, "
+                                        "nis2_notification, nis2_final_report or service_recipients.")
+    audience: Literal["client", "authority", "internal", "data_subjects"]
+    recipient: str = Field(..., description="Key of the configured recipients: a Client, an authority (cnil, anssi).")
+    template: str = Field(..., description="Template of the message, in playbooks/templates/.")
+    language: Literal["fr", "en"] = "fr"
+    basis: str = Field(..., description="The rule that requires it, e.g. RGPD art. 33(1).")
+    phase: Literal["initial", "final"] = Field("initial", description="The run's notify phase that sends it.")
+    due_at: datetime = Field(..., description="Deadline, computed from the awareness time (or as `clock` says).")
+    clock: str = Field("", description="What the deadline counts from, e.g. 72 h after awareness.")
+    after: str | None = Field(None, description="Id of the obligation whose notification restarts this clock "
+                                                "(NIS2 final report: one month after the incident notification).")
+
+
+class Delivery(_Model):
+    """What one channel did with one message (no secrets: URLs are shown without credentials)."""
+
+    channel: Literal["email", "apprise", "none"]
+    recipient: str = Field(..., description="The address, or the chat URL with its secrets masked.")
+    status: Literal["sent", "failed", "refused", "not_sent"]
+    attempts: int = 0
+    detail: str = ""
+    at: datetime = Field(default_factory=lambda: utcnow())
+
+
+class NotificationRecord(_Model):
+    """One notification rendered (and sent, when channels are configured), archived as evidence."""
+
+    id: str
+    at: datetime = Field(default_factory=lambda: utcnow())
+    phase: str = Field("initial", description="initial, update, final, reminder or escalation.")
+    audience: Literal["client", "authority", "internal", "data_subjects"]
+    recipient: str = Field("", description="Key of the configured recipients (a Client, an authority, internal).")
+    template: str
+    language: str = "fr"
+    subject: str
+    obligation: str | None = Field(None, description="Id of the obligation it fulfils.")
+    status: Literal["sent", "partial", "failed", "not_sent", "dry_run"]
+    reason: str = Field("", description="Why it was not (fully) sent.")
+    late_reason: str = Field("", description="Reasons for the delay, when sent after the deadline (Art. 33(1)).")
+    deliveries: list[Delivery] = Field(default_factory=list)
+    evidence: str = Field("", description="Evidence item holding the rendered message and the delivery result.")
+
+
 class IncidentStatus(StrEnum):
     detected = "detected"
     analysing = "analysing"
@@ -287,6 +342,10 @@ class Incident(_Model):
     flow_run_ids: list[str] = Field(default_factory=list)
     dry_run: bool = False
     timeline: list[TimelineEntry] = Field(default_factory=list)
+    obligations: list[Obligation] = Field(
+        default_factory=list, description="Notifications due, to whom, by when (decided in analyse).")
+    notifications: list[NotificationRecord] = Field(
+        default_factory=list, description="Notifications rendered and sent by the runs (§7, §12).")
 
     def stage_ended_at(self, stage: Stage) -> datetime | None:
         """When `stage` first completed, or None."""

@@ -100,6 +100,65 @@ class Settings(BaseSettings):
         description="Hosts http.request may call (JSON list or comma-separated); empty allows any host.",
     )
 
+    # Notifications and regulatory clocks (tasks/notify.py, irp/obligations.py): see docs/notifications.md.
+    smtp_url: SecretStr | None = Field(
+        None, description="Mail server: smtp+starttls://user:pass@host:587, smtps://user:pass@host:465 or "
+                          "smtp://host:25 (no TLS: loopback only); unset: messages are archived, not sent.")
+    smtp_from: str = Field("security@confluent-digital.com", description="Sender address of notifications (§14).")
+    smtp_ca_bundle: Path | None = Field(None, description="CA bundle to verify the mail server (default: system CAs).")
+    notify_internal: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["security@confluent-digital.com", "dpo@confluent-digital.com"],
+        description="Internal recipients (§14), and who deadline escalations go to: addresses or apprise URLs "
+                    "(slack://, msteams://, json://…), JSON list or comma-separated.")
+    notify_clients: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Recipients per Client, JSON: {"acme-callcenter": ["dpo@acme.example"]}; '
+                    "the key is the Client id of the incident (affected_clients).")
+    notify_authorities: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Recipients per authority, JSON: {"cnil": ["..."], "anssi": ["..."]} '
+                    "(often the DPO who files on the authority's online service).")
+    notify_data_subjects: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Who relays Art. 34 communications to the people concerned, per Client or "*", JSON.')
+    notify_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["confluent-digital.com"],
+        description="Where messages may go: addresses, domains (also their subdomains) and URL prefixes "
+                    "(e.g. slack://, json://127.0.0.1:8080/); nothing is sent anywhere else.")
+    notify_attempts: int = Field(4, ge=1, le=10, description="Attempts per recipient before the failure is escalated.")
+    notify_retry_base_seconds: float = Field(1.0, ge=0, description="First wait between attempts; doubles each time.")
+    notify_retry_max_seconds: float = Field(30.0, ge=0, description="Longest wait between two attempts.")
+    notify_timeout_seconds: float = Field(15.0, gt=0, description="Connect and read timeout of one delivery.")
+    client_notice_hours: float = Field(
+        24, gt=0, description="Deadline for telling a Client, from awareness (§7 \"dans les meilleurs délais\").")
+    gdpr_role: str = Field(
+        "controller", description="Confluent Digital's GDPR role for the data of an incident when the playbook "
+                                  "does not say: controller (notifies CNIL, Art. 33) or processor (tells the "
+                                  "Client, who notifies; Art. 33(2)).")
+    reminder_lead_hours: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [24.0, 6.0, 1.0],
+        description="Reminders to the internal recipients this long before each open deadline (comma-separated).")
+    escalation_lead_hours: float = Field(
+        2, ge=0, description="Escalate to security@ and dpo@ when an open deadline is this near, and when missed.")
+
+    @field_validator("notify_internal", "notify_allowlist", mode="before")
+    @classmethod
+    def _text_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("reminder_lead_hours", mode="before")
+    @classmethod
+    def _hours(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [float(v) for v in text.split(",") if v.strip()]
+        return value
+
     @field_validator("http_allowed_hosts", mode="before")
     @classmethod
     def _host_list(cls, value: object) -> object:

@@ -5,7 +5,7 @@ Side effects: incident severity and personal-data facts, timeline entries.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -78,6 +78,53 @@ def assess_personal_data(args: PersonalDataArgs, ctx: ActionContext) -> dict[str
     else:
         ctx.record("no personal data involved", kind="finding")
     return facts.model_dump(mode="json")
+
+
+class ObligationsArgs(ActionArgs):
+    risk: bool | None = Field(
+        None, description="Likely risk to people's rights and freedoms (Art. 33(1)); default: personal data involved.")
+    high_risk: bool | None = Field(
+        None, description="Likely high risk (Art. 34); default: the personal-data assessment.")
+    significant: bool = Field(False, description="Significant incident under NIS2 Art. 23(3).")
+    gdpr_role: Literal["controller", "processor", ""] = Field(
+        "", description="Confluent Digital's role for the data concerned; default: IRP_GDPR_ROLE.")
+    language: Literal["fr", "en"] = Field("fr", description="Language of the messages the obligations call for.")
+
+
+@action("incident")
+def assess_obligations(args: ObligationsArgs, ctx: ActionContext) -> dict[str, Any]:
+    """Decide which notifications are due, to whom and by when (§7; GDPR Art. 33, 34; NIS2 Art. 23)."""
+    from irp.obligations import decide
+    from irp.settings import get_settings
+
+    settings = get_settings()
+    incident = ctx.incident
+    role = args.gdpr_role or settings.gdpr_role
+    if role not in ("controller", "processor"):
+        raise ActionError(f"IRP_GDPR_ROLE={role!r}: valid: controller, processor")
+    obligations, decisions = decide(
+        incident,
+        controller=role == "controller",
+        risk=incident.personal_data.involved if args.risk is None else args.risk,
+        high_risk=incident.personal_data.high_risk if args.high_risk is None else args.high_risk,
+        significant=args.significant,
+        client_notice_hours=settings.client_notice_hours,
+        language=args.language,
+    )
+    kept = [o for o in incident.obligations if o.id not in {n.id for n in obligations}]
+    ctx.update_incident(obligations=[*kept, *obligations])
+    assessment = {"aware_at": incident.aware_at.isoformat(), "gdpr_role": role,
+                  "decisions": [d.model_dump() for d in decisions],
+                  "obligations": [o.model_dump(mode="json") for o in obligations]}
+    ctx.archive_json("obligations/assessment.json", assessment, source_system="irp")
+    for obligation in obligations:
+        ctx.record(f"notification due: {obligation.kind} to {obligation.audience} {obligation.recipient} by "
+                   f"{obligation.due_at:%Y-%m-%d %H:%M} UTC ({obligation.basis}; {obligation.clock})",
+                   kind="obligation", obligation=obligation.id, due_at=obligation.due_at.isoformat())
+    not_due = [f"{d.rule} ({d.why})" for d in decisions if not d.due]
+    if not_due:
+        ctx.record("not due: " + "; ".join(not_due), kind="obligation")
+    return assessment
 
 
 @task(name="analyse", cache_policy=NO_CACHE)

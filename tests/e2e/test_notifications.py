@@ -1,0 +1,221 @@
+"""Notifications end to end: a real SMTP server (STARTTLS + AUTH) and a webhook receiver on loopback,
+the allowlist, retries with backoff, escalation, and the incident flows sending what analyse found due."""
+
+# ruff: noqa: F811  (pytest fixtures imported from notify_fixtures are parameters here)
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from notify_fixtures import SMTP_PASSWORD, smtp_server, tls_cert, webhook  # noqa: F401 (fixtures)
+from pydantic import SecretStr
+
+from flows.incidents import INCIDENT_FLOWS
+from irp.alerts import read_alert
+from irp.channels import Message, deliver
+from irp.evidence import open_store
+from irp.models import IncidentStatus, IncidentType, StepStatus
+from irp.obligations import deadlines
+from irp.settings import Settings, get_settings
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "playbooks" / "samples"
+INTERNAL = ["security@confluent-digital.com", "dpo@confluent-digital.com"]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def settings_for(smtp, tls_cert, **changes) -> Settings:
+    return Settings(**({"smtp_url": SecretStr(smtp.url), "smtp_ca_bundle": tls_cert.cert,
+                        "notify_allowlist": ["confluent-digital.com", "acme.example", "json://127.0.0.1:"],
+                        "notify_attempts": 3, "notify_retry_base_seconds": 0.05, "notify_retry_max_seconds": 0.1,
+                        "notify_timeout_seconds": 5} | changes))
+
+
+class TestEmail:
+    def test_sent_over_starttls_with_auth_one_message_per_recipient(self, smtp_server, tls_cert) -> None:
+        message = Message("Incident <b>x</b>", "Body <script>alert(1)</script>", html="<p>&lt;script&gt;</p>",
+                          reference="INC-1 N-1")
+        results = deliver(message, ["security@confluent-digital.com", "dpo@acme.example"],
+                          settings_for(smtp_server, tls_cert))
+        assert [(r.status, r.channel, r.attempts) for r in results] == [("sent", "email", 1)] * 2
+        assert len(smtp_server.messages) == 2
+        for received in smtp_server.messages:
+            assert received.tls and received.login == "irp-mailer"
+            assert len(received.rcpt_tos) == 1 and received.message["To"] == received.rcpt_tos[0]  # §12
+            assert received.message["Subject"] == "Incident <b>x</b>"
+            assert received.message["X-IRP-Reference"] == "INC-1 N-1"
+            assert received.message.get_body(("plain",)).get_content().strip() == "Body <script>alert(1)</script>"
+
+    def test_a_wrong_password_is_permanent_and_never_recorded(self, smtp_server, tls_cert) -> None:
+        url = smtp_server.url.replace(SMTP_PASSWORD, "wrong-password-123")
+        [result] = deliver(Message("s", "t"), ["security@confluent-digital.com"],
+                           settings_for(smtp_server, tls_cert, smtp_url=SecretStr(url)))
+        assert (result.status, result.attempts) == ("failed", 1)
+        assert "authentication refused (535)" in result.detail
+        assert "wrong-password-123" not in result.model_dump_json() and smtp_server.messages == []
+
+    def test_an_untrusted_certificate_is_refused(self, smtp_server, tls_cert) -> None:
+        [result] = deliver(Message("s", "t"), ["security@confluent-digital.com"],
+                           settings_for(smtp_server, tls_cert, smtp_ca_bundle=None))
+        assert result.status == "failed" and "certificate not trusted" in result.detail
+        assert smtp_server.messages == []
+
+    def test_a_temporary_refusal_is_retried_with_backoff(self, smtp_server, tls_cert) -> None:
+        smtp_server.fail_next = 2
+        [result] = deliver(Message("s", "t"), ["security@confluent-digital.com"], settings_for(smtp_server, tls_cert))
+        assert (result.status, result.attempts, smtp_server.attempts) == ("sent", 3, 3)
+        assert len(smtp_server.messages) == 1
+
+    def test_still_refused_after_every_attempt_is_failed_not_lost(self, smtp_server, tls_cert) -> None:
+        smtp_server.fail_next = 10
+        [result] = deliver(Message("s", "t"), ["security@confluent-digital.com"], settings_for(smtp_server, tls_cert))
+        assert (result.status, result.attempts) == ("failed", 3) and "451" in result.detail
+
+    def test_nothing_leaves_for_an_address_outside_the_allowlist(self, smtp_server, tls_cert) -> None:
+        targets = ["dpo@acme.example", "dpo@acme.example.evil.example", "x@evil.example", "dpo@ACME.example "]
+        results = deliver(Message("s", "t"), targets, settings_for(smtp_server, tls_cert))
+        assert [r.status for r in results] == ["sent", "refused", "refused"]  # the last is the first, deduplicated
+        assert {r for m in smtp_server.messages for r in m.rcpt_tos} == {"dpo@acme.example"}
+
+
+class TestWebhook:
+    def test_delivered_to_the_local_receiver(self, webhook, smtp_server, tls_cert) -> None:
+        [result] = deliver(Message("Subject line", "Text"), [webhook.url()], settings_for(smtp_server, tls_cert))
+        assert (result.status, result.channel) == ("sent", "apprise")
+        assert result.recipient == f"json://127.0.0.1:{webhook.port}/hook"
+        [request] = webhook.requests
+        assert request["path"] == "/hook"
+        assert (request["body"]["title"], request["body"]["message"]) == ("Subject line", "Text")
+
+    def test_an_endpoint_down_is_retried_then_failed(self, webhook, smtp_server, tls_cert) -> None:
+        webhook.fail_next = 2
+        [ok] = deliver(Message("s", "t"), [webhook.url()], settings_for(smtp_server, tls_cert))
+        assert (ok.status, ok.attempts, webhook.attempts) == ("sent", 3, 3)
+        down = f"json://127.0.0.1:{closed_port()}/hook"
+        [failed] = deliver(Message("s", "t"), [down], settings_for(smtp_server, tls_cert))
+        assert (failed.status, failed.attempts) == ("failed", 3) and failed.detail
+
+    def test_a_chat_url_outside_the_allowlist_is_refused(self, webhook, smtp_server, tls_cert) -> None:
+        settings = settings_for(smtp_server, tls_cert, notify_allowlist=[f"json://127.0.0.1:{webhook.port}/ok"])
+        [result] = deliver(Message("s", "t"), [webhook.url("/other")], settings)
+        assert result.status == "refused" and webhook.attempts == 0
+
+
+@pytest.fixture
+def configured(smtp_server, tls_cert, monkeypatch: pytest.MonkeyPatch):
+    """The flows' settings: SMTP on loopback, recipients for acme-callcenter, the CNIL and ANSSI."""
+    env = {
+        "IRP_SMTP_URL": smtp_server.url,
+        "IRP_SMTP_CA_BUNDLE": str(tls_cert.cert),
+        "IRP_NOTIFY_CLIENTS": json.dumps({"acme-callcenter": ["dpo@acme.example"]}),
+        "IRP_NOTIFY_AUTHORITIES": json.dumps({"cnil": ["cnil-filing@confluent-digital.com"],
+                                              "anssi": ["anssi-filing@confluent-digital.com"]}),
+        "IRP_NOTIFY_DATA_SUBJECTS": json.dumps({"*": ["comms@confluent-digital.com"]}),
+        "IRP_NOTIFY_ALLOWLIST": "confluent-digital.com,dpo@acme.example",
+        "IRP_NOTIFY_RETRY_BASE_SECONDS": "0.05",
+        "IRP_NOTIFY_RETRY_MAX_SECONDS": "0.1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield smtp_server
+    get_settings.cache_clear()
+
+
+def run(incident_type: IncidentType, alert, **params):
+    state = INCIDENT_FLOWS[incident_type](alert=alert, return_state=True, **params)
+    assert state.is_completed(), state.message
+    return state.result()
+
+
+@pytest.mark.usefixtures("prefect_server")
+class TestFlows:
+    def test_a_data_leak_notifies_client_cnil_anssi_and_people_and_archives_every_message(
+            self, configured, evidence_root: Path) -> None:
+        alert = read_alert(SAMPLES / "data_leak.json")
+        labels = {**alert.labels, "data_categories": "call_recordings,identification,credentials"}  # high risk
+        summary = run(IncidentType.data_leak, alert.model_copy(update={"labels": labels}))
+        assert summary.status == IncidentStatus.closed and not summary.escalated
+        incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
+        kinds = {o.kind for o in incident.obligations}
+        assert {"client", "gdpr_authority", "data_subjects", "nis2_early_warning", "nis2_notification",
+                "nis2_final_report"} <= kinds
+        assert [d.obligation.id for d in deadlines(incident, summary.stages[-1].ended_at) if d.is_open] == []
+
+        client = configured.to("dpo@acme.example")
+        assert [m.message["Subject"] for m in client] == [
+            f"[Confluent Digital] Incident de sécurité {summary.incident_id} — notification initiale",
+            f"[Confluent Digital] Incident de sécurité {summary.incident_id} — notification finale"]
+        letter = client[0].message.get_body(("plain",)).get_content()
+        for heading in ("Nature de l'incident", "Catégories de données concernées", "Impacts potentiels identifiés",
+                        "Mesures correctives mises en œuvre", "Recommandations"):
+            assert f"## {heading}" in letter
+        assert "enregistrements d'appels" in letter and "call_recordings" not in letter  # French labels
+        cnil = configured.to("cnil-filing@confluent-digital.com")
+        assert len(cnil) == 1 and "RGPD art. 33" in cnil[0].message["Subject"]
+        assert "12000" in cnil[0].message.get_body(("plain",)).get_content()
+        anssi = [m.message["Subject"] for m in configured.to("anssi-filing@confluent-digital.com")]
+        assert [s.split(" — ")[0] for s in anssi] == [
+            "Alerte précoce NIS2 (art. 23(4)(a))", "Notification d'incident NIS2 (art. 23(4)(b))",
+            "Rapport final NIS2 (art. 23(4)(d))"]
+        assert len(configured.to("security@confluent-digital.com")) == 1  # the internal alert
+        assert len(configured.to("comms@confluent-digital.com")) == 1  # Art. 34, relayed
+
+        folder = evidence_root / summary.incident_id / "objects"
+        records = [json.loads(p.read_text()) for p in folder.glob("notifications/*/*.delivery*.json")]
+        assert records and all(r["status"] == "sent" for r in records)
+        assert {d["recipient"] for r in records for d in r["deliveries"]} >= {"dpo@acme.example"}
+        for r in records:
+            assert (folder / r["evidence"]).read_text().startswith(f"Subject: {r['subject']}\n\n")
+        assert (folder / "obligations" / "assessment.json").is_file()
+        every_file = "".join(p.read_text(errors="replace") for p in (evidence_root / summary.incident_id).rglob("*")
+                             if p.is_file())
+        assert SMTP_PASSWORD not in every_file
+
+    def test_a_mail_server_down_is_retried_escalated_and_the_run_goes_on(
+            self, configured, evidence_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("IRP_SMTP_URL", f"smtp://127.0.0.1:{closed_port()}")
+        get_settings.cache_clear()
+        summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json"))
+        assert summary.status == IncidentStatus.closed and summary.escalated
+        incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
+        failed = [n for n in incident.notifications if n.status == "failed"]
+        assert failed and all(d.attempts == 4 for n in failed for d in n.deliveries)
+        assert any(e.kind == "escalation" and "not delivered" in e.message for e in incident.timeline)
+        assert {n.template for n in incident.notifications if n.phase == "escalation"} == {"internal_escalation"}
+        assert all(d.is_open for d in deadlines(incident, incident.aware_at))  # nothing met: the watch follows up
+
+    def test_recipients_never_come_from_the_alert(self, configured, evidence_root: Path) -> None:
+        alert = read_alert(SAMPLES / "data_leak.json")
+        alert = alert.model_copy(update={"labels": {**alert.labels, "tenant": "attacker@evil.example",
+                                                    "notify": "attacker@evil.example"}})
+        summary = run(IncidentType.data_leak, alert)
+        assert all("evil" not in r for m in configured.messages for r in m.rcpt_tos)
+        incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
+        client = [n for n in incident.notifications if n.audience == "client"]
+        assert client and all(n.status == "not_sent" and "no recipient configured" in n.reason for n in client)
+
+    def test_nothing_configured_renders_archives_and_says_not_sent(self, evidence_root: Path) -> None:
+        summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json"))
+        assert all(s.status == StepStatus.completed for s in summary.stages) and not summary.escalated
+        incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
+        assert incident.notifications and {n.status for n in incident.notifications} == {"not_sent"}
+        assert any("no channel configured" in d.detail for n in incident.notifications for d in n.deliveries)
+
+    def test_an_outage_without_personal_data_tells_the_clients_about_the_service(
+            self, configured, evidence_root: Path) -> None:
+        alert = read_alert(SAMPLES / "service_unavailability.json")
+        alert = alert.model_copy(update={"labels": {**alert.labels, "tenant": "acme-callcenter"}})
+        summary = run(IncidentType.service_unavailability, alert)
+        subjects = [m.message["Subject"] for m in configured.to("dpo@acme.example")]
+        assert subjects and all("Incident de service" in s for s in subjects)
+        body = configured.to("dpo@acme.example")[0].message.get_body(("plain",)).get_content()
+        assert "Aucune donnée personnelle" in body and "disponibilité du Service" in body
+        assert summary.status == IncidentStatus.closed
