@@ -80,6 +80,12 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bodies(distinct: int) -> list[bytes]:
     base = json.loads(SAMPLE.read_text())
     out = []
@@ -269,12 +275,15 @@ def main() -> None:
             for port in (bare_port, intake_port):
                 asyncio.run(closed_loop(port, payloads, 300, 4, 30))  # warm-up
             runs: dict[str, dict[str, list]] = {"bare": {"tp": [], "lat": []}, "intake": {"tp": [], "lat": []}}
+            pids = {"bare": bare.pid, "intake": intake.pid}
             for _ in range(args.rounds):
                 for name, port in (("bare", bare_port), ("intake", intake_port)):
+                    cpu = cpu_seconds(pids[name])
                     tp = asyncio.run(closed_loop(port, payloads, args.requests, args.connections, args.max_seconds))
+                    tp["cpu_ms"] = 1000 * (cpu_seconds(pids[name]) - cpu) / tp["requests"]
                     runs[name]["tp"].append(tp)
                     print(f"  {name:>6} closed loop: {tp['per_s']:6.0f} req/s ({tp['requests']} requests, "
-                          f"statuses {tp['statuses']})", flush=True)
+                          f"statuses {tp['statuses']}), server CPU {tp['cpu_ms']:.2f} ms per request", flush=True)
             for _ in range(args.rounds):
                 for name, port in (("bare", bare_port), ("intake", intake_port)):
                     lat = asyncio.run(open_loop(port, payloads, args.rate, args.seconds, args.connections))
@@ -295,6 +304,9 @@ def main() -> None:
     print("summary (medians over the rounds):")
     print(f"  throughput: bare {bare_tp:.0f} req/s, intake {intake_tp:.0f} req/s, ratio {intake_tp / bare_tp:.2f} "
           "(target >= 0.5; intake durable: WAL + synchronous=FULL)")
+    bare_cpu, intake_cpu = median("bare", "tp", "cpu_ms"), median("intake", "tp", "cpu_ms")
+    print(f"  server CPU per request: bare {bare_cpu:.2f} ms, intake {intake_cpu:.2f} ms (all its threads; "
+          f"ratio {bare_cpu / intake_cpu:.2f}, less sensitive to other load than the throughputs)")
     for name in ("bare", "intake"):
         print(f"  ack latency at {args.rate:.0f}/s, {name:>6}: p50 {median(name, 'lat', 'p50_ms'):.1f} ms, "
               f"p99 {median(name, 'lat', 'p99_ms'):.1f} ms" + (" (target p99 < 25 ms)" if name == "intake" else ""))

@@ -8,7 +8,6 @@ or a certificate fetch is unavailable and the sender should retry.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -221,7 +220,7 @@ class _Handlers:
         delivery = Delivery(source=name, body=body, alerts=routed, delivery_key=delivery_key, repeat=repeat,
                             confirm_url=confirm_url)
         try:
-            result: AcceptResult = await asyncio.wrap_future(service.journal.accept(delivery))
+            result: AcceptResult = await service.journal.accept_async(delivery)
         except JournalError as exc:
             log.error("journal: %s", exc)
             return _error(503, "the journal cannot record alerts now; retry", headers={"Retry-After": "10"})

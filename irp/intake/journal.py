@@ -13,6 +13,7 @@ intake replicas) implements the same interface.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import queue
@@ -119,6 +120,10 @@ class Journal(ABC):
     def accept(self, delivery: Delivery) -> Future[AcceptResult]:
         """Record the delivery and decide each alert; the future resolves once durable."""
 
+    async def accept_async(self, delivery: Delivery) -> AcceptResult:
+        """`accept` for the event loop: returns once the delivery is durable."""
+        return await asyncio.wrap_future(self.accept(delivery))
+
     @abstractmethod
     def due(self, now: float, limit: int = 200) -> list[OutboxItem]:
         """Outbox items whose next attempt is due (pending, or claimed and not finished)."""
@@ -175,8 +180,20 @@ class Journal(ABC):
 @dataclass
 class _Op:
     fn: Callable[[sqlite3.Connection], Any]
-    future: Future
+    future: Future | asyncio.Future
     after: Callable[[Any], None] | None = None  # applied to the in-memory state once committed
+    loop: asyncio.AbstractEventLoop | None = None  # set when `future` belongs to this event loop
+
+
+def _settle(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    """Resolve event-loop futures of one commit (called in their loop, once per commit)."""
+    for future, value, exc in outcomes:
+        if future.done():
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
 
 
 @dataclass
@@ -307,12 +324,13 @@ class SQLiteJournal(Journal):
             "SELECT id, flow_run_id FROM incidents WHERE flow_run_id IS NOT NULL AND created_at >= ?",
             (since - 86400,)))
 
-    def _submit(self, fn: Callable[[sqlite3.Connection], Any], after: Callable[[Any], None] | None = None) -> Future:
-        future: Future = Future()
+    def _submit(self, fn: Callable[[sqlite3.Connection], Any], after: Callable[[Any], None] | None = None,
+                loop: asyncio.AbstractEventLoop | None = None) -> Future | asyncio.Future:
+        future: Future | asyncio.Future = loop.create_future() if loop is not None else Future()
         if self._closed:
             future.set_exception(JournalError("the journal is closed"))
             return future
-        self._queue.put(_Op(fn, future, after))
+        self._queue.put(_Op(fn, future, after, loop))
         return future
 
     def _run(self) -> None:
@@ -359,17 +377,29 @@ class SQLiteJournal(Journal):
                 pass
             self._load_state()  # forget decisions that were not committed
             error = JournalError(f"{self.path}: cannot record: {exc}")
-            for op in ops:
-                if not op.future.done():
-                    op.future.set_exception(error)
+            self._resolve([(op, None, error) for op in ops])
             return
-        for op, value, exc in results:
-            if exc is not None:
-                op.future.set_exception(exc)
-            else:
-                op.future.set_result(value)
+        self._resolve(results)
         if self.on_commit is not None:
             self.on_commit()
+
+    @staticmethod
+    def _resolve(results: list[tuple[_Op, Any, BaseException | None]]) -> None:
+        """Thread futures now; event-loop futures with one wake-up per loop and commit."""
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for op, value, exc in results:
+            if op.loop is not None:
+                by_loop.setdefault(op.loop, []).append((op.future, value, exc))
+            elif not op.future.done():
+                if exc is not None:
+                    op.future.set_exception(exc)
+                else:
+                    op.future.set_result(value)
+        for loop, outcomes in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, outcomes)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
 
     def close(self) -> None:
         if self._closed:
@@ -382,6 +412,12 @@ class SQLiteJournal(Journal):
     # --- accepting deliveries ---
 
     def accept(self, delivery: Delivery) -> Future[AcceptResult]:
+        return self._accept(delivery, None)
+
+    async def accept_async(self, delivery: Delivery) -> AcceptResult:
+        return await self._accept(delivery, asyncio.get_running_loop())
+
+    def _accept(self, delivery: Delivery, loop: asyncio.AbstractEventLoop | None):
         pending: dict[str, _Group] = {}
 
         def fn(conn: sqlite3.Connection) -> AcceptResult:
@@ -409,7 +445,7 @@ class SQLiteJournal(Journal):
         def after(_result: AcceptResult) -> None:
             self._groups.update(pending)
 
-        return self._submit(fn, after)
+        return self._submit(fn, after, loop)
 
     def _group(self, key: str, pending: dict[str, _Group], now: float) -> _Group | None:
         group = pending.get(key) or self._groups.get(key)

@@ -11,7 +11,6 @@ import gc
 import ipaddress
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -172,9 +171,6 @@ class IntakeService:
                             source, ", ".join(self.auth.methods[source]))
 
     def start(self) -> None:
-        # The event loop hands each request to the journal's writer thread and back: switch threads
-        # every 0.5 ms instead of 5 so that a busy outbox pass does not add whole switch intervals to acks.
-        sys.setswitchinterval(0.0005)
         # Prefect's modules make a large, long-lived heap: import them now and move everything
         # allocated so far out of the collector's reach, so full collections do not pause acks.
         import prefect.deployments  # noqa: F401
