@@ -219,3 +219,15 @@ class TestFlows:
         body = configured.to("dpo@acme.example")[0].message.get_body(("plain",)).get_content()
         assert "Aucune donnée personnelle" in body and "disponibilité du Service" in body
         assert summary.status == IncidentStatus.closed
+
+    def test_an_injection_in_the_alert_stays_inert_in_the_mail(self, configured, evidence_root: Path) -> None:
+        hostile = "Leak {{ 7 * 7 }} <script>alert(1)</script>\r\nBcc: attacker@evil.example\r\n\r\nforged body"
+        alert = read_alert(SAMPLES / "data_leak.json")
+        run(IncidentType.data_leak, alert.model_copy(update={"title": hostile, "description": hostile}))
+        [internal] = configured.to("security@confluent-digital.com")
+        mail = internal.message
+        assert mail["Bcc"] is None and "\n" not in mail["Subject"] and "\r" not in mail["Subject"]
+        assert "{{ 7 * 7 }}" in mail["Subject"] and "49" not in mail["Subject"]
+        html = mail.get_body(("html",)).get_content()
+        assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert all("evil" not in r for m in configured.messages for r in m.rcpt_tos)
