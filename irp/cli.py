@@ -103,11 +103,13 @@ def stack(
     no_intake: Annotated[bool, typer.Option("--no-intake", help="Do not start the alert intake.")] = False,
     process_worker: Annotated[bool, typer.Option(
         "--process-worker", help="Use Prefect's process worker (a new process per run) instead of irp worker.")] = False,
+    workers: Annotated[int, typer.Option(help="irp worker processes (0: one per CPU core).", min=0)] = 0,
 ) -> None:
     """Start the local stack (Prefect server and UI, deployments, worker, alert intake) until Ctrl-C."""
     from irp.stack import serve_forever
 
-    serve_forever(port, intake_port, with_intake=not no_intake, process_worker=process_worker)
+    serve_forever(port, intake_port, with_intake=not no_intake, process_worker=process_worker,
+                  workers=workers or os.cpu_count() or 1)
 
 
 @app.command()

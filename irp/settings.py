@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     evidence_url: str = Field(
         f"file://{REPO_ROOT / 'var' / 'evidence'}",
-        description="Where evidence is archived: file:///path (default: var/evidence in the repo).",
+        description="Where evidence is archived: file:///path (default: var/evidence in the repo) or s3://bucket/prefix.",
     )
     playbooks_dir: Path = Field(REPO_ROOT / "playbooks", description="Folder holding the playbooks.")
 

@@ -107,7 +107,8 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def bring_up(stack: Stack, with_intake: bool = True, process_worker: bool = False) -> None:
+def bring_up(stack: Stack, with_intake: bool = True, process_worker: bool = False,
+             workers: int = os.cpu_count() or 1) -> None:
     """Start the server (unless PREFECT_API_URL is set), deploy, start a worker and the intake."""
     external = bool(os.environ.get("PREFECT_API_URL"))
     if not external:
@@ -120,7 +121,8 @@ def bring_up(stack: Stack, with_intake: bool = True, process_worker: bool = Fals
     if process_worker:
         stack.start("worker", [_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process"])
     else:
-        stack.start("worker", [_bin("irp"), "worker", "--pool", WORK_POOL])
+        for index in range(workers):  # one Python process runs flows on one core: one worker per core
+            stack.start(f"worker-{index}" if index else "worker", [_bin("irp"), "worker", "--pool", WORK_POOL])
     if with_intake:
         settings = get_settings()
         local = not (getattr(settings, "webhook_token", None) or getattr(settings, "webhook_secret", None))
@@ -148,13 +150,15 @@ def describe(stack: Stack, with_intake: bool = True) -> str:
             "",
             "Send an alert:",
             f"  curl -sS -X POST {intake}/alerts/generic{auth} -H 'Content-Type: application/json' \\",
-            "       --data @playbooks/samples/data_leak.json",
+            """       -d '{"title": "Export of call recordings to an unknown host", "labels": {"incident_type": """
+            """"data_leak", "tenant": "acme-callcenter", "data_categories": "call_recordings"}}'""",
         ]
     lines += ["", "Ctrl-C stops everything."]
     return "\n".join(lines)
 
 
-def serve_forever(port: int, intake_port: int, with_intake: bool = True, process_worker: bool = False) -> None:
+def serve_forever(port: int, intake_port: int, with_intake: bool = True, process_worker: bool = False,
+                  workers: int = os.cpu_count() or 1) -> None:
     """Bring the stack up, print where it is, wait for Ctrl-C or SIGTERM, stop it."""
     stack = Stack(port=port, intake_port=intake_port)
     stopping = False
@@ -166,7 +170,7 @@ def serve_forever(port: int, intake_port: int, with_intake: bool = True, process
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        bring_up(stack, with_intake, process_worker)
+        bring_up(stack, with_intake, process_worker, workers)
         print(describe(stack, with_intake), flush=True)
         while True:
             for name, process in stack.processes:
