@@ -12,12 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import get_run_logger
-from prefect.utilities.annotations import quote
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel, Field
 
+from flows.playbook import load_playbook, playbook_path
 from irp import audit
 from irp.errors import IrpError
 from irp.evidence import open_store, remove_tree, temporary_store
@@ -32,7 +33,6 @@ from irp.models import (
     new_incident_id,
 )
 from irp.settings import get_settings
-from flows.playbook import load_playbook, playbook_path
 from tasks.analyse import analyse
 from tasks.contain import contain
 from tasks.detect import detect

@@ -91,10 +91,10 @@ class Stack:
 
     def stop(self) -> None:
         """Stop every child, newest first: SIGTERM, then SIGKILL after 15 s."""
-        for name, process in reversed(self.processes):
+        for _, process in reversed(self.processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
-        for name, process in reversed(self.processes):
+        for _, process in reversed(self.processes):
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
