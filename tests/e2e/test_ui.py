@@ -115,6 +115,19 @@ def browser() -> Iterator:
         chromium.close()
 
 
+def click_until(button, done, screenshot: Path, attempts: int = 3, wait: float = 20) -> None:
+    """Click until `done()` holds: a click the busy UI swallowed is repeated, never one that took effect."""
+    for _ in range(attempts):
+        button.click()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if done():
+                return
+            time.sleep(0.5)
+        button.page.screenshot(path=str(screenshot), full_page=True)
+    raise AssertionError(f"clicking {button} had no effect after {attempts} attempts; see {screenshot}")
+
+
 def declare_through_the_form(page, stack: UIStack, title: str, shots: Path) -> None:
     """Open the declare deployment, fill the run form as a person would, submit it."""
     page.goto(f"{stack.url}/v2/deployments/deployment/{stack.deployment_id('declare_incident/declare')}/run")
@@ -127,9 +140,10 @@ def declare_through_the_form(page, stack: UIStack, title: str, shots: Path) -> N
     page.get_by_role("option", name="call_recordings", exact=True).click()
     page.keyboard.press("Escape")
     page.screenshot(path=str(shots / "1-form.png"), full_page=True)
-    page.get_by_role("button", name="Submit").click()
-    page.wait_for_url("**/deployments/deployment/**tab=Runs**", timeout=60_000)  # the UI shows the new run
-    stack.wait_for_run(lambda r: r["parameters"].get("report", {}).get("title") == title, what="declared run")
+    declared = lambda r: r["parameters"].get("report", {}).get("title") == title  # noqa: E731
+    click_until(page.get_by_role("button", name="Submit"), lambda: any(declared(r) for r in stack.flow_runs()),
+                shots / "2-submit-retry.png")
+    stack.wait_for_run(declared, what="declared run")
     page.screenshot(path=str(shots / "2-run-started.png"))
 
 
@@ -149,8 +163,8 @@ def decide_through_the_resume_form(page, stack: UIStack, run_id: str, decision: 
     dialog.get_by_label("Your name").fill(who)
     dialog.get_by_label("Reason").fill(reason)
     page.screenshot(path=str(shots / f"3-resume-{decision}.png"))
-    dialog.get_by_role("button", name="Resume").click()
-    dialog.wait_for(state="hidden", timeout=30_000)
+    click_until(dialog.get_by_role("button", name="Resume"),
+                lambda: stack.get(f"/flow_runs/{run_id}")["state_type"] != "PAUSED", shots / "3-resume-retry.png")
 
 
 def run_declaration(browser, stack: UIStack, title: str, decision: str, who: str, reason: str, shots: Path):
