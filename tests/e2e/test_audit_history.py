@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -16,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from playbook_copies import edit_playbook
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.flow_runs import resume_flow_run
-from ruamel.yaml import YAML
 
 from flows.declare import IncidentReport, declare_incident
 from flows.incidents import INCIDENT_FLOWS
@@ -43,23 +42,6 @@ def fresh_alert(incident_type: IncidentType):
 def irp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "irp.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300, cwd=REPO)
-
-
-@pytest.fixture
-def playbooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "playbooks"
-    shutil.copytree(REPO / "playbooks", folder)
-    monkeypatch.setenv("IRP_PLAYBOOKS_DIR", str(folder))
-    get_settings.cache_clear()
-    return folder
-
-
-def edit_playbook(folder: Path, incident_type: str, edit) -> None:
-    yaml = YAML()
-    path = folder / f"{incident_type}.yaml"
-    document = yaml.load(path)
-    edit(document)
-    yaml.dump(document, path)
 
 
 def artifact(key: str):

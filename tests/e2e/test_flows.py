@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -13,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from playbook_copies import edit_playbook
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 from prefect.flow_runs import resume_flow_run
-from ruamel.yaml import YAML
 
 from flows.incidents import INCIDENT_FLOWS
 from irp.alerts import read_alert
@@ -36,24 +35,6 @@ def run(incident_type: IncidentType, alert: Alert, **params):
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def playbooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An editable copy of the shipped playbooks, used by the flows of this test."""
-    folder = tmp_path / "playbooks"
-    shutil.copytree(REPO / "playbooks", folder)
-    monkeypatch.setenv("IRP_PLAYBOOKS_DIR", str(folder))
-    get_settings.cache_clear()
-    return folder
-
-
-def edit_playbook(folder: Path, incident_type: str, edit) -> None:
-    yaml = YAML()
-    path = folder / f"{incident_type}.yaml"
-    document = yaml.load(path)
-    edit(document)
-    yaml.dump(document, path)
 
 
 def failing_step(step_id: str, **extra) -> dict:
