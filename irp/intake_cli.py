@@ -37,7 +37,7 @@ def webhook(
         service.journal.close()
         raise
     typer.echo(f"irp webhook: http://{host}:{port}  routing {service.routing_file}  journal "
-               f"{settings.intake_journal}{'  (local: sources without credentials are open)' if local else ''}")
+               f"{service.journal.location}{'  (local: sources without credentials are open)' if local else ''}")
     config = uvicorn.Config(create_app(service), host=host, port=port, log_level="warning",
                             access_log=False, timeout_graceful_shutdown=10)
     uvicorn.Server(config).run()

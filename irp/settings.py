@@ -67,8 +67,10 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     dedup_window_seconds: float = Field(
         6 * 3600, gt=0, description="A fingerprint seen again within this time of its last alert joins the incident.")
-    intake_journal: Path = Field(
-        REPO_ROOT / "var" / "intake" / "journal.sqlite3", description="The intake's SQLite journal (WAL, fsync'd).")
+    intake_journal: str = Field(
+        str(REPO_ROOT / "var" / "intake" / "journal.sqlite3"),
+        description="The intake's journal: a SQLite file (WAL, fsync'd; one intake process), or "
+                    "postgresql://user@host/db shared by several intake replicas (password in PGPASSWORD or ~/.pgpass).")
     intake_retry_max_seconds: float = Field(
         30, gt=0, description="Longest wait between two attempts to create a run or append a timeline entry.")
     intake_retention_days: float = Field(30, gt=0, description="How long delivered alerts stay in the journal.")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,29 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     folder = OUTPUT / request.node.name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[Callable[[], str]]:
+    """Call it for the URL of a fresh PostgreSQL database (IRP_TEST_POSTGRES_URL's server); all are
+    dropped at the end of the session. .ci/run starts Debian's PostgreSQL and sets the variable."""
+    base = os.environ.get("IRP_TEST_POSTGRES_URL")
+    if not base:
+        if os.environ.get("CI"):
+            pytest.fail("IRP_TEST_POSTGRES_URL is not set: .ci/run starts PostgreSQL and sets it")
+        pytest.skip("IRP_TEST_POSTGRES_URL not set (PostgreSQL paths)")
+    import psycopg
+
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"irp_test_{secrets.token_hex(4)}"
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return base.rsplit("/", 1)[0] + "/" + name
+
+    yield create
+    with psycopg.connect(base, autocommit=True) as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

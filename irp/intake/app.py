@@ -332,7 +332,7 @@ def create_api(service=None) -> FastAPI:
             last_error = service.journal.last_error()
         except Exception as exc:
             return _error(503, f"journal unreadable: {type(exc).__name__}")
-        return JSONResponse({"status": "degraded" if last_error else "ok", "journal": str(service.journal.path),
+        return JSONResponse({"status": "degraded" if last_error else "ok", "journal": service.journal.location,
                              "backlog": backlog, "last_error": last_error})
 
     @app.get("/metrics", tags=["operations"], response_class=Response,

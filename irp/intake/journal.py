@@ -5,15 +5,23 @@ In the same transaction the dedup decision is taken and the work it implies is q
 outbox: create a run (new incident), append a timeline entry (repeat, resolved, update) or confirm
 an SNS subscription. The outbox worker (irp.intake.outbox) carries the work out, with retries.
 
-`Journal` is the interface; `SQLiteJournal` keeps it in one SQLite file (WAL, synchronous=FULL)
-and commits in groups: one writer thread takes every queued operation, runs each in a savepoint
-and commits them together, so concurrent requests share one fsync. A PostgreSQL journal (several
-intake replicas) implements the same interface.
+`Journal` holds the logic, in SQL both databases run: the dedup decision is one upsert on the
+alert's group, so it is atomic however many intakes share the database. It commits in groups: one
+writer thread takes every queued operation, runs each in a savepoint and commits them together, so
+concurrent requests share one fsync. Two backends:
+
+- `SQLiteJournal`: one file (WAL, synchronous=FULL), owned by one intake process (a lock file
+  says so to a second one);
+- `PostgresJournal`: one database shared by several intake replicas. Each transaction first takes
+  transaction-level advisory locks on the groups it touches, in a fixed order, so replicas never
+  deadlock; outbox items are leased (`FOR UPDATE SKIP LOCKED`), so each is carried out by one
+  replica, and the items of a replica that died are taken over when their lease expires.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import queue
@@ -22,12 +30,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from irp.errors import IrpError
 from irp.intake.routing import Routed
@@ -40,11 +48,14 @@ __all__ = [
     "JournalError",
     "OutboxItem",
     "Outcome",
+    "PostgresJournal",
     "SQLiteJournal",
     "idempotency_key",
+    "open_journal",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+LEASE_SECONDS = 30.0  # how long an outbox item taken by one intake is left alone by the others
 _BATCH_MAX = 512
 _ids = random.Random()  # seeded from os.urandom once; ids need to be unique, not secret
 
@@ -113,76 +124,13 @@ def idempotency_key(group_key: str, incident_id: str) -> str:
     return f"irp-intake:{incident_id}:{digest}"
 
 
-class Journal(ABC):
-    """What the intake needs from its journal."""
-
-    @abstractmethod
-    def accept(self, delivery: Delivery) -> Future[AcceptResult]:
-        """Record the delivery and decide each alert; the future resolves once durable."""
-
-    async def accept_async(self, delivery: Delivery) -> AcceptResult:
-        """`accept` for the event loop: returns once the delivery is durable."""
-        return await asyncio.wrap_future(self.accept(delivery))
-
-    @abstractmethod
-    def due(self, now: float, limit: int = 200) -> list[OutboxItem]:
-        """Outbox items whose next attempt is due (pending, or claimed and not finished)."""
-
-    @abstractmethod
-    def next_due(self) -> float | None:
-        """When the next pending outbox item is due, or None."""
-
-    @abstractmethod
-    def run_created(self, item: OutboxItem, flow_run_id: str) -> Future[None]:
-        """Mark a run item done and remember the incident's flow run."""
-
-    @abstractmethod
-    def claim_events(self, batches: list[tuple[str, list[OutboxItem], str]]) -> Future[list[int]]:
-        """Tie each (incident_id, items, entry_json) to the one entry that records them; returns batch ids."""
-
-    @abstractmethod
-    def batch_entry(self, batch_id: int) -> tuple[str, str]:
-        """(incident_id, entry_json) of a claimed batch."""
-
-    @abstractmethod
-    def batch_done(self, batch_ids: list[int]) -> Future[None]:
-        """Mark batches and their items done."""
-
-    @abstractmethod
-    def done(self, item: OutboxItem, result: str = "") -> Future[None]:
-        """Mark an item done."""
-
-    @abstractmethod
-    def failed(self, items: list[OutboxItem], error: str, retry_at: float) -> Future[None]:
-        """Record a failed attempt; the items are due again at retry_at."""
-
-    @abstractmethod
-    def backlog(self) -> dict[str, int]:
-        """Outbox items not done, by kind."""
-
-    @abstractmethod
-    def delivery(self, delivery_id: str) -> AcceptResult | None:
-        """A recorded delivery's outcomes, flow runs refreshed."""
-
-    @abstractmethod
-    def unrouted(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Alerts no route matched, most recent first."""
-
-    @abstractmethod
-    def purge(self, older_than: float, window_start: float) -> Future[None]:
-        """Forget delivered deliveries received before older_than and dedup groups idle since window_start."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Finish queued operations and close."""
-
 
 @dataclass
 class _Op:
-    fn: Callable[[sqlite3.Connection], Any]
+    fn: Callable[[Any], Any]
     future: Future | asyncio.Future
-    after: Callable[[Any], None] | None = None  # applied to the in-memory state once committed
     loop: asyncio.AbstractEventLoop | None = None  # set when `future` belongs to this event loop
+    keys: tuple[str, ...] = ()  # the groups it decides on, locked first by a shared database
 
 
 def _settle(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
@@ -196,23 +144,14 @@ def _settle(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) ->
             future.set_result(value)
 
 
-@dataclass
-class _Group:
-    incident_id: str
-    incident_type: str
-    route: str
-    last_seen: float
-    severity_hint: str | None
-
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY,
     source TEXT NOT NULL,
-    received_at REAL NOT NULL,
+    received_at {real} NOT NULL,
     delivery_key TEXT UNIQUE,
     sha256 TEXT NOT NULL,
-    body BLOB NOT NULL,
+    body {blob} NOT NULL,
     outcomes TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries(received_at);
@@ -222,17 +161,17 @@ CREATE TABLE IF NOT EXISTS groups (
     incident_type TEXT NOT NULL,
     route TEXT NOT NULL,
     severity_hint TEXT,
-    last_seen REAL NOT NULL
+    last_seen {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY,
     incident_type TEXT NOT NULL,
     group_key TEXT NOT NULL,
-    created_at REAL NOT NULL,
+    created_at {real} NOT NULL,
     flow_run_id TEXT
 );
 CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {serial},
     kind TEXT NOT NULL,
     incident_id TEXT,
     delivery_id TEXT,
@@ -240,20 +179,21 @@ CREATE TABLE IF NOT EXISTS outbox (
     state TEXT NOT NULL DEFAULT 'pending',
     batch_id INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
+    next_attempt_at {real} NOT NULL,
+    lease_until {real},
     last_error TEXT,
     result TEXT,
-    created_at REAL NOT NULL,
-    done_at REAL
+    created_at {real} NOT NULL,
+    done_at {real}
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS outbox_batch ON outbox(batch_id) WHERE batch_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {serial},
     incident_id TEXT NOT NULL,
     entry TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'claimed',
-    created_at REAL NOT NULL
+    created_at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS unrouted (
     source TEXT NOT NULL,
@@ -261,36 +201,40 @@ CREATE TABLE IF NOT EXISTS unrouted (
     title TEXT NOT NULL,
     labels TEXT NOT NULL,
     count INTEGER NOT NULL,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
+    first_seen {real} NOT NULL,
+    last_seen {real} NOT NULL,
     last_delivery_id TEXT NOT NULL,
     PRIMARY KEY (source, fingerprint)
 );
 """
 
+_ITEM_COLUMNS = "id, kind, incident_id, payload, state, attempts, batch_id, created_at"
+_DUE = "state IN ('pending', 'claimed') AND next_attempt_at <= ?"
 
-class SQLiteJournal(Journal):
-    """The journal in one SQLite file: WAL, synchronous=FULL, group commit by one writer thread."""
 
-    def __init__(self, path: Path, dedup_window: float) -> None:
-        self.path = path
+def _item(row: tuple) -> OutboxItem:
+    return OutboxItem(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7])
+
+
+def _marks(values: list) -> str:
+    return ", ".join("?" * len(values))
+
+
+class Journal:
+    """The journal's logic; a backend says how to connect and how to start a transaction.
+
+    Statements are written with `?` placeholders; `_sql` adapts them to the driver.
+    """
+
+    location: str  # where the journal is, for people (no password)
+    errors: tuple[type[BaseException], ...] = ()  # the driver's errors
+    skip_locked = ""  # appended to the lease's SELECT where the database has row locks
+
+    def __init__(self, dedup_window: float, lease_seconds: float = LEASE_SECONDS) -> None:
         self.window = dedup_window
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = self._connect()
-            mode = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise JournalError(f"{path}: cannot use WAL mode (got {mode}); put the journal on a local disk")
-            version = self._writer.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise JournalError(f"{path}: journal format {version} is newer than this irp ({SCHEMA_VERSION})")
-            self._writer.executescript(_SCHEMA)
-            self._writer.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
-            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
-        self._groups: dict[str, _Group] = {}
-        self._flow_runs: dict[str, str] = {}
-        self._load_state()
+        self.lease_seconds = lease_seconds
+        self._statements: dict[str, str] = {}
+        self._writer = self._open()
         self._queue: queue.Queue[_Op | None] = queue.Queue()
         self._local = threading.local()
         self._closed = False
@@ -298,39 +242,66 @@ class SQLiteJournal(Journal):
         self._thread = threading.Thread(target=self._run, name="irp-journal-writer", daemon=True)
         self._thread.start()
 
-    # --- connections and the writer thread ---
+    # --- what a backend provides ---
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        return conn
+    def _open(self) -> Any:
+        """Create the schema if needed; return the writer's connection."""
+        raise NotImplementedError
 
-    def _reader(self) -> sqlite3.Connection:
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, conn: Any, keys: list[str]) -> None:
+        """Start the writer's transaction, holding what it needs to decide on `keys`."""
+        raise NotImplementedError
+
+    def _retryable(self, exc: BaseException) -> bool:
+        """A transaction that failed with exc may be run again as it is."""
+        return False
+
+    def _sql(self, statement: str) -> str:
+        return statement
+
+    def _usable(self, conn: Any) -> bool:
+        """False once the connection is lost (the database restarted)."""
+        return True
+
+    # --- running statements ---
+
+    def _x(self, conn: Any, statement: str, params: tuple | list = ()) -> Any:
+        sql = self._statements.get(statement)
+        if sql is None:
+            sql = self._statements[statement] = self._sql(statement)
+        return conn.execute(sql, params)
+
+    def _reader(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
         return conn
 
-    def _load_state(self) -> None:
-        since = time.time() - self.window
-        self._groups = {
-            key: _Group(incident_id, incident_type, route, last_seen, hint)
-            for key, incident_id, incident_type, route, hint, last_seen in self._writer.execute(
-                "SELECT key, incident_id, incident_type, route, severity_hint, last_seen FROM groups "
-                "WHERE last_seen >= ?", (since,))
-        }
-        self._flow_runs = dict(self._writer.execute(
-            "SELECT id, flow_run_id FROM incidents WHERE flow_run_id IS NOT NULL AND created_at >= ?",
-            (since - 86400,)))
+    def _read(self, statement: str, params: tuple = ()) -> list[tuple]:
+        """Rows of one query on this thread's connection; JournalError if the database is unreachable."""
+        try:
+            return self._x(self._reader(), statement, params).fetchall()
+        except self.errors as exc:
+            conn, self._local.conn = getattr(self._local, "conn", None), None
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+            raise JournalError(f"{self.location}: cannot read: {exc}") from None
 
-    def _submit(self, fn: Callable[[sqlite3.Connection], Any], after: Callable[[Any], None] | None = None,
-                loop: asyncio.AbstractEventLoop | None = None) -> Future | asyncio.Future:
+    # --- the writer thread: group commit ---
+
+    def _submit(self, fn: Callable[[Any], Any], loop: asyncio.AbstractEventLoop | None = None,
+                keys: tuple[str, ...] = ()) -> Future | asyncio.Future:
         future: Future | asyncio.Future = loop.create_future() if loop is not None else Future()
         if self._closed:
             future.set_exception(JournalError("the journal is closed"))
             return future
-        self._queue.put(_Op(fn, future, after, loop))
+        self._queue.put(_Op(fn, future, loop, keys))
         return future
 
     def _run(self) -> None:
@@ -352,36 +323,55 @@ class SQLiteJournal(Journal):
             self._commit(ops)
 
     def _commit(self, ops: list[_Op]) -> None:
-        conn = self._writer
-        results: list[tuple[_Op, Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op in ops:
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = op.fn(conn)
-                except Exception as exc:  # one bad operation must not sink the others of the group
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((op, None, exc))
-                    continue
-                conn.execute("RELEASE op")
-                if op.after is not None:
-                    op.after(value)
-                results.append((op, value, None))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        keys = sorted({key for op in ops for key in op.keys})
+        for attempt in range(5):
             try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            self._load_state()  # forget decisions that were not committed
-            error = JournalError(f"{self.path}: cannot record: {exc}")
-            self._resolve([(op, None, error) for op in ops])
-            return
+                results = self._transaction(ops, keys)
+                break
+            except self.errors as exc:
+                try:
+                    self._writer.execute("ROLLBACK")
+                except Exception:  # no transaction, or no connection any more
+                    if not self._usable(self._writer):
+                        self._reopen_writer()
+                if self._retryable(exc) and attempt < 4:
+                    continue
+                error = JournalError(f"{self.location}: cannot record: {exc}")
+                self._resolve([(op, None, error) for op in ops])
+                return
         self._resolve(results)
         if self.on_commit is not None:
             self.on_commit()
+
+    def _transaction(self, ops: list[_Op], keys: list[str]) -> list[tuple[_Op, Any, BaseException | None]]:
+        conn = self._writer
+        self._begin(conn, keys)
+        results: list[tuple[_Op, Any, BaseException | None]] = []
+        for op in ops:
+            conn.execute("SAVEPOINT op")
+            try:
+                value = op.fn(conn)
+            except Exception as exc:  # one bad operation must not sink the others of the group
+                if isinstance(exc, self.errors) and self._retryable(exc):
+                    raise
+                conn.execute("ROLLBACK TO SAVEPOINT op")
+                conn.execute("RELEASE SAVEPOINT op")
+                results.append((op, None, exc))
+                continue
+            conn.execute("RELEASE SAVEPOINT op")
+            results.append((op, value, None))
+        conn.execute("COMMIT")
+        return results
+
+    def _reopen_writer(self) -> None:
+        try:
+            self._writer.close()
+        except Exception:
+            pass
+        try:
+            self._writer = self._connect()
+        except Exception:  # still down: the next commit tries again
+            pass
 
     @staticmethod
     def _resolve(results: list[tuple[_Op, Any, BaseException | None]]) -> None:
@@ -402,6 +392,7 @@ class SQLiteJournal(Journal):
                 pass
 
     def close(self) -> None:
+        """Finish queued operations and close."""
         if self._closed:
             return
         self._closed = True
@@ -412,79 +403,91 @@ class SQLiteJournal(Journal):
     # --- accepting deliveries ---
 
     def accept(self, delivery: Delivery) -> Future[AcceptResult]:
+        """Record the delivery and decide each alert; the future resolves once durable."""
         return self._accept(delivery, None)
 
     async def accept_async(self, delivery: Delivery) -> AcceptResult:
+        """`accept` for the event loop: returns once the delivery is durable."""
         return await self._accept(delivery, asyncio.get_running_loop())
 
     def _accept(self, delivery: Delivery, loop: asyncio.AbstractEventLoop | None):
-        pending: dict[str, _Group] = {}
+        keys = [routed.group_key if routed else f"unrouted:{alert.source.value}:{alert.fingerprint}"
+                for alert, routed, _event in delivery.alerts]
+        if delivery.delivery_key is not None:
+            keys.append(f"delivery:{delivery.delivery_key}")
 
-        def fn(conn: sqlite3.Connection) -> AcceptResult:
-            pending.clear()
+        def fn(conn: Any) -> AcceptResult:
             if delivery.delivery_key is not None:
-                row = conn.execute("SELECT id, outcomes FROM deliveries WHERE delivery_key = ?",
-                                   (delivery.delivery_key,)).fetchone()
+                row = self._x(conn, "SELECT id, outcomes FROM deliveries WHERE delivery_key = ?",
+                              (delivery.delivery_key,)).fetchone()
                 if row is not None:
                     if delivery.repeat == "reject":
                         return AcceptResult(row[0], [], replay=True)
                     outcomes = [Outcome(**o) for o in json.loads(row[1])]
-                    return AcceptResult(row[0], self._refresh(outcomes), repeat_delivery=True)
-            outcomes = [self._decide(conn, delivery, alert, routed, event, pending)
-                        for alert, routed, event in delivery.alerts]
+                    return AcceptResult(row[0], self._refresh(conn, outcomes), repeat_delivery=True)
+            outcomes = [self._decide(conn, delivery, alert, routed, event) for alert, routed, event in delivery.alerts]
             if delivery.confirm_url:
                 self._outbox(conn, "confirm", None, delivery, {"url": delivery.confirm_url})
-            conn.execute(
-                "INSERT INTO deliveries (id, source, received_at, delivery_key, sha256, body, outcomes) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (delivery.id, delivery.source, delivery.received_at, delivery.delivery_key,
-                 hashlib.sha256(delivery.body).hexdigest(), delivery.body,
-                 json.dumps([vars(o) for o in outcomes])))
+            self._x(conn,
+                    "INSERT INTO deliveries (id, source, received_at, delivery_key, sha256, body, outcomes) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (delivery.id, delivery.source, delivery.received_at, delivery.delivery_key,
+                     hashlib.sha256(delivery.body).hexdigest(), delivery.body,
+                     json.dumps([vars(o) for o in outcomes])))
             return AcceptResult(delivery.id, outcomes)
 
-        def after(_result: AcceptResult) -> None:
-            self._groups.update(pending)
+        return self._submit(fn, loop, tuple(keys))
 
-        return self._submit(fn, after, loop)
-
-    def _group(self, key: str, pending: dict[str, _Group], now: float) -> _Group | None:
-        group = pending.get(key) or self._groups.get(key)
-        if group is None or now - group.last_seen > self.window:
-            return None
-        return group
-
-    def _decide(self, conn: sqlite3.Connection, delivery: Delivery, alert: Alert, routed: Routed | None,
-                event: str, pending: dict[str, _Group]) -> Outcome:
+    def _decide(self, conn: Any, delivery: Delivery, alert: Alert, routed: Routed | None, event: str) -> Outcome:
         now = delivery.received_at
         base = {"fingerprint": alert.fingerprint, "status": event}
         if routed is None:
-            conn.execute(
-                "INSERT INTO unrouted (source, fingerprint, title, labels, count, first_seen, last_seen, "
-                "last_delivery_id) VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (source, fingerprint) DO UPDATE "
-                "SET count = count + 1, last_seen = excluded.last_seen, title = excluded.title, "
-                "labels = excluded.labels, last_delivery_id = excluded.last_delivery_id",
-                (alert.source.value, alert.fingerprint, alert.title, json.dumps(alert.labels), now, now,
-                 delivery.id))
+            self._x(conn,
+                    "INSERT INTO unrouted (source, fingerprint, title, labels, count, first_seen, last_seen, "
+                    "last_delivery_id) VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (source, fingerprint) DO UPDATE "
+                    "SET count = unrouted.count + 1, last_seen = excluded.last_seen, title = excluded.title, "
+                    "labels = excluded.labels, last_delivery_id = excluded.last_delivery_id",
+                    (alert.source.value, alert.fingerprint, alert.title, json.dumps(alert.labels), now, now,
+                     delivery.id))
             return Outcome(**base, outcome="unrouted", deduplicated=False)
-        group = self._group(routed.group_key, pending, now)
-        if group is not None:
+        opened_before = now - self.window
+        hint = routed.severity.value if routed.severity else None
+        incident_id = new_incident_id()
+        if event == "firing":  # join the group's open incident, or open one: one atomic upsert
+            group = self._x(conn,
+                            "INSERT INTO groups (key, incident_id, incident_type, route, severity_hint, last_seen) "
+                            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                            "incident_id = CASE WHEN groups.last_seen < ? THEN excluded.incident_id "
+                            "ELSE groups.incident_id END, "
+                            "incident_type = CASE WHEN groups.last_seen < ? THEN excluded.incident_type "
+                            "ELSE groups.incident_type END, "
+                            "route = CASE WHEN groups.last_seen < ? THEN excluded.route ELSE groups.route END, "
+                            "severity_hint = CASE WHEN groups.last_seen < ? THEN excluded.severity_hint "
+                            "ELSE groups.severity_hint END, "
+                            "last_seen = CASE WHEN groups.last_seen < excluded.last_seen THEN excluded.last_seen "
+                            "ELSE groups.last_seen END "
+                            "RETURNING incident_id, incident_type, route, severity_hint",
+                            (routed.group_key, incident_id, routed.incident_type.value, routed.route, hint, now,
+                             opened_before, opened_before, opened_before, opened_before)).fetchall()[0]
+        else:  # resolved or updated: only an open incident is concerned
+            rows = self._x(conn,
+                           "UPDATE groups SET last_seen = CASE WHEN last_seen < ? THEN ? ELSE last_seen END "
+                           "WHERE key = ? AND last_seen >= ? RETURNING incident_id, incident_type, route, severity_hint",
+                           (now, now, routed.group_key, opened_before)).fetchall()
+            if not rows:
+                return Outcome(**base, outcome="no_incident", deduplicated=False, route=routed.route)
+            group = rows[0]
+        if group[0] != incident_id:
             kind = {"firing": "repeat", "resolved": "resolved"}.get(event, "update")
-            self._outbox(conn, "event", group.incident_id, delivery, {
+            self._outbox(conn, "event", group[0], delivery, {
                 "event": kind, "source": alert.source.value, "fingerprint": alert.fingerprint,
                 "title": alert.title, "status": event, "observed_at": alert.observed_at.isoformat(),
-                "received_at": now, "delivery_id": delivery.id, "route": group.route,
+                "received_at": now, "delivery_id": delivery.id, "route": group[2],
                 "description": alert.description[:2000] if kind == "update" else "",
             })
-            updated = _Group(group.incident_id, group.incident_type, group.route, now, group.severity_hint)
-            conn.execute("UPDATE groups SET last_seen = ? WHERE key = ?", (now, routed.group_key))
-            pending[routed.group_key] = updated
             return Outcome(**base, outcome="joined" if kind == "repeat" else kind, deduplicated=True,
-                           incident_id=group.incident_id, incident_type=group.incident_type, route=group.route,
-                           severity_hint=group.severity_hint, flow_run_id=self._flow_runs.get(group.incident_id))
-        if event != "firing":
-            return Outcome(**base, outcome="no_incident", deduplicated=False, route=routed.route)
-        incident_id = new_incident_id()
-        hint = routed.severity.value if routed.severity else None
+                           incident_id=group[0], incident_type=group[1], route=group[2], severity_hint=group[3],
+                           flow_run_id=self._flow_run(conn, group[0]))
         self._outbox(conn, "run", incident_id, delivery, {
             "deployment": f"{routed.incident_type.value}/respond",
             "parameters": {"alert": alert.model_dump(mode="json"), "incident_id": incident_id,
@@ -493,145 +496,289 @@ class SQLiteJournal(Journal):
             "flow_run_name": f"{incident_id} {routed.incident_type.value}",
             "tags": ["irp-intake", f"source:{alert.source.value}", f"route:{routed.route}"],
         })
-        conn.execute(
-            "INSERT INTO groups (key, incident_id, incident_type, route, severity_hint, last_seen) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET incident_id = excluded.incident_id, "
-            "incident_type = excluded.incident_type, route = excluded.route, "
-            "severity_hint = excluded.severity_hint, last_seen = excluded.last_seen",
-            (routed.group_key, incident_id, routed.incident_type.value, routed.route, hint, now))
-        conn.execute("INSERT INTO incidents (id, incident_type, group_key, created_at) VALUES (?, ?, ?, ?)",
-                     (incident_id, routed.incident_type.value, routed.group_key, now))
-        pending[routed.group_key] = _Group(incident_id, routed.incident_type.value, routed.route, now, hint)
+        self._x(conn, "INSERT INTO incidents (id, incident_type, group_key, created_at) VALUES (?, ?, ?, ?)",
+                (incident_id, routed.incident_type.value, routed.group_key, now))
         return Outcome(**base, outcome="new_incident", deduplicated=False, incident_id=incident_id,
                        incident_type=routed.incident_type.value, route=routed.route, severity_hint=hint)
 
-    def _outbox(self, conn: sqlite3.Connection, kind: str, incident_id: str | None, delivery: Delivery,
-                payload: dict) -> None:
-        conn.execute(
-            "INSERT INTO outbox (kind, incident_id, delivery_id, payload, next_attempt_at, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (kind, incident_id, delivery.id, json.dumps(payload), delivery.received_at, delivery.received_at))
+    def _flow_run(self, conn: Any, incident_id: str) -> str | None:
+        row = self._x(conn, "SELECT flow_run_id FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        return row[0] if row else None
 
-    def _refresh(self, outcomes: list[Outcome]) -> list[Outcome]:
+    def _outbox(self, conn: Any, kind: str, incident_id: str | None, delivery: Delivery, payload: dict) -> None:
+        self._x(conn,
+                "INSERT INTO outbox (kind, incident_id, delivery_id, payload, next_attempt_at, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (kind, incident_id, delivery.id, json.dumps(payload), delivery.received_at, delivery.received_at))
+
+    def _refresh(self, conn: Any, outcomes: list[Outcome]) -> list[Outcome]:
         for outcome in outcomes:
             if outcome.incident_id and not outcome.flow_run_id:
-                outcome.flow_run_id = self._flow_runs.get(outcome.incident_id)
+                outcome.flow_run_id = self._flow_run(conn, outcome.incident_id)
         return outcomes
 
     # --- the outbox ---
 
     def due(self, now: float, limit: int = 200) -> list[OutboxItem]:
-        rows = self._reader().execute(
-            "SELECT id, kind, incident_id, payload, state, attempts, batch_id, created_at FROM outbox "
-            "WHERE state IN ('pending', 'claimed') AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-            (now, limit)).fetchall()
-        return [OutboxItem(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+        """Outbox items whose next attempt is due (pending, or claimed and not finished), leased or not."""
+        return [_item(r) for r in self._read(
+            f"SELECT {_ITEM_COLUMNS} FROM outbox WHERE {_DUE} ORDER BY id LIMIT ?", (now, limit))]
+
+    def lease(self, now: float, limit: int = 200) -> Future[list[OutboxItem]]:
+        """Take the due items nobody holds for `lease_seconds`: this intake carries them out."""
+        def fn(conn: Any) -> list[OutboxItem]:
+            rows = self._x(conn,
+                           f"UPDATE outbox SET lease_until = ? WHERE id IN (SELECT id FROM outbox WHERE {_DUE} "
+                           f"AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id LIMIT ?{self.skip_locked}) "
+                           f"RETURNING {_ITEM_COLUMNS}",
+                           (now + self.lease_seconds, now, now, limit)).fetchall()
+            return sorted((_item(r) for r in rows), key=lambda item: item.id)
+
+        return self._submit(fn)
+
+    def release(self, items: list[OutboxItem]) -> Future[None]:
+        """Give back leased items this intake will not carry out now."""
+        ids = [item.id for item in items]
+        return self._submit(lambda conn: self._x(
+            conn, f"UPDATE outbox SET lease_until = NULL WHERE id IN ({_marks(ids)})", ids) and None)
 
     def next_due(self) -> float | None:
-        row = self._reader().execute(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE state IN ('pending', 'claimed')").fetchone()
-        return row[0]
+        """When the next pending outbox item is due (its lease included), or None."""
+        return self._read(
+            "SELECT MIN(CASE WHEN lease_until > next_attempt_at THEN lease_until ELSE next_attempt_at END) "
+            "FROM outbox WHERE state IN ('pending', 'claimed')")[0][0]
 
     def run_created(self, item: OutboxItem, flow_run_id: str) -> Future[None]:
-        def fn(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE outbox SET state = 'done', result = ?, done_at = ?, attempts = attempts + 1 "
-                         "WHERE id = ?", (flow_run_id, time.time(), item.id))
-            conn.execute("UPDATE incidents SET flow_run_id = ? WHERE id = ?", (flow_run_id, item.incident_id))
+        """Mark a run item done and remember the incident's flow run."""
+        def fn(conn: Any) -> None:
+            self._x(conn, "UPDATE outbox SET state = 'done', result = ?, done_at = ?, attempts = attempts + 1, "
+                          "lease_until = NULL WHERE id = ?", (flow_run_id, time.time(), item.id))
+            self._x(conn, "UPDATE incidents SET flow_run_id = ? WHERE id = ?", (flow_run_id, item.incident_id))
 
-        def after(_value: None) -> None:
-            if item.incident_id:
-                self._flow_runs[item.incident_id] = flow_run_id
+        return self._submit(fn)
 
-        return self._submit(fn, after)
+    def claim_events(self, batches: list[tuple[str, list[OutboxItem], str]]) -> Future[list[int | None]]:
+        """Tie each (incident_id, items, entry_json) to the one entry that records them; returns batch ids.
 
-    def claim_events(self, batches: list[tuple[str, list[OutboxItem], str]]) -> Future[list[int]]:
-        def fn(conn: sqlite3.Connection) -> list[int]:
-            ids = []
+        None for a batch some of whose items another intake claimed meanwhile: they stay pending.
+        """
+        def fn(conn: Any) -> list[int | None]:
+            ids: list[int | None] = []
             for incident_id, items, entry_json in batches:
-                cursor = conn.execute("INSERT INTO batches (incident_id, entry, created_at) VALUES (?, ?, ?)",
-                                      (incident_id, entry_json, time.time()))
-                batch_id = cursor.lastrowid
-                conn.executemany(
-                    "UPDATE outbox SET state = 'claimed', batch_id = ? WHERE id = ? AND state = 'pending'",
-                    [(batch_id, item.id) for item in items])
+                batch_id = self._x(conn, "INSERT INTO batches (incident_id, entry, created_at) VALUES (?, ?, ?) "
+                                         "RETURNING id", (incident_id, entry_json, time.time())).fetchall()[0][0]
+                item_ids = [item.id for item in items]
+                claimed = self._x(conn, "UPDATE outbox SET state = 'claimed', batch_id = ? WHERE state = 'pending' "
+                                        f"AND id IN ({_marks(item_ids)})", [batch_id, *item_ids]).rowcount
+                if claimed != len(items):
+                    self._x(conn, "UPDATE outbox SET state = 'pending', batch_id = NULL WHERE batch_id = ?",
+                            (batch_id,))
+                    self._x(conn, "DELETE FROM batches WHERE id = ?", (batch_id,))
+                    batch_id = None
                 ids.append(batch_id)
             return ids
 
         return self._submit(fn)
 
     def batch_entry(self, batch_id: int) -> tuple[str, str]:
-        row = self._reader().execute("SELECT incident_id, entry FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        """(incident_id, entry_json) of a claimed batch."""
+        row = self._read("SELECT incident_id, entry FROM batches WHERE id = ?", (batch_id,))[0]
         return row[0], row[1]
 
     def batch_done(self, batch_ids: list[int]) -> Future[None]:
-        def fn(conn: sqlite3.Connection) -> None:
+        """Mark batches and their items done."""
+        def fn(conn: Any) -> None:
             now = time.time()
-            conn.executemany("UPDATE batches SET state = 'done' WHERE id = ?", [(b,) for b in batch_ids])
-            conn.executemany(
-                "UPDATE outbox SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE batch_id = ?",
-                [(now, b) for b in batch_ids])
+            for batch_id in batch_ids:
+                self._x(conn, "UPDATE batches SET state = 'done' WHERE id = ?", (batch_id,))
+                self._x(conn, "UPDATE outbox SET state = 'done', done_at = ?, attempts = attempts + 1, "
+                              "lease_until = NULL WHERE batch_id = ?", (now, batch_id))
 
         return self._submit(fn)
 
     def done(self, item: OutboxItem, result: str = "") -> Future[None]:
-        return self._submit(lambda conn: conn.execute(
-            "UPDATE outbox SET state = 'done', result = ?, done_at = ?, attempts = attempts + 1 WHERE id = ?",
-            (result, time.time(), item.id)) and None)
+        """Mark an item done."""
+        return self._submit(lambda conn: self._x(
+            conn, "UPDATE outbox SET state = 'done', result = ?, done_at = ?, attempts = attempts + 1, "
+                  "lease_until = NULL WHERE id = ?", (result, time.time(), item.id)) and None)
 
     def failed(self, items: list[OutboxItem], error: str, retry_at: float) -> Future[None]:
-        def fn(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
-                [(error[:2000], retry_at, item.id) for item in items])
+        """Record a failed attempt; the items are due again at retry_at."""
+        def fn(conn: Any) -> None:
+            for item in items:
+                self._x(conn, "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
+                              "lease_until = NULL WHERE id = ?", (error[:2000], retry_at, item.id))
 
         return self._submit(fn)
 
     # --- reading ---
 
     def backlog(self) -> dict[str, int]:
+        """Outbox items not done, by kind."""
         counts = {"run": 0, "event": 0, "confirm": 0}
-        for kind, count in self._reader().execute(
-                "SELECT kind, COUNT(*) FROM outbox WHERE state != 'done' GROUP BY kind"):
-            counts[kind] = count
+        counts.update(self._read("SELECT kind, COUNT(*) FROM outbox WHERE state != 'done' GROUP BY kind"))
         return counts
 
     def last_error(self) -> str | None:
-        row = self._reader().execute(
-            "SELECT kind, last_error FROM outbox WHERE state != 'done' AND last_error IS NOT NULL "
-            "ORDER BY id DESC LIMIT 1").fetchone()
-        return f"{row[0]}: {row[1]}" if row else None
+        """The newest error of an item not done yet."""
+        rows = self._read("SELECT kind, last_error FROM outbox WHERE state != 'done' AND last_error IS NOT NULL "
+                          "ORDER BY id DESC LIMIT 1")
+        return f"{rows[0][0]}: {rows[0][1]}" if rows else None
 
     def delivery(self, delivery_id: str) -> AcceptResult | None:
-        row = self._reader().execute("SELECT outcomes FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-        if row is None:
+        """A recorded delivery's outcomes, flow runs refreshed."""
+        rows = self._read("SELECT outcomes FROM deliveries WHERE id = ?", (delivery_id,))
+        if not rows:
             return None
-        outcomes = [Outcome(**o) for o in json.loads(row[0])]
-        reader = self._reader()
+        outcomes = [Outcome(**o) for o in json.loads(rows[0][0])]
         for outcome in outcomes:
             if outcome.incident_id and not outcome.flow_run_id:
-                found = reader.execute("SELECT flow_run_id FROM incidents WHERE id = ?",
-                                       (outcome.incident_id,)).fetchone()
-                outcome.flow_run_id = found[0] if found else None
+                found = self._read("SELECT flow_run_id FROM incidents WHERE id = ?", (outcome.incident_id,))
+                outcome.flow_run_id = found[0][0] if found else None
         return AcceptResult(delivery_id, outcomes)
 
     def unrouted(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self._reader().execute(
+        """Alerts no route matched, most recent first."""
+        rows = self._read(
             "SELECT source, fingerprint, title, labels, count, first_seen, last_seen, last_delivery_id "
-            "FROM unrouted ORDER BY last_seen DESC LIMIT ?", (limit,)).fetchall()
+            "FROM unrouted ORDER BY last_seen DESC LIMIT ?", (limit,))
         return [{"source": r[0], "fingerprint": r[1], "title": r[2], "labels": json.loads(r[3]), "count": r[4],
                  "first_seen": r[5], "last_seen": r[6], "last_delivery_id": r[7]} for r in rows]
 
     def purge(self, older_than: float, window_start: float) -> Future[None]:
-        def fn(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM deliveries WHERE received_at < ? AND id NOT IN "
-                         "(SELECT delivery_id FROM outbox WHERE state != 'done' AND delivery_id IS NOT NULL)",
-                         (older_than,))
-            conn.execute("DELETE FROM outbox WHERE state = 'done' AND created_at < ?", (older_than,))
-            conn.execute("DELETE FROM batches WHERE state = 'done' AND created_at < ?", (older_than,))
-            conn.execute("DELETE FROM groups WHERE last_seen < ?", (window_start,))
+        """Forget delivered deliveries received before older_than and dedup groups idle since window_start."""
+        def fn(conn: Any) -> None:
+            self._x(conn, "DELETE FROM deliveries WHERE received_at < ? AND id NOT IN "
+                          "(SELECT delivery_id FROM outbox WHERE state != 'done' AND delivery_id IS NOT NULL)",
+                    (older_than,))
+            self._x(conn, "DELETE FROM outbox WHERE state = 'done' AND created_at < ?", (older_than,))
+            self._x(conn, "DELETE FROM batches WHERE state = 'done' AND created_at < ?", (older_than,))
+            self._x(conn, "DELETE FROM groups WHERE last_seen < ?", (window_start,))
 
-        def after(_value: None) -> None:
-            for key in [k for k, g in self._groups.items() if g.last_seen < window_start]:
-                del self._groups[key]
+        return self._submit(fn)
 
-        return self._submit(fn, after)
+
+class SQLiteJournal(Journal):
+    """The journal in one SQLite file (WAL, synchronous=FULL), owned by one intake process."""
+
+    errors = (sqlite3.Error,)
+
+    def __init__(self, path: Path, dedup_window: float, lease_seconds: float = LEASE_SECONDS) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        super().__init__(dedup_window, lease_seconds)
+
+    def _open(self) -> sqlite3.Connection:
+        path = self.path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = open(f"{path}.lock", "a+")
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise JournalError(
+                f"{path} is in use by another intake process; several intakes share a PostgreSQL journal "
+                "(IRP_INTAKE_JOURNAL=postgresql://...)") from None
+        try:
+            conn = self._connect()
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise JournalError(f"{path}: cannot use WAL mode (got {mode}); put the journal on a local disk")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise JournalError(f"{path}: journal format {version} is newer than this irp ({SCHEMA_VERSION})")
+            if version == 1:
+                conn.execute("ALTER TABLE outbox ADD COLUMN lease_until REAL")
+            conn.executescript(_SCHEMA.format(real="REAL", blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("UPDATE outbox SET lease_until = NULL WHERE lease_until IS NOT NULL")  # leases of a dead process
+        except (sqlite3.Error, JournalError) as exc:
+            self._lock.close()
+            if isinstance(exc, JournalError):
+                raise
+            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _begin(self, conn: sqlite3.Connection, keys: list[str]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def close(self) -> None:
+        super().close()
+        self._lock.close()
+
+
+def _lock_id(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+class PostgresJournal(Journal):
+    """The journal in a PostgreSQL database, shared by several intake replicas."""
+
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, url: str, dedup_window: float, lease_seconds: float = LEASE_SECONDS) -> None:
+        import psycopg
+
+        self.errors = (psycopg.Error,)
+        self._deadlocks = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+        scheme, rest = url.split("://", 1)
+        self.url = f"{scheme.split('+', 1)[0]}://{rest}"  # postgresql+psycopg://, postgresql+asyncpg:// too
+        parts = urlsplit(self.url)
+        netloc = parts.netloc if parts.password is None else parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        self.location = urlunsplit(parts._replace(netloc=netloc))
+        super().__init__(dedup_window, lease_seconds)
+
+    def _open(self) -> Any:
+        try:
+            conn = self._connect()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id("irp-journal-schema"),))
+                conn.execute(_SCHEMA.format(real="DOUBLE PRECISION", blob="BYTEA",
+                                            serial="BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"))
+                conn.execute("CREATE TABLE IF NOT EXISTS journal_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                row = conn.execute("SELECT value FROM journal_meta WHERE key = 'version'").fetchone()
+                if row is not None and int(row[0]) > SCHEMA_VERSION:
+                    raise JournalError(f"{self.location}: journal format {row[0]} is newer than this irp "
+                                       f"({SCHEMA_VERSION})")
+                conn.execute("INSERT INTO journal_meta (key, value) VALUES ('version', %s) ON CONFLICT (key) "
+                             "DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+        except self.errors as exc:
+            raise JournalError(f"{self.location}: cannot open the journal: {exc}") from None
+        return conn
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=10, application_name="irp-intake")
+
+    def _begin(self, conn: Any, keys: list[str]) -> None:
+        conn.execute("BEGIN")
+        if keys:  # in one order for everybody: two replicas never wait for each other in a cycle
+            conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k",
+                         (sorted({_lock_id(key) for key in keys}),))
+
+    def _retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._deadlocks)
+
+    def _usable(self, conn: Any) -> bool:
+        return not (conn.closed or conn.broken)
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("%", "%%").replace("?", "%s")
+
+
+def open_journal(location: str | Path, dedup_window: float) -> Journal:
+    """The journal at `location`: a postgresql:// URL, or the path of a SQLite file."""
+    text = str(location)
+    if text.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
+        return PostgresJournal(text, dedup_window)
+    return SQLiteJournal(Path(text.removeprefix("sqlite://")), dedup_window)

@@ -133,9 +133,10 @@ class Outbox:
         """Start every due item once; returns how many were started."""
         with self._lock:  # snapshot first: an item leaves the set only after its outcome is committed
             busy = set(self._in_flight)
-        items = [i for i in self.journal.due(time.time(), limit=1000) if i.id not in busy]
+        items = [i for i in self.journal.lease(time.time(), limit=1000).result() if i.id not in busy]
         events: dict[tuple, list[OutboxItem]] = defaultdict(list)
         claimed: dict[int, list[OutboxItem]] = defaultdict(list)
+        waiting: list[OutboxItem] = []
         for item in items:
             if item.kind == "event":
                 if item.state == "claimed" and item.batch_id is not None:
@@ -145,12 +146,15 @@ class Outbox:
                     events[(item.incident_id, p["event"], p["source"], p["fingerprint"])].append(item)
             else:
                 if item.kind == "run" and not self._may_start_run(busy):
+                    waiting.append(item)
                     continue
                 with self._lock:
                     self._in_flight.add(item.id)
                     self._kind_of[item.id] = item.kind
                     busy.add(item.id)
                 self._pool.submit(self._one, item)
+        if waiting:  # due again at the next pass, here or in another intake
+            self.journal.release(waiting).result()
         recovered = []
         for batch_id, batch_items in claimed.items():  # entries written before a crash: append them again
             incident_id, entry_json = self.journal.batch_entry(batch_id)
@@ -162,7 +166,7 @@ class Outbox:
                 fresh.append((incident_id, timeline_entry(chunk), chunk))
         if fresh:  # one commit records every entry of this pass before any is appended
             ids = self.journal.claim_events([(i, c, e.model_dump_json()) for i, e, c in fresh]).result()
-            recovered += [(b, i, e, c) for b, (i, e, c) in zip(ids, fresh, strict=True)]
+            recovered += [(b, i, e, c) for b, (i, e, c) in zip(ids, fresh, strict=True) if b is not None]
         done = [batch_id for batch_id, incident_id, entry, chunk in recovered
                 if self._append(incident_id, entry, chunk)]
         if done:
@@ -193,6 +197,7 @@ class Outbox:
             if item.kind == "run" and time.time() < self._runs_paused_until:
                 probing = self._probe.acquire(blocking=False)
                 if not probing:  # another run is probing the server: this one waits for the next pass
+                    self.journal.release([item]).result()
                     return
             if item.kind == "run":
                 flow_run_id = self.create_run(item.payload)

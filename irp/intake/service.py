@@ -1,8 +1,8 @@
 """The intake service: settings, authentication, routing, journal, outbox and metrics in one object.
 
 Side effects live at the edges: `create_run` (Prefect), `append_event` (evidence store) and
-`confirm_subscription` (an HTTPS GET to SNS). They are parameters so a PostgreSQL journal or
-another run launcher can be put in without touching the request path.
+`confirm_subscription` (an HTTPS GET to SNS). They are parameters so another run launcher
+can be put in without touching the request path.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from irp.errors import ConfigurationError
 from irp.intake.auth import Authenticator
-from irp.intake.journal import Journal, SQLiteJournal
+from irp.intake.journal import Journal, open_journal
 from irp.intake.metrics import Metrics
 from irp.intake.outbox import Outbox
 from irp.intake.routing import Router
@@ -133,7 +133,7 @@ class IntakeService:
         self.router = Router.from_file(self.routing_file)
         self.sns = SnsVerifier(self.auth.sns_topics, settings.sns_host_pattern, settings.sns_ca_bundle)
         self.metrics = Metrics()
-        self.journal = journal or SQLiteJournal(settings.intake_journal, settings.dedup_window_seconds)
+        self.journal = journal or open_journal(settings.intake_journal, settings.dedup_window_seconds)
         self._launcher = None
         if create_run is None:
             create_run = self._launcher = RunLauncher()
@@ -145,8 +145,7 @@ class IntakeService:
             retry_max=settings.intake_retry_max_seconds,
             on_run=self.metrics.run_result,
         )
-        if hasattr(self.journal, "on_commit"):
-            self.journal.on_commit = self.outbox.wake
+        self.journal.on_commit = self.outbox.wake
         self.ui_url = _ui_url()
         self._stop = threading.Event()
         self._purger = threading.Thread(target=self._purge_loop, name="irp-journal-purge", daemon=True)

@@ -1,7 +1,7 @@
 """Beyond one machine: the Prefect server on PostgreSQL, two workers on the pool, runs spread over them.
 
 Needs IRP_TEST_POSTGRES_URL (a role allowed to create databases); .ci/run starts Debian's
-PostgreSQL and sets it. Each test module gets a fresh database.
+PostgreSQL and sets it. The module gets a fresh database.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -24,12 +23,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-BASE_URL = os.environ.get("IRP_TEST_POSTGRES_URL")
-
-if not BASE_URL:
-    if os.environ.get("CI"):
-        raise RuntimeError("IRP_TEST_POSTGRES_URL is not set: .ci/run starts PostgreSQL and sets it")
-    pytest.skip("IRP_TEST_POSTGRES_URL not set (PostgreSQL scale path)", allow_module_level=True)
 
 
 def free_port() -> int:
@@ -38,21 +31,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(BASE_URL)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(scope="module")
-def postgres_database() -> Iterator[str]:
-    """A fresh database; yields its asyncpg-style URL without the scheme's driver."""
-    name = f"irp_test_{secrets.token_hex(4)}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    yield BASE_URL.rsplit("/", 1)[0] + "/" + name
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def postgres_database(postgres_databases) -> str:
+    """A fresh database for this module."""
+    return postgres_databases()
 
 
 class Processes:

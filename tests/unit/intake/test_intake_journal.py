@@ -1,16 +1,18 @@
-"""The SQLite journal: dedup decisions, replays, durability across reopen, concurrent group commit."""
+"""The journal on SQLite and on PostgreSQL: dedup decisions, replays, durability across reopen,
+concurrent group commit; and what only a shared database does: several intakes deciding together,
+leases on outbox items, a claimed batch never recorded twice."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from irp.intake.journal import Delivery, SQLiteJournal, idempotency_key
+from irp.intake.journal import Delivery, Journal, JournalError, PostgresJournal, SQLiteJournal, idempotency_key
 from irp.intake.routing import Routed
 from irp.models import Alert, AlertSource, IncidentType, Severity
 
@@ -22,22 +24,38 @@ def _alert(fp: str, status: str = "firing") -> tuple[Alert, Routed, str]:
     return alert, Routed(ROUTE.route, ROUTE.incident_type, ROUTE.severity, f"alertmanager:{fp}"), status
 
 
-def _deliver(journal: SQLiteJournal, *alerts, key: str | None = None, repeat: str = "reject", at: float = 0):
+def _deliver(journal: Journal, *alerts, key: str | None = None, repeat: str = "reject", at: float = 0):
     delivery = Delivery("alertmanager", b"{}", list(alerts), delivery_key=key, repeat=repeat)
     if at:
         delivery.received_at = at
     return journal.accept(delivery).result(timeout=10)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Journal]:
+    """Opens a journal of the backend at one location; every one opened is closed at the end."""
+    location = str(tmp_path / "j.sqlite3")
+    if request.param == "postgres":
+        location = request.getfixturevalue("postgres_databases")()
+    opened: list[Journal] = []
+
+    def open_(window: float = 60, lease_seconds: float = 30) -> Journal:
+        kind = PostgresJournal if request.param == "postgres" else SQLiteJournal
+        opened.append(kind(location, dedup_window=window, lease_seconds=lease_seconds))
+        return opened[-1]
+
+    yield open_
+    for j in opened:
+        j.close()
+
+
 @pytest.fixture
-def journal(tmp_path: Path):
-    j = SQLiteJournal(tmp_path / "j.sqlite3", dedup_window=60)
-    yield j
-    j.close()
+def journal(open_journal: Callable[..., Journal]) -> Journal:
+    return open_journal()
 
 
 class TestDecisions:
-    def test_first_opens_then_repeats_join(self, journal: SQLiteJournal) -> None:
+    def test_first_opens_then_repeats_join(self, journal: Journal) -> None:
         first = _deliver(journal, _alert("a")).outcomes[0]
         second = _deliver(journal, _alert("a")).outcomes[0]
         assert (first.outcome, first.deduplicated) == ("new_incident", False)
@@ -50,23 +68,23 @@ class TestDecisions:
         assert run.payload["parameters"]["severity_hint"] == "major"
         assert run.payload["idempotency_key"] == idempotency_key("alertmanager:a", first.incident_id)
 
-    def test_resolved_joins_and_resolved_alone_opens_nothing(self, journal: SQLiteJournal) -> None:
+    def test_resolved_joins_and_resolved_alone_opens_nothing(self, journal: Journal) -> None:
         assert _deliver(journal, _alert("b", "resolved")).outcomes[0].outcome == "no_incident"
         opened = _deliver(journal, _alert("b")).outcomes[0]
         resolved = _deliver(journal, _alert("b", "resolved")).outcomes[0]
         assert (resolved.outcome, resolved.incident_id) == ("resolved", opened.incident_id)
 
-    def test_window_expiry_opens_a_new_incident(self, journal: SQLiteJournal) -> None:
+    def test_window_expiry_opens_a_new_incident(self, journal: Journal) -> None:
         now = time.time()
         first = _deliver(journal, _alert("c"), at=now - 200).outcomes[0]
         again = _deliver(journal, _alert("c"), at=now).outcomes[0]
         assert again.outcome == "new_incident" and again.incident_id != first.incident_id
 
-    def test_same_alert_twice_in_one_request(self, journal: SQLiteJournal) -> None:
+    def test_same_alert_twice_in_one_request(self, journal: Journal) -> None:
         outcomes = _deliver(journal, _alert("d"), _alert("d")).outcomes
         assert [o.outcome for o in outcomes] == ["new_incident", "joined"]
 
-    def test_unrouted_recorded_and_counted(self, journal: SQLiteJournal) -> None:
+    def test_unrouted_recorded_and_counted(self, journal: Journal) -> None:
         alert = Alert(source=AlertSource.generic, fingerprint="u", title="nobody's", labels={"x": "1"})
         for _ in range(3):
             assert _deliver(journal, (alert, None, "firing")).outcomes[0].outcome == "unrouted"
@@ -76,13 +94,13 @@ class TestDecisions:
 
 
 class TestDeliveryKeys:
-    def test_replayed_key_rejected(self, journal: SQLiteJournal) -> None:
+    def test_replayed_key_rejected(self, journal: Journal) -> None:
         first = _deliver(journal, _alert("e"), key="webhook-id:1")
         again = _deliver(journal, _alert("e"), key="webhook-id:1")
         assert not first.replay and again.replay and again.outcomes == []
         assert len(journal.due(time.time() + 1)) == 1
 
-    def test_resent_key_gets_the_first_answer(self, journal: SQLiteJournal) -> None:
+    def test_resent_key_gets_the_first_answer(self, journal: Journal) -> None:
         first = _deliver(journal, _alert("f"), key="sns:1", repeat="same")
         again = _deliver(journal, _alert("f"), key="sns:1", repeat="same")
         assert again.repeat_delivery and again.delivery_id == first.delivery_id
@@ -90,20 +108,16 @@ class TestDeliveryKeys:
         assert len(journal.due(time.time() + 1)) == 1
 
 
-def test_state_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite3"
-    journal = SQLiteJournal(path, dedup_window=60)
+def test_state_survives_reopen(open_journal: Callable[..., Journal]) -> None:
+    journal = open_journal()
     opened = _deliver(journal, _alert("g")).outcomes[0]
     run = journal.due(time.time() + 1)[0]
     journal.run_created(run, "flow-run-1").result()
     journal.close()
-    reopened = SQLiteJournal(path, dedup_window=60)
-    try:
-        again = _deliver(reopened, _alert("g")).outcomes[0]
-        assert (again.outcome, again.incident_id, again.flow_run_id) == ("joined", opened.incident_id, "flow-run-1")
-        assert reopened.delivery(again_id := _deliver(reopened, _alert("g")).delivery_id).delivery_id == again_id
-    finally:
-        reopened.close()
+    reopened = open_journal()
+    again = _deliver(reopened, _alert("g")).outcomes[0]
+    assert (again.outcome, again.incident_id, again.flow_run_id) == ("joined", opened.incident_id, "flow-run-1")
+    assert reopened.delivery(again_id := _deliver(reopened, _alert("g")).delivery_id).delivery_id == again_id
 
 
 def test_wal_and_full_sync(tmp_path: Path) -> None:
@@ -116,25 +130,104 @@ def test_wal_and_full_sync(tmp_path: Path) -> None:
         journal.close()
 
 
-def test_concurrent_storm_one_incident_per_fingerprint(journal: SQLiteJournal) -> None:
-    """16 threads × 250 deliveries of 20 fingerprints: exactly 20 runs, every other alert one event."""
+def _storm(journals: list[Journal], threads: int = 16, per_thread: int = 250) -> list[BaseException]:
+    """threads × per_thread deliveries of 20 fingerprints, thread n sending to journals[n % len]."""
     errors: list[BaseException] = []
 
     def sender(n: int) -> None:
         try:
-            for i in range(250):
-                _deliver(journal, _alert(f"fp{(n * 250 + i) % 20}"))
+            for i in range(per_thread):
+                _deliver(journals[n % len(journals)], _alert(f"fp{(n * per_thread + i) % 20}"))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=sender, args=(n,)) for n in range(16)]
-    for t in threads:
+    workers = [threading.Thread(target=sender, args=(n,)) for n in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
-    assert not errors
-    rows = sqlite3.connect(journal.path).execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind").fetchall()
-    assert dict(rows) == {"run": 20, "event": 4000 - 20}
-    incidents = {json.loads(p)["parameters"]["alert"]["fingerprint"] for (p,) in sqlite3.connect(journal.path)
-                 .execute("SELECT payload FROM outbox WHERE kind = 'run'")}
-    assert incidents == {f"fp{i}" for i in range(20)}
+    return errors
+
+
+def _runs_and_events(journal: Journal) -> tuple[Counter, set[str]]:
+    items = journal.due(time.time() + 3600, limit=100_000)
+    runs = {i.payload["parameters"]["alert"]["fingerprint"] for i in items if i.kind == "run"}
+    return Counter(i.kind for i in items), runs
+
+
+def test_concurrent_storm_one_incident_per_fingerprint(journal: Journal) -> None:
+    """16 threads × 250 deliveries of 20 fingerprints: exactly 20 runs, every other alert one event."""
+    assert not _storm([journal])
+    kinds, runs = _runs_and_events(journal)
+    assert kinds == {"run": 20, "event": 4000 - 20}
+    assert runs == {f"fp{i}" for i in range(20)}
+
+
+def test_sqlite_journal_has_one_owner(tmp_path: Path) -> None:
+    journal = SQLiteJournal(tmp_path / "j.sqlite3", dedup_window=60)
+    try:
+        with pytest.raises(JournalError, match="in use by another intake process.*postgresql://"):
+            SQLiteJournal(tmp_path / "j.sqlite3", dedup_window=60)
+    finally:
+        journal.close()
+    SQLiteJournal(tmp_path / "j.sqlite3", dedup_window=60).close()  # free again once closed
+
+
+class TestSharedDatabase:
+    """Several intakes on one PostgreSQL journal."""
+
+    @pytest.fixture
+    def url(self, postgres_databases) -> str:
+        return postgres_databases()
+
+    def test_two_intakes_open_one_incident_per_fingerprint(self, url: str) -> None:
+        first, second = PostgresJournal(url, 60), PostgresJournal(url, 60)
+        try:
+            assert not _storm([first, second])
+            kinds, runs = _runs_and_events(first)
+            assert kinds == {"run": 20, "event": 4000 - 20}
+            assert runs == {f"fp{i}" for i in range(20)}
+        finally:
+            first.close()
+            second.close()
+
+    def test_a_leased_item_is_left_alone_until_its_lease_expires(self, url: str) -> None:
+        first, second = PostgresJournal(url, 60, lease_seconds=0.5), PostgresJournal(url, 60, lease_seconds=0.5)
+        try:
+            _deliver(first, _alert("h"))
+            [taken] = first.lease(time.time()).result()
+            assert second.lease(time.time()).result() == []
+            time.sleep(0.6)  # the first intake died holding it: the second takes it over
+            assert [i.id for i in second.lease(time.time()).result()] == [taken.id]
+            second.release([taken]).result()
+            assert [i.id for i in first.lease(time.time()).result()] == [taken.id]
+        finally:
+            first.close()
+            second.close()
+
+    def test_items_claimed_by_another_intake_are_not_recorded_twice(self, url: str) -> None:
+        first, second = PostgresJournal(url, 60), PostgresJournal(url, 60)
+        try:
+            _deliver(first, _alert("i"))
+            repeats = [_deliver(first, _alert("i")) for _ in range(3)]
+            items = [i for i in first.due(time.time() + 1) if i.kind == "event"]
+            incident = repeats[0].outcomes[0].incident_id
+            [mine] = first.claim_events([(incident, items, "{}")]).result()
+            [theirs] = second.claim_events([(incident, items[1:], "{}")]).result()
+            assert mine is not None and theirs is None
+            assert {i.batch_id for i in first.due(time.time() + 1) if i.kind == "event"} == {mine}
+        finally:
+            first.close()
+            second.close()
+
+    def test_password_is_not_shown(self, url: str) -> None:
+        journal = PostgresJournal(url.replace("://", "+psycopg://", 1), 60)
+        try:
+            assert "irp-ci" not in journal.location and "***" in journal.location
+        finally:
+            journal.close()
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    with pytest.raises(JournalError, match=r"postgresql://irp:\*\*\*@127.0.0.1:9/irp: cannot open the journal"):
+        PostgresJournal("postgresql://irp:secret@127.0.0.1:9/irp", 60)
