@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         str(REPO_ROOT / "var" / "intake" / "journal.sqlite3"),
         description="The intake's journal: a SQLite file (WAL, fsync'd; one intake process), or "
                     "postgresql://user@host/db shared by several intake replicas (password in PGPASSWORD or ~/.pgpass).")
+    intake_lease_seconds: float = Field(
+        30, gt=0, description="How long an outbox item one intake replica took is left to it; then (the replica "
+                              "died) another one carries it out.")
     intake_retry_max_seconds: float = Field(
         30, gt=0, description="Longest wait between two attempts to create a run or append a timeline entry.")
     intake_retention_days: float = Field(30, gt=0, description="How long delivered alerts stay in the journal.")

@@ -536,6 +536,12 @@ class Journal:
 
         return self._submit(fn)
 
+    def renew(self, ids: list[int], now: float) -> Future[None]:
+        """Extend the leases of items this intake is still carrying out."""
+        return self._submit(lambda conn: self._x(
+            conn, f"UPDATE outbox SET lease_until = ? WHERE lease_until IS NOT NULL AND id IN ({_marks(ids)})",
+            [now + self.lease_seconds, *ids]) and None)
+
     def release(self, items: list[OutboxItem]) -> Future[None]:
         """Give back leased items this intake will not carry out now."""
         ids = [item.id for item in items]
@@ -776,9 +782,9 @@ class PostgresJournal(Journal):
         return statement.replace("%", "%%").replace("?", "%s")
 
 
-def open_journal(location: str | Path, dedup_window: float) -> Journal:
+def open_journal(location: str | Path, dedup_window: float, lease_seconds: float = LEASE_SECONDS) -> Journal:
     """The journal at `location`: a postgresql:// URL, or the path of a SQLite file."""
     text = str(location)
     if text.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
-        return PostgresJournal(text, dedup_window)
-    return SQLiteJournal(Path(text.removeprefix("sqlite://")), dedup_window)
+        return PostgresJournal(text, dedup_window, lease_seconds)
+    return SQLiteJournal(Path(text.removeprefix("sqlite://")), dedup_window, lease_seconds)

@@ -88,6 +88,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._runs_paused_until = 0.0  # after a failed run creation, one probe at a time until then
         self._kind_of: dict[int, str] = {}
+        self._renewed = time.monotonic()
         self._probe = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="irp-outbox", daemon=True)
 
@@ -117,6 +118,7 @@ class Outbox:
             except Exception:  # a bug here must not stop the worker: log, wait, go on
                 log.exception("outbox pass failed")
                 self._stop.wait(1.0)
+            self._renew_leases()
             nxt = None
             try:
                 nxt = self.journal.next_due()
@@ -128,6 +130,19 @@ class Outbox:
             rest = MIN_PASS_INTERVAL - (time.monotonic() - started)
             if rest > 0:
                 self._stop.wait(rest)
+
+    def _renew_leases(self) -> None:
+        """Keep the items in flight ours: only the items of an intake that stopped are taken over."""
+        if time.monotonic() - self._renewed < self.journal.lease_seconds / 3:
+            return
+        self._renewed = time.monotonic()
+        with self._lock:
+            busy = list(self._in_flight)
+        if busy:
+            try:
+                self.journal.renew(busy, time.time()).result()
+            except Exception:
+                log.exception("outbox: cannot renew leases")
 
     def drain_once(self) -> int:
         """Start every due item once; returns how many were started."""

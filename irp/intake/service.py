@@ -133,7 +133,8 @@ class IntakeService:
         self.router = Router.from_file(self.routing_file)
         self.sns = SnsVerifier(self.auth.sns_topics, settings.sns_host_pattern, settings.sns_ca_bundle)
         self.metrics = Metrics()
-        self.journal = journal or open_journal(settings.intake_journal, settings.dedup_window_seconds)
+        self.journal = journal or open_journal(settings.intake_journal, settings.dedup_window_seconds,
+                                               settings.intake_lease_seconds)
         self._launcher = None
         if create_run is None:
             create_run = self._launcher = RunLauncher()

@@ -20,3 +20,12 @@ def playbooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("IRP_PLAYBOOKS_DIR", str(folder))
     get_settings.cache_clear()
     return folder
+
+
+@pytest.fixture(scope="session")
+def deployments(prefect_server: str) -> str:
+    """The session's Prefect server with every incident flow deployed as <type>/respond."""
+    from intake_harness import apply_deployments
+
+    apply_deployments()
+    return prefect_server

@@ -6,104 +6,17 @@ Load is bounded: at most 10,000 requests per test, 16 at a time, on 127.0.0.1 on
 
 from __future__ import annotations
 
-import asyncio
-import copy
-import json
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from intake_harness import Relay, apply_deployments, bearer, flow_runs_for, make_intake, sample
+from intake_harness import Relay, bearer, check_every_ack, distinct_alerts, fingerprint, flow_runs_for, make_intake, storm
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def deployments(prefect_server: str) -> str:
-    apply_deployments()
-    return prefect_server
-
-
-def distinct_alerts(n: int) -> list[bytes]:
-    """n Alertmanager notifications, each one distinct alert (own fingerprint and tenant)."""
-    base = sample("alertmanager.json")
-    bodies = []
-    for _ in range(n):
-        doc = copy.deepcopy(base)
-        alert = doc["alerts"][0]
-        alert["fingerprint"] = uuid.uuid4().hex[:16]
-        alert["labels"]["tenant"] = f"tenant-{alert['fingerprint']}"
-        bodies.append(json.dumps(doc).encode())
-    return bodies
-
-
-def fingerprint(body: bytes) -> str:
-    return json.loads(body)["alerts"][0]["fingerprint"]
-
-
-def storm(url: str, bodies: list[bytes], concurrency: int = 16, acked: list | None = None) -> list:
-    """POST every body (in order, `concurrency` at a time); returns (index, status or None, json or None)."""
-    results: list = [None] * len(bodies)
-
-    async def main() -> None:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(len(bodies)):
-            queue.put_nowait(i)
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=url, headers=bearer(), limits=limits, timeout=30) as client:
-            async def worker() -> None:
-                while not queue.empty():
-                    i = queue.get_nowait()
-                    try:
-                        response = await client.post("/alerts/alertmanager", content=bodies[i])
-                        results[i] = (i, response.status_code, response.json())
-                    except (httpx.HTTPError, ValueError):
-                        results[i] = (i, None, None)
-                    if acked is not None and results[i][1] == 202:
-                        acked.append(i)
-
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-    asyncio.run(main())
-    return results
-
-
-def timeline(evidence: Path, incident_id: str) -> list[dict]:
-    """The incident's external timeline entries, each entry once (the store merges identical re-appends)."""
-    path = evidence / incident_id / "events.jsonl"
-    if not path.exists():
-        return []
-    unique = {}
-    for line in path.read_text().splitlines():
-        entry = json.loads(line)
-        unique.setdefault((entry["at"], entry["kind"], entry["message"]), entry)
-    return list(unique.values())
-
-
-def check_every_ack(evidence: Path, answers: list[tuple[int, dict]], fingerprints: set[str]) -> None:
-    """Each acknowledged alert has its run (new incident) or exactly one timeline entry listing it (joined)."""
-    runs = flow_runs_for(fingerprints)
-    run_incidents = Counter(r.parameters["incident_id"] for r in runs)
-    assert len(runs) == len(fingerprints), f"{len(runs)} runs for {len(fingerprints)} distinct alerts"
-    assert set(Counter(r.parameters["alert"]["fingerprint"] for r in runs).values()) == {1}
-    joined: dict[str, set[str]] = {}
-    for _, answer in answers:
-        outcome = answer["alerts"][0]
-        if outcome["outcome"] == "new_incident":
-            assert run_incidents[outcome["incident_id"]] == 1
-        else:
-            assert outcome["outcome"] == "joined"
-            joined.setdefault(outcome["incident_id"], set()).add(answer["delivery_id"])
-    for incident_id, deliveries in joined.items():
-        assert run_incidents[incident_id] == 1
-        listed = [d for entry in timeline(evidence, incident_id) for d in entry["data"]["deliveries"]]
-        assert len(listed) == len(set(listed)), "a delivery recorded twice on the timeline"
-        assert deliveries <= set(listed), f"{len(deliveries - set(listed))} acknowledged repeats missing"
 
 
 def test_storm_of_10000_repeats_of_20_alerts_starts_exactly_20_runs(deployments: str, tmp_path: Path) -> None:

@@ -12,17 +12,16 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from intake_harness import PD_SECRET, SECRET_NEW, TOKEN, apply_deployments, make_intake
+from intake_harness import PD_SECRET, SECRET_NEW, TOKEN, make_intake
 from schemathesis import GenerationMode
 
 pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
-def fuzz_intake(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
-    apply_deployments()
+def fuzz_intake(deployments: str, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("intake-fuzz")
-    service = make_intake(tmp, prefect_server, IRP_WEBHOOK_SECRET=SECRET_NEW, IRP_PAGERDUTY_SECRET=PD_SECRET,
+    service = make_intake(tmp, deployments, IRP_WEBHOOK_SECRET=SECRET_NEW, IRP_PAGERDUTY_SECRET=PD_SECRET,
                           IRP_SNS_TOPIC_ARNS="arn:aws:sns:eu-west-3:123456789012:incident-response",
                           IRP_EVIDENCE_URL=f"file://{tmp / 'evidence'}").start()
     yield service

@@ -25,7 +25,6 @@ from intake_harness import (
     SECRET_OLD,
     TOPIC,
     Intake,
-    apply_deployments,
     bearer,
     flow_runs_for,
     intake_env,
@@ -37,12 +36,6 @@ from intake_harness import (
 )
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def deployments(prefect_server: str) -> str:
-    apply_deployments()
-    return prefect_server
 
 
 @pytest.fixture(scope="module")
