@@ -336,11 +336,15 @@ def create_api(service=None) -> FastAPI:
                              "backlog": backlog, "last_error": last_error})
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, 503: {"model": ErrorBody}})
     def metrics() -> Response:
         """Prometheus metrics."""
         service = handlers.service
-        body = service.metrics.render(service.journal.backlog())
+        try:
+            backlog = service.journal.backlog()
+        except JournalError as exc:
+            return _error(503, f"journal unreadable: {exc}")
+        body = service.metrics.render(backlog)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/alerts/unrouted", response_model=list[UnroutedAlert], tags=["operations"],

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from irp.intake.journal import Journal, OutboxItem
+from irp.intake.journal import Journal, JournalError, OutboxItem
 from irp.models import TimelineEntry
 
 __all__ = ["Outbox", "timeline_entry"]
@@ -115,6 +115,9 @@ class Outbox:
             started = time.monotonic()
             try:
                 self.drain_once()
+            except JournalError as exc:  # the database is unreachable: say so once a second, no traceback
+                log.warning("outbox: %s", exc)
+                self._stop.wait(1.0)
             except Exception:  # a bug here must not stop the worker: log, wait, go on
                 log.exception("outbox pass failed")
                 self._stop.wait(1.0)
@@ -122,6 +125,8 @@ class Outbox:
             nxt = None
             try:
                 nxt = self.journal.next_due()
+            except JournalError:
+                pass  # reported by the pass above
             except Exception:
                 log.exception("outbox: cannot read the journal")
             wait = 1.0 if nxt is None else max(0.0, min(1.0, nxt - time.time()))
@@ -141,8 +146,8 @@ class Outbox:
         if busy:
             try:
                 self.journal.renew(busy, time.time()).result()
-            except Exception:
-                log.exception("outbox: cannot renew leases")
+            except JournalError as exc:
+                log.warning("outbox: cannot renew leases: %s", exc)
 
     def drain_once(self) -> int:
         """Start every due item once; returns how many were started."""

@@ -2,7 +2,9 @@
 
 A storm split over two replicas starts exactly one run per distinct alert; a replica SIGKILLed
 mid-storm loses nothing: the other carries out the outbox items it held once their lease expires,
-and the alerts it did not acknowledge, resent to the other, join their incidents. Real `irp webhook`
+and the alerts it did not acknowledge, resent to the other, join their incidents. With the database
+unreachable the intake answers 503 (retry), never 5xx for a client's fault nor a lost alert, and
+resumes by itself. Real `irp webhook`
 processes, the session's Prefect server, PostgreSQL from IRP_TEST_POSTGRES_URL; 127.0.0.1 only.
 """
 
@@ -12,9 +14,11 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import pytest
-from intake_harness import Intake, check_every_ack, distinct_alerts, fingerprint, make_intake, storm
+from intake_harness import Intake, Relay, bearer, check_every_ack, distinct_alerts, fingerprint, make_intake, storm
 
 pytestmark = pytest.mark.timeout(600)
 LEASE_SECONDS = 3
@@ -35,6 +39,12 @@ def replicas(deployments: str, postgres_databases, tmp_path: Path):
     yield start
     for intake in started:
         intake.stop()
+
+
+def replica_through(relay: Relay, url: str) -> str:
+    """The journal URL with the database reached through the relay."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.port}", f":{relay.port}")))
 
 
 def storms(targets: list[tuple[Intake, list[bytes]]], acked: list[list[int]]) -> tuple[list, list[threading.Thread]]:
@@ -93,3 +103,39 @@ def test_a_replica_killed_mid_storm_loses_nothing(replicas, tmp_path: Path) -> N
     answers += [(i, a) for i, _, a in resent]
     check_every_ack(tmp_path / "evidence", answers, {fingerprint(b) for b in alerts})
     print(f"SIGKILL after {len(acked[0])} acks on the first replica; {len(unacked)} resent to the second")
+
+
+def test_database_outage_answers_retry_later_and_resumes(deployments: str, postgres_databases, tmp_path: Path) -> None:
+    url = postgres_databases()
+    relay = Relay(urlsplit(url).port)  # the intake reaches PostgreSQL only through the relay
+    relay.up()
+    intake = make_intake(tmp_path, deployments, IRP_INTAKE_JOURNAL=replica_through(relay, url),
+                         IRP_EVIDENCE_URL=f"file://{tmp_path / 'evidence'}").start()
+    alerts = distinct_alerts(3)
+    try:
+        assert httpx.post(f"{intake.url}/alerts/alertmanager", content=alerts[0], headers=bearer()).status_code == 202
+        relay.down()
+        during = httpx.post(f"{intake.url}/alerts/alertmanager", content=alerts[1], headers=bearer(), timeout=60)
+        assert (during.status_code, during.headers.get("retry-after")) == (503, "10")
+        assert "journal cannot record" in during.json()["detail"]
+        assert httpx.get(f"{intake.url}/healthz").status_code == 503
+        assert httpx.get(f"{intake.url}/metrics").status_code == 503
+        relay.up()
+        deadline = time.monotonic() + 60
+        while (after := httpx.post(f"{intake.url}/alerts/alertmanager", content=alerts[1], headers=bearer(),
+                                   timeout=60)).status_code == 503:  # a sender retries after Retry-After
+            assert time.monotonic() < deadline, after.text
+            time.sleep(0.5)
+        assert after.status_code == 202
+        intake.wait_drained(timeout=120)
+        answers = [(0, a) for a in (httpx.post(f"{intake.url}/alerts/alertmanager", content=body, headers=bearer())
+                                   .json() for body in alerts[:2])]
+        assert [a["alerts"][0]["outcome"] for _, a in answers] == ["joined", "joined"]
+        intake.wait_drained(timeout=120)
+        check_every_ack(tmp_path / "evidence", answers, {fingerprint(b) for b in alerts[:2]})
+        log = intake.log.read_text()
+        assert "Traceback" not in log and "journal" in log
+        assert not urlsplit(url).password or urlsplit(url).password not in log
+    finally:
+        intake.stop()
+        relay.down()
