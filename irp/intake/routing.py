@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -160,7 +161,8 @@ class Router:
             (
                 route,
                 route.sources(),
-                {label: re.compile(pattern) for label, pattern in route.labels_regex.items()},
+                tuple(route.labels.items()),
+                tuple((label, re.compile(pattern)) for label, pattern in route.labels_regex.items()),
                 re.compile(route.title_regex) if route.title_regex is not None else None,
             )
             for route in routing.routes
@@ -172,12 +174,13 @@ class Router:
 
     def route(self, alert: Alert) -> Routed | None:
         """Where `alert` goes, or None when no route matches and there is no default."""
-        for route, sources, regexes, title in self._compiled:
+        labels = alert.labels
+        for route, sources, equals, regexes, title in self._compiled:
             if sources is not None and alert.source not in sources:
                 continue
-            if any(alert.labels.get(label, "") != value for label, value in route.labels.items()):
+            if equals and any(labels.get(label, "") != value for label, value in equals):
                 continue
-            if any(not rx.fullmatch(alert.labels.get(label, "")) for label, rx in regexes.items()):
+            if regexes and any(not rx.fullmatch(labels.get(label, "")) for label, rx in regexes):
                 continue
             if title is not None and not title.search(alert.title):
                 continue
@@ -198,6 +201,11 @@ def _group_key(alert: Alert, route: Route | None) -> str:
     """Alerts with the same key join one incident while it is open."""
     if route is None or not route.group_by:
         return f"{alert.source.value}:{alert.fingerprint}"
-    values = {label: alert.labels.get(label, "") for label in route.group_by}
-    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
-    return f"route:{route.name}:{digest}"
+    labels = alert.labels
+    return f"route:{route.name}:{_digest(tuple((label, labels.get(label, '')) for label in route.group_by))}"
+
+
+@lru_cache(maxsize=4096)  # a storm repeats a few groups; JSON and SHA-256 were most of routing's cost
+def _digest(values: tuple[tuple[str, str], ...]) -> str:
+    """The grouping digest of (label, value) pairs; the journal keeps it, so it never changes."""
+    return hashlib.sha256(json.dumps(dict(values), sort_keys=True).encode()).hexdigest()[:16]
