@@ -96,6 +96,7 @@ def _when(value: datetime | None) -> datetime:
 
 def _grouped(source: AlertSource, payload: AlertmanagerWebhook | GrafanaWebhook, document: dict) -> list[Incoming]:
     envelope = {key: value for key, value in document.items() if key != "alerts"}
+    group_title = payload.title if isinstance(payload, GrafanaWebhook) else ""  # getattr on a model: slow miss
     alerts = []
     for index, item in enumerate(payload.alerts):
         labels = {**payload.commonLabels, **item.labels}
@@ -106,7 +107,7 @@ def _grouped(source: AlertSource, payload: AlertmanagerWebhook | GrafanaWebhook,
         alerts.append(_incoming(Alert(
             source=source,
             fingerprint=item.fingerprint or labels_fingerprint(source.value, labels),
-            title=_title(annotations.get("summary"), labels.get("alertname"), getattr(payload, "title", "")),
+            title=_title(annotations.get("summary"), labels.get("alertname"), group_title),
             description=_clip(description, DESCRIPTION_MAX),
             labels=labels,
             observed_at=_when(item.startsAt),
