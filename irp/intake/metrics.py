@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 __all__ = ["Metrics"]
@@ -37,6 +39,18 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
         for reason in REJECT_REASONS:
             self.rejected.labels(source="", reason=reason)
+        self._children: dict[tuple, Any] = {}
+
+    def child(self, metric: Counter | Gauge | Histogram, *values: str) -> Any:
+        """`metric.labels(*values)`, looked up once: `labels` takes a lock and builds the key on every call.
+
+        A child is created on first use, as with `labels`, so a series appears once it has a value.
+        """
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def run_result(self, ok: bool) -> None:
         (self.runs_created if ok else self.run_errors).inc()
