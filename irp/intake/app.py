@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from irp.intake import normalise
 from irp.intake.journal import AcceptResult, Delivery, JournalError
@@ -99,10 +102,34 @@ class _TooLarge(Exception):
     pass
 
 
+def _json(content: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response rendered by orjson: the same bytes as Starlette's JSONResponse (compact, UTF-8), faster."""
+    return Response(orjson.dumps(content), status_code=status, headers=headers, media_type="application/json")
+
+
 def _error(status: int, detail: str, errors: list[tuple[str, str]] | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
+           headers: dict[str, str] | None = None) -> Response:
     body = {"detail": detail, "errors": [{"path": p, "message": m} for p, m in (errors or [])]}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return _json(body, status, headers)
+
+
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19  # 19 digits in a row: maybe an integer beyond 64 bits
+
+
+def _parse(body: bytes) -> Any:
+    """The JSON document, as `json.loads` reads it (errors worded by it too), mostly parsed by orjson (4x faster).
+
+    orjson refuses what the standard parser tolerates (NaN, a BOM, lone surrogates, 1e400): those
+    go to `json.loads`. It reads integers beyond 64 bits as floats: bodies with 19 digits in a row
+    go to `json.loads` too, so every number keeps its exact value.
+    """
+    if body.translate(_DIGITS).find(_LONG_NUMBER) < 0:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body)
 
 
 def _depth_ok(document: Any, body: bytes) -> bool:
@@ -125,12 +152,20 @@ def _validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+    """The body from the ASGI messages (most alerts come in one); _TooLarge as soon as it passes `limit`."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
             raise _TooLarge
-    return bytes(body)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class _Handlers:
@@ -138,11 +173,12 @@ class _Handlers:
         self.service = service
 
     def reject(self, source: str, reason: str, status: int, detail: str,
-               errors: list[tuple[str, str]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-        self.service.metrics.rejected.labels(source=source, reason=reason).inc()
+               errors: list[tuple[str, str]] | None = None, headers: dict[str, str] | None = None) -> Response:
+        metrics = self.service.metrics
+        metrics.child(metrics.rejected, source, reason).inc()
         return _error(status, detail, errors, headers)
 
-    def unauthenticated(self, source: str, reason: str = "unauthenticated") -> JSONResponse:
+    def unauthenticated(self, source: str, reason: str = "unauthenticated") -> Response:
         return self.reject(source, reason, 401, "unauthenticated", headers={"WWW-Authenticate": "Bearer"})
 
     async def ingest(self, source: Source, request: Request) -> Response:
@@ -167,7 +203,7 @@ class _Handlers:
             if auth is None:
                 return self.unauthenticated(name)
         try:
-            document = json.loads(body)
+            document = _parse(body)
         except RecursionError:
             return self.reject(name, "invalid_json", 422, "invalid JSON: nested too deeply")
         except ValueError as exc:
@@ -227,33 +263,55 @@ class _Handlers:
         if result.replay:
             return self.unauthenticated(name, "replay")
         metrics = service.metrics
+        child = metrics.child
         if not result.repeat_delivery:
-            metrics.accepted.labels(source=name).inc(len(result.outcomes))
+            child(metrics.accepted, name).inc(len(result.outcomes))
             for outcome in result.outcomes:
                 if outcome.deduplicated:
-                    metrics.deduplicated.labels(source=name).inc()
+                    child(metrics.deduplicated, name).inc()
                 elif outcome.outcome == "unrouted":
-                    metrics.unrouted.labels(source=name).inc()
+                    child(metrics.unrouted, name).inc()
                 elif outcome.outcome == "new_incident":
-                    metrics.incidents.labels(source=name, incident_type=outcome.incident_type).inc()
+                    child(metrics.incidents, name, outcome.incident_type).inc()
         response = self.accepted(result)
-        metrics.ack_latency.labels(source=name).observe(time.perf_counter() - started)
+        child(metrics.ack_latency, name).observe(time.perf_counter() - started)
         return response
 
-    def accepted(self, result: AcceptResult, status: int = 202) -> JSONResponse:
+    def accepted(self, result: AcceptResult, status: int = 202) -> Response:
         alerts = []
         for outcome in result.outcomes:
             item = dict(vars(outcome))
             item["ui_url"] = self.service.run_url(outcome.flow_run_id)
             alerts.append(item)
-        return JSONResponse({"delivery_id": result.delivery_id, "repeat_delivery": result.repeat_delivery,
-                             "alerts": alerts}, status_code=status)
+        return _json({"delivery_id": result.delivery_id, "repeat_delivery": result.repeat_delivery,
+                      "alerts": alerts}, status)
 
     def reader_ok(self, request: Request) -> bool:
         auth = self.service.auth
         if auth.local and not auth.configured("token"):
             return True
         return auth.check_token(request.headers)
+
+
+class _AlertPosts:
+    """ASGI middleware: a POST to an alert path goes straight to its handler, past the routers, the
+    exception middleware and FastAPI's endpoint wrapper (a tenth of the request's CPU); the rest goes
+    on to the app, whose routes answer the same (other methods: 405). It sits inside
+    ServerErrorMiddleware: a bug still answers 500."""
+
+    def __init__(self, app: ASGIApp, handlers: _Handlers) -> None:
+        self.app = app
+        self.handlers = handlers
+        self.sources = {source.path: source for source in SOURCES.values()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            source = self.sources.get(scope["path"])
+            if source is not None:
+                response = await self.handlers.ingest(source, Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _make_endpoint(handlers: _Handlers, source: Source):
@@ -281,7 +339,7 @@ def _openapi_extra(source: Source) -> dict:
 
 
 def create_app(service) -> Starlette:
-    """The ASGI app: the alert POSTs as plain Starlette routes (the hot path), the rest from FastAPI.
+    """The ASGI app: the alert POSTs straight to their handler (the hot path), the rest from FastAPI.
 
     `service` (an IntakeService) is started and stopped with the app.
     """
@@ -295,8 +353,8 @@ def create_app(service) -> Starlette:
         finally:
             service.stop()
 
-    routes = [Route(source.path, _make_endpoint(handlers, source), methods=["POST"]) for source in SOURCES.values()]
-    return Starlette(routes=[*routes, Mount("/", app=create_api(service))], lifespan=lifespan)
+    return Starlette(routes=[Mount("/", app=create_api(service))], lifespan=lifespan,
+                     middleware=[Middleware(_AlertPosts, handlers=handlers)])
 
 
 def create_api(service=None) -> FastAPI:

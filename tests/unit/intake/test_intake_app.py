@@ -1,0 +1,92 @@
+"""The HTTP app in-process (no server): JSON reading, the alert POSTs' fast path, and what it passes on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from irp.intake.app import _parse, create_app
+from irp.intake.service import IntakeService
+from irp.settings import Settings
+
+SAMPLE = Path(__file__).parent / "samples" / "alertmanager.json"
+TOKEN = "unit-token"
+
+
+class TestParse:
+    @pytest.mark.parametrize("body", [
+        b'{"a": 1, "b": [true, null, "x\\u00e9"], "c": {"d": -0.5e3}}',
+        b'{"a": 1, "a": 2}',
+        b'{"big": 123456789012345678901234567890, "neg": -9223372036854775809}',  # beyond 64 bits: exact
+        b'{"inf": 1e400, "nan": NaN}',  # orjson refuses, json reads
+        b'\xef\xbb\xbf{"bom": 1}',
+        b'{"lone": "\\ud800"}',
+        b'{"big_in_string": "12345678901234567890123"}',
+    ])
+    def test_reads_what_json_reads(self, body: bytes) -> None:
+        assert repr(_parse(body)) == repr(json.loads(body))
+
+    @pytest.mark.parametrize("body", [b"", b"{", b'{"a": 1,}', b'{"a": "\x01"}', b"\xff\xfe{", b'{"a": 1} x'])
+    def test_errors_worded_by_json(self, body: bytes) -> None:
+        with pytest.raises(ValueError) as expected:
+            json.loads(body)
+        with pytest.raises(ValueError) as got:
+            _parse(body)
+        assert str(got.value) == str(expected.value)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[IntakeService]:
+    settings = Settings(webhook_token=TOKEN, intake_journal=str(tmp_path / "journal.sqlite3"))
+    service = IntakeService(settings, create_run=lambda payload: "run", append_event=lambda incident, entry: None)
+    yield service
+    service.journal.close()
+
+
+def _request(service: IntakeService, method: str, path: str, **kwargs) -> httpx.Response:
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(send())
+
+
+class TestAlertPosts:
+    def test_accepted_then_deduplicated_and_counted(self, service: IntakeService) -> None:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        first = _request(service, "POST", "/alerts/alertmanager", content=SAMPLE.read_bytes(), headers=auth)
+        second = _request(service, "POST", "/alerts/alertmanager", content=SAMPLE.read_bytes(), headers=auth)
+        assert (first.status_code, second.status_code) == (202, 202)
+        assert first.headers["content-type"] == "application/json"
+        assert first.json()["alerts"][0]["outcome"] == "new_incident"
+        assert second.json()["alerts"][0]["outcome"] == "joined"
+        metrics = _request(service, "GET", "/metrics").text
+        assert 'irp_intake_alerts_accepted_total{source="alertmanager"} 2.0' in metrics
+        assert 'irp_intake_alerts_deduplicated_total{source="alertmanager"} 1.0' in metrics
+        assert 'irp_intake_ack_latency_seconds_count{source="alertmanager"} 2.0' in metrics
+
+    def test_rejections_keep_their_status_body_and_metric(self, service: IntakeService) -> None:
+        unauthenticated = _request(service, "POST", "/alerts/alertmanager", content=b"{}")
+        assert unauthenticated.status_code == 401
+        assert unauthenticated.headers["www-authenticate"] == "Bearer"
+        assert unauthenticated.json() == {"detail": "unauthenticated", "errors": []}
+        invalid = _request(service, "POST", "/alerts/generic", content=b'{"title": ',
+                           headers={"Authorization": f"Bearer {TOKEN}"})
+        assert invalid.status_code == 422
+        assert invalid.json()["detail"].startswith("invalid JSON: Expecting value")
+        metrics = _request(service, "GET", "/metrics").text
+        assert 'irp_intake_requests_rejected_total{reason="unauthenticated",source="alertmanager"} 1.0' in metrics
+        assert 'irp_intake_requests_rejected_total{reason="invalid_json",source="generic"} 1.0' in metrics
+
+    def test_other_methods_and_paths_pass_on(self, service: IntakeService) -> None:
+        wrong_method = _request(service, "GET", "/alerts/alertmanager")
+        assert (wrong_method.status_code, wrong_method.json()) == (405, {"detail": "Method Not Allowed"})
+        unknown = _request(service, "POST", "/alerts/nagios", content=b"{}")
+        assert unknown.status_code == 404
+        assert unknown.json()["detail"].startswith("unknown source 'nagios'")
