@@ -89,9 +89,14 @@ def labels_fingerprint(source: str, labels: dict[str, str]) -> str:
 
 
 def _when(value: datetime | None) -> datetime:
-    if value is None or value <= _NO_END:
+    """The source's time (UTC when it names no zone); now when absent or Alertmanager's zero time."""
+    if value is None:
         return utcnow()
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if value.tzinfo is None:  # before comparing: naive and aware times do not compare (TypeError, a 500)
+        value = value.replace(tzinfo=UTC)
+    if value.year == 1 and value <= _NO_END:  # the zero time is in year 1: the cheap test first
+        return utcnow()
+    return value
 
 
 def _grouped(source: AlertSource, payload: AlertmanagerWebhook | GrafanaWebhook, document: dict) -> list[Incoming]:

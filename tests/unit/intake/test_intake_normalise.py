@@ -58,6 +58,24 @@ class TestAlertmanager:
         second = normalise.from_alertmanager(AlertmanagerWebhook.model_validate(doc), doc)[0].alert
         assert first.fingerprint == second.fingerprint
 
+    @pytest.mark.parametrize(("starts_at", "expected"), [
+        ("2026-11-20T09:14:03", datetime(2026, 11, 20, 9, 14, 3, tzinfo=UTC)),  # no zone: UTC
+        ("2026-11-20T10:14:03+01:00", datetime(2026, 11, 20, 9, 14, 3, tzinfo=UTC)),
+        ("0001-01-01T00:00:00Z", None),  # Alertmanager's zero time: now
+        ("0001-01-01T00:00:00", None),
+        ("0001-01-01T02:00:00+03:00", None),
+        (None, None),
+    ])
+    def test_start_time(self, starts_at: str | None, expected: datetime | None) -> None:
+        doc = _load("alertmanager.json")
+        doc["alerts"][0]["startsAt"] = starts_at
+        before = datetime.now(UTC)
+        alert = normalise.from_alertmanager(AlertmanagerWebhook.model_validate(doc), doc)[0].alert
+        if expected is None:
+            assert before <= alert.observed_at <= datetime.now(UTC)
+        else:
+            assert alert.observed_at == expected
+
     def test_schema_errors_name_the_field(self) -> None:
         doc = _load("alertmanager.json")
         doc["alerts"][0]["status"] = "burning"
