@@ -80,9 +80,10 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, task: int | None = None) -> float:
+    """User + system CPU time so far of a process, or of one of its threads (`task`: its native id)."""
+    path = f"/proc/{pid}/task/{task}/stat" if task is not None else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -278,12 +279,15 @@ def main() -> None:
             pids = {"bare": bare.pid, "intake": intake.pid}
             for _ in range(args.rounds):
                 for name, port in (("bare", bare_port), ("intake", intake_port)):
-                    cpu = cpu_seconds(pids[name])
+                    cpu, loop_cpu = cpu_seconds(pids[name]), cpu_seconds(pids[name], pids[name])
                     tp = asyncio.run(closed_loop(port, payloads, args.requests, args.connections, args.max_seconds))
                     tp["cpu_ms"] = 1000 * (cpu_seconds(pids[name]) - cpu) / tp["requests"]
+                    tp["loop_cpu_ms"] = 1000 * (cpu_seconds(pids[name], pids[name]) - loop_cpu) / tp["requests"]
                     runs[name]["tp"].append(tp)
                     print(f"  {name:>6} closed loop: {tp['per_s']:6.0f} req/s ({tp['requests']} requests, "
-                          f"statuses {tp['statuses']}), server CPU {tp['cpu_ms']:.2f} ms per request", flush=True)
+                          f"statuses {tp['statuses']}), server CPU {tp['cpu_ms']:.2f} ms per request "
+                          f"(event-loop thread {tp['loop_cpu_ms']:.2f}, other threads "
+                          f"{tp['cpu_ms'] - tp['loop_cpu_ms']:.2f})", flush=True)
             for _ in range(args.rounds):
                 for name, port in (("bare", bare_port), ("intake", intake_port)):
                     lat = asyncio.run(open_loop(port, payloads, args.rate, args.seconds, args.connections))
@@ -307,6 +311,9 @@ def main() -> None:
     bare_cpu, intake_cpu = median("bare", "tp", "cpu_ms"), median("intake", "tp", "cpu_ms")
     print(f"  server CPU per request: bare {bare_cpu:.2f} ms, intake {intake_cpu:.2f} ms (all its threads; "
           f"ratio {bare_cpu / intake_cpu:.2f}, less sensitive to other load than the throughputs)")
+    loop_cpu = median("intake", "tp", "loop_cpu_ms")
+    print(f"  intake CPU per request by thread: event loop (HTTP, checks, routing) {loop_cpu:.2f} ms, "
+          f"others (journal writer, outbox) {intake_cpu - loop_cpu:.2f} ms")
     for name in ("bare", "intake"):
         print(f"  ack latency at {args.rate:.0f}/s, {name:>6}: p50 {median(name, 'lat', 'p50_ms'):.1f} ms, "
               f"p99 {median(name, 'lat', 'p99_ms'):.1f} ms" + (" (target p99 < 25 ms)" if name == "intake" else ""))
