@@ -1,10 +1,25 @@
 """An in-process worker for the irp pool: runs start within a second of being scheduled.
 
 Prefect's process worker starts a new Python process per run (2–4 s of imports here before the
-first task). This worker polls the pool every quarter second, claims each scheduled run by moving
-it to Pending (the server refuses a second claim, so several workers can share a pool), and runs
-it in a thread of this long-lived process, where Prefect, the flows and the playbook loader are
-already imported. `irp worker` starts it; `irp stack` uses it unless told `--process-worker`.
+first task). This worker claims each due run of the pool by moving it to Pending (the server
+refuses a second claim, so several workers can share a pool) and runs it in a thread of this
+long-lived process, where Prefect, the flows and the checked playbooks are already loaded (at
+start-up, not by the first run). `irp worker` starts it; `irp stack` uses it unless told
+`--process-worker`.
+
+When to look: the worker listens to the server's event stream, and the event of a run of its pool
+entering a Scheduled-type state wakes it at once. It also looks every 2 s (runs scheduled ahead of
+time, a missed event), or every `poll_seconds` (a quarter second) while the stream is down.
+
+How to look: with a read (`read_flow_runs`). Prefect's own poll, `get_scheduled_flow_runs`, also
+writes: every call records the pool's queues and deployments as polled, two write transactions on
+the server. Four polls a second per worker kept SQLite's single write lock busy, and requests that
+read before they write (creating a run, taking a concurrency slot) failed with "database is
+locked", each retried by the client 2, 4, 8… s later. So while the pool and its queues are neither
+paused nor concurrency-limited (read every 2 s when runs are due), due runs are claimed straight
+from the read; otherwise Prefect's poll decides which may start, called when the read shows a run
+it has not offered yet and every 2 s while it holds some back. Prefect's poll also runs once per
+heartbeat, keeping the pool, queues and deployments Ready.
 
 Limits: a run cancelled from the UI is marked Cancelled but its thread finishes the step it is
 in; runs of one worker share its memory, so a runaway action affects the others.
@@ -12,6 +27,7 @@ in; runs of one worker share its memory, so a runaway action affects the others.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -25,13 +41,25 @@ from uuid import UUID
 
 from prefect import Flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterNextScheduledStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.flow_engine import load_flow_from_entrypoint, run_flow
 from prefect.states import Pending
 
 log = logging.getLogger("irp.worker")
 
 HEARTBEAT_SECONDS = 15
+POOL_CHECK_SECONDS = 2  # how often to read whether the pool or a queue is paused or limited
+LISTENING_POLL_SECONDS = 2.0  # the periodic look while the event stream wakes the worker
+DUE_STATES = ("Scheduled", "Late", "AwaitingRetry", "AwaitingConcurrencySlot", "Resuming")  # Scheduled-type
 
 
 class InProcessWorker:
@@ -47,11 +75,31 @@ class InProcessWorker:
         self.flows: dict[str, Flow] = {}
         self.stopping = threading.Event()
         self._lock = threading.Lock()
+        self._last_prefect_poll = 0.0
+        self._passed_over: set[UUID] = set()  # due runs Prefect's last poll held back (paused, limited)
+        self._pool_checked = -POOL_CHECK_SECONDS
+        self._open = False  # pool and queues neither paused nor limited: every due run may start
+        self._wake = threading.Event()
+        self.listening = threading.Event()  # the event stream is connected
+        self._listener: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
 
     def _flow(self, entrypoint: str) -> Flow:
         if entrypoint not in self.flows:
             self.flows[entrypoint] = load_flow_from_entrypoint(entrypoint)
         return self.flows[entrypoint]
+
+    def warm_up(self, client: Any, entrypoints: dict[UUID, str]) -> None:
+        """Load the flows of the pool's deployments and check the playbooks now, not in the first run."""
+        deployments = client.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self.pool])))
+        for deployment in deployments:
+            entrypoints[deployment.id] = deployment.entrypoint
+            try:
+                self._flow(deployment.entrypoint)
+            except Exception as exc:  # the run reports it when it starts
+                log.warning("cannot load flow %s: %s", deployment.entrypoint, exc)
+        from flows.engine import check_playbooks
+
+        check_playbooks()
 
     def _execute(self, flow_run: FlowRun, entrypoint: str) -> None:
         try:
@@ -64,17 +112,59 @@ class InProcessWorker:
             with self._lock:
                 self.active.discard(flow_run.id)
 
+    def _due(self, client: Any) -> list[FlowRun]:
+        """The pool's scheduled runs due within a second, earliest first: one read, no write on the server."""
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(
+                    before_=datetime.now(UTC) + timedelta(seconds=1)),
+            ),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self.pool])),
+            sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC,
+            limit=self.max_runs,
+        )
+
+    def _pool_open(self, client: Any) -> bool:
+        """Whether Prefect's poll would offer every due run: no pause and no concurrency limit on the pool or a queue."""
+        if time.monotonic() - self._pool_checked >= POOL_CHECK_SECONDS:
+            pool = client.read_work_pool(self.pool)
+            queues = client.read_work_queues(work_pool_name=self.pool)
+            self._open = not pool.is_paused and pool.concurrency_limit is None and all(
+                not queue.is_paused and queue.concurrency_limit is None for queue in queues)
+            self._pool_checked = time.monotonic()
+        return self._open
+
+    def _prefect_poll(self, client: Any) -> list[FlowRun]:
+        """Prefect's poll: the runs the pool may start now; records the pool's queues and deployments as polled."""
+        self._last_prefect_poll = time.monotonic()
+        offered = client.get_scheduled_flow_runs_for_work_pool(
+            self.pool, scheduled_before=datetime.now(UTC) + timedelta(seconds=1))
+        return [response.flow_run for response in offered]
+
     def poll_once(self, client: Any, entrypoints: dict[UUID, str]) -> int:
         """Claim and start every run due now; returns how many started."""
         with self._lock:
             room = self.max_runs - len(self.active)
         if room <= 0:
             return 0
-        due = client.get_scheduled_flow_runs_for_work_pool(
-            self.pool, scheduled_before=datetime.now(UTC) + timedelta(seconds=1))
+        since = time.monotonic() - self._last_prefect_poll
+        if since >= HEARTBEAT_SECONDS:
+            runs = self._prefect_poll(client)
+            self._passed_over = set()
+        else:
+            runs = [run for run in self._due(client) if run.id not in self.active]
+            if not runs:
+                return 0
+            if not self._pool_open(client):
+                due = {run.id for run in runs}
+                self._passed_over &= due
+                if not due - self._passed_over and since < POOL_CHECK_SECONDS:
+                    return 0  # Prefect's poll held these back a moment ago
+                runs = self._prefect_poll(client)
+                self._passed_over = due - {run.id for run in runs}
         started = 0
-        for response in due[:room]:
-            flow_run = response.flow_run
+        for flow_run in runs[:room]:
             if flow_run.id in self.active or flow_run.deployment_id is None:
                 continue
             result = client.set_flow_run_state(flow_run.id, Pending())
@@ -88,12 +178,59 @@ class InProcessWorker:
             started += 1
         return started
 
+    async def _subscribe(self) -> None:
+        """Wake the poll loop at each event of a run of this pool becoming due; reconnect until cancelled."""
+        from prefect.events.clients import get_events_subscriber
+        from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+        while True:
+            try:
+                async with get_client() as client:
+                    pool_id = (await client.read_work_pool(self.pool)).id
+                events_filter = EventFilter(
+                    event=EventNameFilter(name=[f"prefect.flow-run.{state}" for state in DUE_STATES]),
+                    related=EventRelatedFilter(id=[f"prefect.work-pool.{pool_id}"]),
+                )
+                async with get_events_subscriber(filter=events_filter, reconnect_on_clean_close=True) as events:
+                    self.listening.set()
+                    self._wake.set()  # look once now: runs may have been scheduled before the stream was up
+                    async for _event in events:
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server may restart: the periodic look goes on meanwhile
+                log.warning("event stream of work pool %s lost, polling every %.2f s until it is back: %s",
+                            self.pool, self.poll_seconds, exc)
+            finally:
+                self.listening.clear()
+            await asyncio.sleep(5)
+
+    def _listen(self) -> None:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(self._subscribe())
+        self._listener = (loop, task)
+        if self.stopping.is_set():
+            task.cancel()
+        try:
+            loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            loop.close()
+
     def run(self) -> None:
         """Poll until stop() is called, then wait for the runs in progress."""
         entrypoints: dict[UUID, str] = {}
         last_heartbeat = 0.0
+        listener = threading.Thread(target=self._listen, name="irp-worker-events", daemon=True)
         with get_client(sync_client=True) as client:
+            try:
+                self.warm_up(client, entrypoints)
+            except Exception as exc:  # the server may not be up yet: runs load what they need
+                log.warning("warm-up failed: %s", exc)
+            listener.start()
             while not self.stopping.is_set():
+                self._wake.clear()
                 try:
                     if time.monotonic() - last_heartbeat > HEARTBEAT_SECONDS:
                         client.send_worker_heartbeat(self.pool, self.name, heartbeat_interval_seconds=HEARTBEAT_SECONDS)
@@ -102,11 +239,20 @@ class InProcessWorker:
                 except Exception as exc:  # the server may restart: keep polling
                     log.warning("polling work pool %s failed: %s", self.pool, exc)
                     self.stopping.wait(2)
-                self.stopping.wait(self.poll_seconds)
+                listening = self.listening.is_set()
+                self._wake.wait(max(self.poll_seconds, LISTENING_POLL_SECONDS) if listening else self.poll_seconds)
+        if self._listener:
+            loop, task = self._listener
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:  # the listener's loop already ended
+                pass
+        listener.join(10)
         self.executor.shutdown(wait=True)
 
     def stop(self) -> None:
         self.stopping.set()
+        self._wake.set()
 
 
 def serve(pool: str, poll_seconds: float, max_runs: int) -> None:
