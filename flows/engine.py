@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel, Field
 
-from flows.playbook import load_playbook, playbook_path
+from flows.playbook import load_playbook_for_run, playbook_path
 from irp import audit
 from irp.errors import IrpError
 from irp.evidence import open_store, remove_tree, temporary_store
@@ -41,7 +41,7 @@ from tasks.restore import restore
 from tasks.review import review
 from tasks.stage import RunContext, StageResult
 
-__all__ = ["RunStopped", "RunSummary", "respond"]
+__all__ = ["RunStopped", "RunSummary", "check_playbooks", "respond"]
 
 
 class RunStopped(IrpError):
@@ -102,6 +102,20 @@ def _one_run_per_incident(incident_id: str) -> Iterator[None]:
         yield
 
 
+def check_playbooks() -> list[str]:
+    """Load and check every incident type's playbook now, so the first run of each finds it checked.
+
+    For long-lived workers; returns the problems found (each run still reports its own).
+    """
+    problems = []
+    for incident_type in IncidentType:
+        try:
+            load_playbook_for_run(playbook_path(get_settings().playbooks_dir, incident_type))
+        except IrpError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def respond(
     incident_type: IncidentType,
     alert: Alert,
@@ -113,7 +127,7 @@ def respond(
     """Run the playbook of `incident_type` on `alert`: the body of every incident flow."""
     logger = get_run_logger()
     settings = get_settings()
-    loaded = load_playbook(playbook_path(settings.playbooks_dir, incident_type))
+    loaded = load_playbook_for_run(playbook_path(settings.playbooks_dir, incident_type))
     playbook = loaded.playbook
     if dry_run:
         store, dry_folder = temporary_store()
@@ -136,7 +150,6 @@ def respond(
         timeline=[TimelineEntry(kind="alert", message=f"{alert.source.value} alert: {alert.title}",
                                 data={"fingerprint": alert.fingerprint})],
     )
-    _label_run(incident)
     logger.info("incident %s (%s): playbook %s v%s sha256 %s", incident.id, incident_type.value,
                 playbook.name, playbook.version, loaded.ref.sha256)
     try:
@@ -191,11 +204,13 @@ def _run_stages(incident: Incident, run: RunContext, records: audit.AuditedRecor
         return incident, result
 
     # Task runs carry no tags: tag-based concurrency checks would cost a server call per step.
-    for stage_task in (detect, analyse):
-        incident, result = step_into(stage_task, incident)
-        if result.stopped_by:
-            return _stop(incident, result.stopped_by), result.stopped_by
-    _label_run(incident)  # severity is known after analyse
+    try:
+        for stage_task in (detect, analyse):
+            incident, result = step_into(stage_task, incident)
+            if result.stopped_by:
+                return _stop(incident, result.stopped_by), result.stopped_by
+    finally:  # named and tagged once, with the severity analyse decided; not on the way to the first stage
+        _label_run(incident)
     initial = notify.submit(quote(incident), quote(run), phase="initial")
     stopped_by = None
     for stage_task in (contain, restore):

@@ -34,6 +34,7 @@ __all__ = [
     "Stages",
     "Step",
     "load_playbook",
+    "load_playbook_for_run",
     "playbook_json_schema",
     "load_yaml",
     "playbook_path",
@@ -461,6 +462,33 @@ def load_playbook(path: Path) -> LoadedPlaybook:
         sha256=hashlib.sha256(data).hexdigest(),
     )
     return LoadedPlaybook(playbook, ref, data)
+
+
+_CHECKED: dict[str, tuple[str, int, LoadedPlaybook]] = {}  # path -> (sha256, registry size, playbook)
+
+
+def load_playbook_for_run(path: Path) -> LoadedPlaybook:
+    """`load_playbook`, parsing and checking only when the file's bytes changed since this process last did.
+
+    A run still reads the file when it starts, so an edited playbook applies to the next run; an
+    unchanged one skips the YAML parse and the template checks (0.1–0.5 s on the 2-core machine).
+    Each run gets its own copy of the checked playbook.
+    """
+    from tasks.registry import get_registry
+
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return load_playbook(path)  # reports the problem as FILE:LINE:COL
+    key, digest, actions = str(path), hashlib.sha256(data).hexdigest(), len(get_registry())
+    cached = _CHECKED.get(key)
+    if cached is None or cached[:2] != (digest, actions):
+        loaded = load_playbook(path)
+        if loaded.ref.sha256 == digest:  # not rewritten between the two reads
+            _CHECKED[key] = (digest, actions, loaded)
+    else:
+        loaded = cached[2]
+    return LoadedPlaybook(loaded.playbook.model_copy(deep=True), loaded.ref, loaded.source)
 
 
 def playbook_path(playbooks_dir: Path, incident_type: IncidentType) -> Path:
