@@ -21,6 +21,18 @@ from irp.settings import REPO_ROOT, get_settings
 
 WORK_POOL = "irp"
 
+# Fewer, larger write transactions on the server's SQLite database. SQLite has one write lock, and
+# a request that read before writing (creating a run, taking a concurrency slot) fails with
+# "database is locked" when another write commits in between; the server answers 503 and the
+# Prefect client retries 2, 4, 8… s later. By default the task run recorder commits every task
+# run state change on its own (batch size 1): about 60 commits per incident run. Batched, task
+# runs reach the database (and the UI) within a second; events within the persister's 5 s.
+SERVER_WRITE_BATCHING = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
+}
+
 
 @dataclass
 class Stack:
@@ -44,6 +56,7 @@ class Stack:
         env["PREFECT_WORKER_QUERY_SECONDS"] = env.get("PREFECT_WORKER_QUERY_SECONDS", "1")
         env["PREFECT_WORKER_PREFETCH_SECONDS"] = env.get("PREFECT_WORKER_PREFETCH_SECONDS", "10")
         env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+        env.update({name: env.get(name, value) for name, value in SERVER_WRITE_BATCHING.items()})
         return env
 
     @property
