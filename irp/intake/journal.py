@@ -29,13 +29,14 @@ import random
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import orjson
 
 from irp.errors import IrpError
 from irp.intake.routing import Routed
@@ -58,11 +59,15 @@ SCHEMA_VERSION = 2
 LEASE_SECONDS = 30.0  # how long an outbox item taken by one intake is left alone by the others
 _BATCH_MAX = 512
 _ids = random.Random()  # seeded from os.urandom once; ids need to be unique, not secret
+_UUID4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+_FLOW_RUNS_CACHED = 10_000
 
 
 def new_delivery_id() -> str:
     """A random (version 4) UUID, without a system call per request."""
-    return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
+    h = f"{_ids.getrandbits(128) & _UUID4_MASK | _UUID4_BITS:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class JournalError(IrpError):
@@ -213,11 +218,15 @@ _DUE = "state IN ('pending', 'claimed') AND next_attempt_at <= ?"
 
 
 def _item(row: tuple) -> OutboxItem:
-    return OutboxItem(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7])
+    return OutboxItem(row[0], row[1], row[2], orjson.loads(row[3]), row[4], row[5], row[6], row[7])
 
 
 def _marks(values: list) -> str:
     return ", ".join("?" * len(values))
+
+
+class _OpFailed(Exception):
+    """An operation failed in a group run without savepoints: run the group again with them."""
 
 
 class Journal:
@@ -235,8 +244,9 @@ class Journal:
         self.lease_seconds = lease_seconds
         self._statements: dict[str, str] = {}
         self._writer = self._open()
-        self._queue: queue.Queue[_Op | None] = queue.Queue()
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._local = threading.local()
+        self._flow_runs: dict[str, str] = {}  # incident id → its flow run, once known (it never changes)
         self._closed = False
         self.on_commit: Callable[[], None] | None = None  # the outbox's wake-up
         self._thread = threading.Thread(target=self._run, name="irp-journal-writer", daemon=True)
@@ -324,16 +334,16 @@ class Journal:
 
     def _commit(self, ops: list[_Op]) -> None:
         keys = sorted({key for op in ops for key in op.keys})
+        isolate = False
         for attempt in range(5):
             try:
-                results = self._transaction(ops, keys)
+                results = self._transaction(ops, keys, isolate)
                 break
+            except _OpFailed:
+                self._rollback()
+                isolate = True
             except self.errors as exc:
-                try:
-                    self._writer.execute("ROLLBACK")
-                except Exception:  # no transaction, or no connection any more
-                    if not self._usable(self._writer):
-                        self._reopen_writer()
+                self._rollback()
                 if self._retryable(exc) and attempt < 4:
                     continue
                 error = JournalError(f"{self.location}: cannot record: {exc}")
@@ -343,25 +353,39 @@ class Journal:
         if self.on_commit is not None:
             self.on_commit()
 
-    def _transaction(self, ops: list[_Op], keys: list[str]) -> list[tuple[_Op, Any, BaseException | None]]:
+    def _transaction(self, ops: list[_Op], keys: list[str],
+                     isolate: bool) -> list[tuple[_Op, Any, BaseException | None]]:
+        """Run the ops in one transaction. Optimistically first; when one fails, the group is run
+        again with each op in a savepoint (isolate), so one bad operation does not sink the others."""
         conn = self._writer
         self._begin(conn, keys)
         results: list[tuple[_Op, Any, BaseException | None]] = []
         for op in ops:
-            conn.execute("SAVEPOINT op")
+            if isolate:
+                conn.execute("SAVEPOINT op")
             try:
                 value = op.fn(conn)
-            except Exception as exc:  # one bad operation must not sink the others of the group
+            except Exception as exc:
                 if isinstance(exc, self.errors) and self._retryable(exc):
                     raise
+                if not isolate:
+                    raise _OpFailed from exc
                 conn.execute("ROLLBACK TO SAVEPOINT op")
                 conn.execute("RELEASE SAVEPOINT op")
                 results.append((op, None, exc))
                 continue
-            conn.execute("RELEASE SAVEPOINT op")
+            if isolate:
+                conn.execute("RELEASE SAVEPOINT op")
             results.append((op, value, None))
         conn.execute("COMMIT")
         return results
+
+    def _rollback(self) -> None:
+        try:
+            self._writer.execute("ROLLBACK")
+        except Exception:  # no transaction, or no connection any more
+            if not self._usable(self._writer):
+                self._reopen_writer()
 
     def _reopen_writer(self) -> None:
         try:
@@ -433,7 +457,7 @@ class Journal:
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (delivery.id, delivery.source, delivery.received_at, delivery.delivery_key,
                      hashlib.sha256(delivery.body).hexdigest(), delivery.body,
-                     json.dumps([vars(o) for o in outcomes])))
+                     orjson.dumps(outcomes).decode()))
             return AcceptResult(delivery.id, outcomes)
 
         return self._submit(fn, loop, tuple(keys))
@@ -451,33 +475,14 @@ class Journal:
                      delivery.id))
             return Outcome(**base, outcome="unrouted", deduplicated=False)
         opened_before = now - self.window
-        hint = routed.severity.value if routed.severity else None
-        incident_id = new_incident_id()
-        if event == "firing":  # join the group's open incident, or open one: one atomic upsert
-            group = self._x(conn,
-                            "INSERT INTO groups (key, incident_id, incident_type, route, severity_hint, last_seen) "
-                            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
-                            "incident_id = CASE WHEN groups.last_seen < ? THEN excluded.incident_id "
-                            "ELSE groups.incident_id END, "
-                            "incident_type = CASE WHEN groups.last_seen < ? THEN excluded.incident_type "
-                            "ELSE groups.incident_type END, "
-                            "route = CASE WHEN groups.last_seen < ? THEN excluded.route ELSE groups.route END, "
-                            "severity_hint = CASE WHEN groups.last_seen < ? THEN excluded.severity_hint "
-                            "ELSE groups.severity_hint END, "
-                            "last_seen = CASE WHEN groups.last_seen < excluded.last_seen THEN excluded.last_seen "
-                            "ELSE groups.last_seen END "
-                            "RETURNING incident_id, incident_type, route, severity_hint",
-                            (routed.group_key, incident_id, routed.incident_type.value, routed.route, hint, now,
-                             opened_before, opened_before, opened_before, opened_before)).fetchall()[0]
-        else:  # resolved or updated: only an open incident is concerned
-            rows = self._x(conn,
-                           "UPDATE groups SET last_seen = CASE WHEN last_seen < ? THEN ? ELSE last_seen END "
-                           "WHERE key = ? AND last_seen >= ? RETURNING incident_id, incident_type, route, severity_hint",
-                           (now, now, routed.group_key, opened_before)).fetchall()
-            if not rows:
-                return Outcome(**base, outcome="no_incident", deduplicated=False, route=routed.route)
+        # The writer holds the group's key (one writer per SQLite file; advisory locks on PostgreSQL),
+        # so nobody else decides on this group between the two statements.
+        rows = self._x(conn,
+                       "UPDATE groups SET last_seen = CASE WHEN last_seen < ? THEN ? ELSE last_seen END "
+                       "WHERE key = ? AND last_seen >= ? RETURNING incident_id, incident_type, route, severity_hint",
+                       (now, now, routed.group_key, opened_before)).fetchall()
+        if rows:  # an open incident: the alert joins it (a timeline entry, no run)
             group = rows[0]
-        if group[0] != incident_id:
             kind = {"firing": "repeat", "resolved": "resolved"}.get(event, "update")
             self._outbox(conn, "event", group[0], delivery, {
                 "event": kind, "source": alert.source.value, "fingerprint": alert.fingerprint,
@@ -488,6 +493,16 @@ class Journal:
             return Outcome(**base, outcome="joined" if kind == "repeat" else kind, deduplicated=True,
                            incident_id=group[0], incident_type=group[1], route=group[2], severity_hint=group[3],
                            flow_run_id=self._flow_run(conn, group[0]))
+        if event != "firing":  # resolved or updated with no open incident: nothing to open
+            return Outcome(**base, outcome="no_incident", deduplicated=False, route=routed.route)
+        incident_id = new_incident_id()
+        hint = routed.severity.value if routed.severity else None
+        self._x(conn,
+                "INSERT INTO groups (key, incident_id, incident_type, route, severity_hint, last_seen) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET incident_id = excluded.incident_id, "
+                "incident_type = excluded.incident_type, route = excluded.route, "
+                "severity_hint = excluded.severity_hint, last_seen = excluded.last_seen",
+                (routed.group_key, incident_id, routed.incident_type.value, routed.route, hint, now))
         self._outbox(conn, "run", incident_id, delivery, {
             "deployment": f"{routed.incident_type.value}/respond",
             "parameters": {"alert": alert.model_dump(mode="json"), "incident_id": incident_id,
@@ -502,14 +517,25 @@ class Journal:
                        incident_type=routed.incident_type.value, route=routed.route, severity_hint=hint)
 
     def _flow_run(self, conn: Any, incident_id: str) -> str | None:
-        row = self._x(conn, "SELECT flow_run_id FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-        return row[0] if row else None
+        found = self._flow_runs.get(incident_id)
+        if found is None:
+            row = self._x(conn, "SELECT flow_run_id FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+            if row and row[0]:
+                found = self._remember(incident_id, row[0])
+        return found
+
+    def _remember(self, incident_id: str, flow_run_id: str) -> str:
+        if len(self._flow_runs) >= _FLOW_RUNS_CACHED:
+            self._flow_runs.clear()
+        self._flow_runs[incident_id] = flow_run_id
+        return flow_run_id
 
     def _outbox(self, conn: Any, kind: str, incident_id: str | None, delivery: Delivery, payload: dict) -> None:
         self._x(conn,
                 "INSERT INTO outbox (kind, incident_id, delivery_id, payload, next_attempt_at, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (kind, incident_id, delivery.id, json.dumps(payload), delivery.received_at, delivery.received_at))
+                (kind, incident_id, delivery.id, orjson.dumps(payload).decode(), delivery.received_at,
+                 delivery.received_at))
 
     def _refresh(self, conn: Any, outcomes: list[Outcome]) -> list[Outcome]:
         for outcome in outcomes:
@@ -524,17 +550,13 @@ class Journal:
         return [_item(r) for r in self._read(
             f"SELECT {_ITEM_COLUMNS} FROM outbox WHERE {_DUE} ORDER BY id LIMIT ?", (now, limit))]
 
-    def lease(self, now: float, limit: int = 200) -> Future[list[OutboxItem]]:
+    def lease(self, now: float, limit: int = 200) -> list[OutboxItem]:
         """Take the due items nobody holds for `lease_seconds`: this intake carries them out."""
-        def fn(conn: Any) -> list[OutboxItem]:
-            rows = self._x(conn,
-                           f"UPDATE outbox SET lease_until = ? WHERE id IN (SELECT id FROM outbox WHERE {_DUE} "
-                           f"AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id LIMIT ?{self.skip_locked}) "
-                           f"RETURNING {_ITEM_COLUMNS}",
-                           (now + self.lease_seconds, now, now, limit)).fetchall()
-            return sorted((_item(r) for r in rows), key=lambda item: item.id)
-
-        return self._submit(fn)
+        rows = self._submit(lambda conn: self._x(
+            conn, f"UPDATE outbox SET lease_until = ? WHERE id IN (SELECT id FROM outbox WHERE {_DUE} "
+                  f"AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id LIMIT ?{self.skip_locked}) "
+                  f"RETURNING {_ITEM_COLUMNS}", (now + self.lease_seconds, now, now, limit)).fetchall()).result()
+        return sorted((_item(r) for r in rows), key=lambda item: item.id)  # decoded here, not on the writer
 
     def renew(self, ids: list[int], now: float) -> Future[None]:
         """Extend the leases of items this intake is still carrying out."""
@@ -560,6 +582,8 @@ class Journal:
             self._x(conn, "UPDATE outbox SET state = 'done', result = ?, done_at = ?, attempts = attempts + 1, "
                           "lease_until = NULL WHERE id = ?", (flow_run_id, time.time(), item.id))
             self._x(conn, "UPDATE incidents SET flow_run_id = ? WHERE id = ?", (flow_run_id, item.incident_id))
+            if item.incident_id:
+                self._remember(item.incident_id, flow_run_id)
 
         return self._submit(fn)
 

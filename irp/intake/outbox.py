@@ -153,7 +153,7 @@ class Outbox:
         """Start every due item once; returns how many were started."""
         with self._lock:  # snapshot first: an item leaves the set only after its outcome is committed
             busy = set(self._in_flight)
-        items = [i for i in self.journal.lease(time.time(), limit=1000).result() if i.id not in busy]
+        items = [i for i in self.journal.lease(time.time(), limit=1000) if i.id not in busy]
         events: dict[tuple, list[OutboxItem]] = defaultdict(list)
         claimed: dict[int, list[OutboxItem]] = defaultdict(list)
         waiting: list[OutboxItem] = []

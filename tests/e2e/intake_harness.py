@@ -194,6 +194,10 @@ class Relay:
     def down(self) -> None:
         server, self._server = self._server, None
         if server:
+            try:
+                server.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in the relay's thread
+            except OSError:
+                pass
             server.close()
         with self._lock:
             for conn in self._conns:

@@ -195,12 +195,12 @@ class TestSharedDatabase:
         first, second = PostgresJournal(url, 60, lease_seconds=0.5), PostgresJournal(url, 60, lease_seconds=0.5)
         try:
             _deliver(first, _alert("h"))
-            [taken] = first.lease(time.time()).result()
-            assert second.lease(time.time()).result() == []
+            [taken] = first.lease(time.time())
+            assert second.lease(time.time()) == []
             time.sleep(0.6)  # the first intake died holding it: the second takes it over
-            assert [i.id for i in second.lease(time.time()).result()] == [taken.id]
+            assert [i.id for i in second.lease(time.time())] == [taken.id]
             second.release([taken]).result()
-            assert [i.id for i in first.lease(time.time()).result()] == [taken.id]
+            assert [i.id for i in first.lease(time.time())] == [taken.id]
         finally:
             first.close()
             second.close()
@@ -231,3 +231,19 @@ class TestSharedDatabase:
 def test_unreachable_database_is_a_clear_error() -> None:
     with pytest.raises(JournalError, match=r"postgresql://irp:\*\*\*@127.0.0.1:9/irp: cannot open the journal"):
         PostgresJournal("postgresql://irp:secret@127.0.0.1:9/irp", 60)
+
+
+def test_one_failing_operation_does_not_sink_its_commit_group(journal: Journal) -> None:
+    """Deliveries committed together: the one that fails (a duplicate id) fails alone."""
+    gate = threading.Event()
+    held = journal._submit(lambda conn: gate.wait(10))  # holds the writer while the group queues up
+    deliveries = [Delivery("alertmanager", b"{}", [_alert(f"grp{i}")]) for i in range(6)]
+    deliveries[4].id = deliveries[3].id
+    futures = [journal.accept(d) for d in deliveries]
+    gate.set()
+    held.result(timeout=10)
+    assert isinstance(futures[4].exception(timeout=10), journal.errors)
+    outcomes = [f.result(timeout=10).outcomes[0] for i, f in enumerate(futures) if i != 4]
+    assert [o.outcome for o in outcomes] == ["new_incident"] * 5
+    runs = {i.payload["parameters"]["alert"]["fingerprint"] for i in journal.due(time.time() + 1) if i.kind == "run"}
+    assert runs == {"grp0", "grp1", "grp2", "grp3", "grp5"}
