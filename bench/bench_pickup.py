@@ -45,17 +45,19 @@ class LoadSampler:
     def __init__(self) -> None:
         self.loads: list[float] = []
         self.pressure: list[float] = []
+        self.io: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.loads.append(os.getloadavg()[0])
-            try:  # "some avg10=…": share of time some runnable task waited for a CPU
-                line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-                self.pressure.append(float(line.split()[1].split("=")[1]))
-            except (OSError, IndexError, ValueError):
-                pass
+            for kind, values in (("cpu", self.pressure), ("io", self.io)):
+                try:  # "some avg10=…": share of time some task waited for a CPU (for I/O)
+                    line = Path(f"/proc/pressure/{kind}").read_text().splitlines()[0]
+                    values.append(float(line.split()[1].split("=")[1]))
+                except (OSError, IndexError, ValueError):
+                    pass
             self._stop.wait(1.0)
 
     def __enter__(self) -> LoadSampler:
@@ -73,6 +75,8 @@ class LoadSampler:
                 f"on {os.cpu_count()} cores")
         if self.pressure:
             text += f"; CPU pressure (some, avg10) {statistics.mean(self.pressure):.0f}% mean, {max(self.pressure):.0f}% max"
+        if self.io:
+            text += f"; I/O pressure {statistics.mean(self.io):.0f}% mean, {max(self.io):.0f}% max"
         return text
 
 
@@ -218,6 +222,7 @@ def bench_irp(count: int, work: Path) -> list[float]:
     by_fingerprint: dict[str, str] = {}
     starts: dict[str, datetime] = {}
     phases: dict[str, dict[str, datetime | None]] = {}
+    acks: list[float] = []
     load = LoadSampler()
     try:
         bring_up(stack)
@@ -234,6 +239,7 @@ def bench_irp(count: int, work: Path) -> list[float]:
                         "labels": {"incident_type": "human_error", "tenant": "bench"}}
                 sent[fingerprint] = datetime.now(UTC)
                 response = httpx.post(f"{intake}/alerts/generic", json=body, timeout=30)
+                acks.append((datetime.now(UTC) - sent[fingerprint]).total_seconds())
                 assert response.status_code == 202, response.text
                 time.sleep(SPACING)
             deadline = time.monotonic() + WAIT
@@ -261,7 +267,9 @@ def bench_irp(count: int, work: Path) -> list[float]:
         print(f"irp stack: {len(sent) - len(by_fingerprint)} of {len(sent)} alerts have no flow run", flush=True)
     latencies = report("irp stack (intake → irp worker)    ", {by_fingerprint[fp]: at for fp, at in sent.items()
                                                                if fp in by_fingerprint}, starts, phases)
-    print(f"    intake: {intake_breakdown(stack.log_dir / 'intake.log', list(sent.values()))}", flush=True)
+    if acks:
+        print(f"    intake: 202 received median {statistics.median(acks):.2f} s, p95 {p95(acks):.2f} s after the POST; "
+              f"{intake_breakdown(stack.log_dir / 'intake.log', list(sent.values()))}", flush=True)
     print(f"    {load.describe()}", flush=True)
     return latencies
 

@@ -21,16 +21,21 @@ from irp.settings import REPO_ROOT, get_settings
 
 WORK_POOL = "irp"
 
-# Fewer, larger write transactions on the server's SQLite database. SQLite has one write lock, and
-# a request that read before writing (creating a run, taking a concurrency slot) fails with
-# "database is locked" when another write commits in between; the server answers 503 and the
-# Prefect client retries 2, 4, 8… s later. By default the task run recorder commits every task
-# run state change on its own (batch size 1): about 60 commits per incident run. Batched, task
-# runs reach the database (and the UI) within a second; events within the persister's 5 s.
-SERVER_WRITE_BATCHING = {
+# The Prefect server's SQLite database has one write lock. A request that reads before it writes
+# (creating a run, taking a concurrency slot) fails at once with "database is locked" when another
+# connection holds that lock; the server answers 503 and the Prefect client retries 2, 4, 8… s
+# later. Traced on the 2-core machine, per incident run (~20 task runs, ~80 events):
+# - the task run recorder commits every task run state change on its own by default (batch 1),
+#   ~60 commits per run, holding the lock ~40% of the time: batched here, task runs reach the
+#   database (and the UI) within a second;
+# - the event persister writes each event with ~12 related-resource rows, holding the lock
+#   15–20% of the time in 0.4–1.7 s transactions; off here. The UI's event feed stays empty;
+#   automations still fire (they read the live stream). Set
+#   PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED=true to keep events, or use PostgreSQL.
+SERVER_SETTINGS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
-    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
 }
 
 
@@ -56,7 +61,7 @@ class Stack:
         env["PREFECT_WORKER_QUERY_SECONDS"] = env.get("PREFECT_WORKER_QUERY_SECONDS", "1")
         env["PREFECT_WORKER_PREFETCH_SECONDS"] = env.get("PREFECT_WORKER_PREFETCH_SECONDS", "10")
         env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-        env.update({name: env.get(name, value) for name, value in SERVER_WRITE_BATCHING.items()})
+        env.update({name: env.get(name, value) for name, value in SERVER_SETTINGS.items()})
         return env
 
     @property
