@@ -26,10 +26,10 @@ WORK_POOL = "irp"
 # connection holds that lock; the server answers 503 and the Prefect client retries 2, 4, 8… s
 # later. Traced on the 2-core machine, per incident run (~20 task runs, ~80 events):
 # - the task run recorder commits every task run state change on its own by default (batch 1),
-#   ~60 commits per run, holding the lock ~40% of the time: batched here, task runs reach the
+#   ~60 commits per run, holding the lock ~45% of the time: batched here (~3%), task runs reach the
 #   database (and the UI) within a second;
 # - the event persister writes each event with ~12 related-resource rows, holding the lock
-#   15–20% of the time in 0.4–1.7 s transactions; off here. The UI's event feed stays empty;
+#   20–30% of the time, in transactions of up to 1.7 s; off here. The UI's event feed stays empty;
 #   automations still fire (they read the live stream). Set
 #   PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED=true to keep events, or use PostgreSQL.
 SERVER_SETTINGS = {
