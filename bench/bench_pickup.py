@@ -224,6 +224,7 @@ def bench_irp(count: int, work: Path) -> list[float]:
     phases: dict[str, dict[str, datetime | None]] = {}
     acks: list[float] = []
     load = LoadSampler()
+    interrupted = False
     try:
         bring_up(stack)
         api, intake = stack.api_url, f"http://{stack.host}:{stack.intake_port}"
@@ -257,20 +258,22 @@ def bench_irp(count: int, work: Path) -> list[float]:
                     time.sleep(1)
             starts = task_starts(api, list(by_fingerprint.values()), "detect", deadline)
         phases = run_phases(api, list(by_fingerprint.values()))
-    except BaseException as exc:
+    except BaseException as exc:  # report what was measured, then stop
         print(f"irp stack: stopped early ({type(exc).__name__}: {exc}); logs in {stack.log_dir}", flush=True)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+        interrupted = isinstance(exc, KeyboardInterrupt)
     finally:
         stack.stop()
     if len(by_fingerprint) < len(sent):
-        print(f"irp stack: {len(sent) - len(by_fingerprint)} of {len(sent)} alerts have no flow run", flush=True)
+        print(f"irp stack: {len(sent) - len(by_fingerprint)} of {len(sent)} alerts have no flow run"
+              f"{' looked up (stopped before)' if interrupted or not by_fingerprint else ''}", flush=True)
     latencies = report("irp stack (intake → irp worker)    ", {by_fingerprint[fp]: at for fp, at in sent.items()
                                                                if fp in by_fingerprint}, starts, phases)
     if acks:
         print(f"    intake: 202 received median {statistics.median(acks):.2f} s, p95 {p95(acks):.2f} s after the POST; "
               f"{intake_breakdown(stack.log_dir / 'intake.log', list(sent.values()))}", flush=True)
     print(f"    {load.describe()}", flush=True)
+    if interrupted:
+        raise KeyboardInterrupt
     return latencies
 
 
@@ -315,6 +318,7 @@ def bench_serve(count: int, work: Path) -> list[float]:
     starts: dict[str, datetime] = {}
     phases: dict[str, dict[str, datetime | None]] = {}
     load = LoadSampler()
+    interrupted = False
     try:
         with open(work / "serve-server.log", "ab") as log:
             processes.append(subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--port", str(port)],
@@ -336,10 +340,9 @@ def bench_serve(count: int, work: Path) -> list[float]:
                 time.sleep(SPACING)
             starts = task_starts(api, list(sent), "first", time.monotonic() + WAIT)
         phases = run_phases(api, list(sent))
-    except BaseException as exc:
+    except BaseException as exc:  # report what was measured, then stop
         print(f"plain serve: stopped early ({type(exc).__name__}: {exc}); logs in {work}", flush=True)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
+        interrupted = isinstance(exc, KeyboardInterrupt)
     finally:
         for process in reversed(processes):
             if process.poll() is None:
@@ -347,6 +350,8 @@ def bench_serve(count: int, work: Path) -> list[float]:
             process.wait(30)
     latencies = report("plain Prefect serve (default poll) ", sent, starts, phases)
     print(f"    {load.describe()}", flush=True)
+    if interrupted:
+        raise KeyboardInterrupt
     return latencies
 
 
@@ -364,9 +369,13 @@ def main() -> None:
     print(f"alerts: {options.alerts} ({SPACING:.0f} s apart), latency to the first stage task Running; "
           f"working folder {work}", flush=True)
     print(f"before: load avg {' '.join(f'{v:.2f}' for v in os.getloadavg())}; {other_load()}", flush=True)
-    bench_irp(options.alerts, work)
-    if not options.skip_serve:
-        bench_serve(options.alerts, work)
+    try:
+        bench_irp(options.alerts, work)
+        if not options.skip_serve:
+            bench_serve(options.alerts, work)
+    except KeyboardInterrupt:
+        print("interrupted: every process started was stopped", flush=True)
+        sys.exit(130)
     print(f"after: load avg {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
 
 
