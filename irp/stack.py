@@ -73,7 +73,7 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")
         process = subprocess.Popen(args, cwd=REPO_ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=_die_with_parent)
         self.processes.append((name, process))
         return process
 
@@ -119,6 +119,14 @@ class Stack:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.processes.clear()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the stack dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _bin(name: str) -> str:
@@ -187,6 +195,7 @@ def serve_forever(port: int, intake_port: int, with_intake: bool = True, process
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)  # also when started with SIGINT ignored (a background job)
     try:
         bring_up(stack, with_intake, process_worker, workers)
         print(describe(stack, with_intake), flush=True)
