@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
-import json
 import os
 import signal
 import socket
@@ -30,11 +28,12 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "tests" / "unit" / "intake" / "samples" / "alertmanager.json"
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+from intake_harness import distinct_alerts  # noqa: E402 - the storm bodies of the intake tests
+
 TOKEN = "bench-token"
 
 BARE_APP = textwrap.dedent("""
@@ -85,18 +84,6 @@ def cpu_seconds(pid: int, task: int | None = None) -> float:
     path = f"/proc/{pid}/task/{task}/stat" if task is not None else f"/proc/{pid}/stat"
     fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def bodies(distinct: int) -> list[bytes]:
-    base = json.loads(SAMPLE.read_text())
-    out = []
-    for _ in range(distinct):
-        doc = copy.deepcopy(base)
-        alert = doc["alerts"][0]
-        alert["fingerprint"] = uuid.uuid4().hex[:16]
-        alert["labels"]["tenant"] = f"tenant-{alert['fingerprint']}"
-        out.append(json.dumps(doc).encode())
-    return out
 
 
 def request_bytes(body: bytes) -> bytes:
@@ -259,7 +246,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, alternating bare and intake")
     parser.add_argument("--distinct", type=int, default=20, help="distinct alerts cycled through")
     args = parser.parse_args()
-    payloads = [request_bytes(b) for b in bodies(args.distinct)]
+    payloads = [request_bytes(b) for b in distinct_alerts(args.distinct)]
     print(f"bench_intake: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, CPU pressure "
           f"{cpu_pressure()} (others waiting for a CPU), Python "
           f"{sys.version.split()[0]}, {args.distinct} distinct Alertmanager alerts of {len(payloads[0])} bytes, "

@@ -292,8 +292,12 @@ class Journal:
 
     def _read(self, statement: str, params: tuple = ()) -> list[tuple]:
         """Rows of one query on this thread's connection; JournalError if the database is unreachable."""
+        return self._reading(lambda conn: self._x(conn, statement, params).fetchall())
+
+    def _reading(self, fn: Callable[[Any], Any]) -> Any:
+        """fn(this thread's connection); JournalError if the database is unreachable."""
         try:
-            return self._x(self._reader(), statement, params).fetchall()
+            return fn(self._reader())
         except self.errors as exc:
             conn, self._local.conn = getattr(self._local, "conn", None), None
             if conn is not None:
@@ -661,11 +665,7 @@ class Journal:
         if not rows:
             return None
         outcomes = [Outcome(**o) for o in json.loads(rows[0][0])]
-        for outcome in outcomes:
-            if outcome.incident_id and not outcome.flow_run_id:
-                found = self._read("SELECT flow_run_id FROM incidents WHERE id = ?", (outcome.incident_id,))
-                outcome.flow_run_id = found[0][0] if found else None
-        return AcceptResult(delivery_id, outcomes)
+        return AcceptResult(delivery_id, self._reading(lambda conn: self._refresh(conn, outcomes)))
 
     def unrouted(self, limit: int = 100) -> list[dict[str, Any]]:
         """Alerts no route matched, most recent first."""
