@@ -24,6 +24,7 @@ import asyncio
 import fcntl
 import hashlib
 import json
+import os
 import queue
 import random
 import sqlite3
@@ -59,6 +60,7 @@ SCHEMA_VERSION = 2
 LEASE_SECONDS = 30.0  # how long an outbox item taken by one intake is left alone by the others
 _BATCH_MAX = 512
 _ids = random.Random()  # seeded from os.urandom once; ids need to be unique, not secret
+os.register_at_fork(after_in_child=_ids.seed)  # a forked worker must not repeat its parent's ids
 _UUID4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
 _FLOW_RUNS_CACHED = 10_000

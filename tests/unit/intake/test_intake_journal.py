@@ -247,3 +247,22 @@ def test_one_failing_operation_does_not_sink_its_commit_group(journal: Journal) 
     assert [o.outcome for o in outcomes] == ["new_incident"] * 5
     runs = {i.payload["parameters"]["alert"]["fingerprint"] for i in journal.due(time.time() + 1) if i.kind == "run"}
     assert runs == {"grp0", "grp1", "grp2", "grp3", "grp5"}
+
+
+def test_a_forked_worker_draws_other_delivery_ids() -> None:
+    """Servers that fork workers (gunicorn --preload) must not give two requests the same id."""
+    import os
+
+    from irp.intake.journal import new_delivery_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then leave without running pytest's teardown
+        os.write(write, ",".join(new_delivery_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = set(os.read(read, 4096).decode().split(","))
+    os.close(read)
+    parent = {new_delivery_id() for _ in range(5)}
+    assert len(child) == 5 and not child & parent
