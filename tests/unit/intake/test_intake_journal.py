@@ -266,3 +266,17 @@ def test_a_forked_worker_draws_other_delivery_ids() -> None:
     os.close(read)
     parent = {new_delivery_id() for _ in range(5)}
     assert len(child) == 5 and not child & parent
+
+
+def test_delivery_ids_are_unique_version_7_uuids_in_time_order() -> None:
+    """Time-ordered ids keep the journal's id index growing at one end (random ids rewrite random pages)."""
+    import uuid
+
+    from irp.intake.journal import new_delivery_id
+
+    earlier = [new_delivery_id() for _ in range(5000)]
+    time.sleep(0.002)
+    later = new_delivery_id()
+    assert len(set(earlier)) == 5000
+    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in (*earlier, later))
+    assert later > max(earlier)
