@@ -7,8 +7,8 @@ Against each: a closed loop (C connections, as fast as they are answered) for th
 open loop paced at R alerts/s for latency (time from sending a request to its 202). The payload is
 an Alertmanager v4 notification cycling through K distinct alerts (the storm shape: mostly repeats).
 Finally the intake's RSS (current and peak), and where its CPU goes: the request checks (parse,
-validate, normalise, route) and the journal alone (the same deliveries, 64 in flight, no HTTP),
-measured in this process beside the servers' figures.
+validate, normalise, route), the journal's accept alone (the same deliveries, 64 in flight, no HTTP)
+and the outbox alone (the repeats to timeline entries), measured in this process beside the servers.
 
     .venv/bin/python bench/bench_intake.py [--requests 6000] [--rate 500] [--seconds 10]
 
@@ -245,7 +245,6 @@ def in_process_costs(bodies: list[bytes], folder: Path, requests: int, in_flight
     import resource
 
     logging.getLogger("irp.intake").setLevel(logging.ERROR)  # the runs' "no server" retries are expected here
-    sys.path.insert(0, str(REPO))
     from irp.evidence import open_store
     from irp.intake.app import SOURCES, _parse
     from irp.intake.journal import Delivery, open_journal
@@ -309,7 +308,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, alternating bare and intake")
     parser.add_argument("--distinct", type=int, default=20, help="distinct alerts cycled through")
     args = parser.parse_args()
-    payloads = [request_bytes(b) for b in distinct_alerts(args.distinct)]
+    bodies = distinct_alerts(args.distinct)
+    payloads = [request_bytes(b) for b in bodies]
     print(f"bench_intake: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, CPU pressure "
           f"{cpu_pressure()} (others waiting for a CPU), Python "
           f"{sys.version.split()[0]}, {args.distinct} distinct Alertmanager alerts of {len(payloads[0])} bytes, "
@@ -350,8 +350,7 @@ def main() -> None:
         finally:
             stop(bare)
             stop(intake)
-        checks_ms, journal_ms, outbox_ms = in_process_costs([b.split(b"\r\n\r\n", 1)[1] for b in payloads], folder,
-                                                 args.requests, args.connections)
+        checks_ms, journal_ms, outbox_ms = in_process_costs(bodies, folder, args.requests, args.connections)
 
     def median(name: str, kind: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name][kind])

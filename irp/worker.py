@@ -99,7 +99,8 @@ class InProcessWorker:
                 log.warning("cannot load flow %s: %s", deployment.entrypoint, exc)
         from flows.engine import check_playbooks
 
-        check_playbooks()
+        for problem in check_playbooks():  # each run of that type will report it too
+            log.warning("playbook: %s", problem)
 
     def _execute(self, flow_run: FlowRun, entrypoint: str) -> None:
         try:

@@ -4,15 +4,25 @@ leases on outbox items, a claimed batch never recorded twice."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from irp.intake.journal import Delivery, Journal, JournalError, PostgresJournal, SQLiteJournal, idempotency_key
+from irp.intake.journal import (
+    Delivery,
+    Journal,
+    JournalError,
+    PostgresJournal,
+    SQLiteJournal,
+    idempotency_key,
+    new_delivery_id,
+)
 from irp.intake.routing import Routed
 from irp.models import Alert, AlertSource, IncidentType, Severity
 
@@ -251,10 +261,6 @@ def test_one_failing_operation_does_not_sink_its_commit_group(journal: Journal) 
 
 def test_a_forked_worker_draws_other_delivery_ids() -> None:
     """Servers that fork workers (gunicorn --preload) must not give two requests the same id."""
-    import os
-
-    from irp.intake.journal import new_delivery_id
-
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its next ids, then leave without running pytest's teardown
@@ -270,10 +276,6 @@ def test_a_forked_worker_draws_other_delivery_ids() -> None:
 
 def test_delivery_ids_are_unique_version_7_uuids_in_time_order() -> None:
     """Time-ordered ids keep the journal's id index growing at one end (random ids rewrite random pages)."""
-    import uuid
-
-    from irp.intake.journal import new_delivery_id
-
     earlier = [new_delivery_id() for _ in range(5000)]
     time.sleep(0.002)
     later = new_delivery_id()
