@@ -8,7 +8,8 @@ open loop paced at R alerts/s for latency (time from sending a request to its 20
 an Alertmanager v4 notification cycling through K distinct alerts (the storm shape: mostly repeats).
 Finally the intake's RSS (current and peak), and where its CPU goes: the request checks (parse,
 validate, normalise, route), the journal's accept alone (the same deliveries, 64 in flight, no HTTP)
-and the outbox alone (the repeats to timeline entries), measured in this process beside the servers.
+and the outbox alone (the repeats to timeline entries), measured in this process beside the servers;
+and the CPU the ratio target would take on this machine, the load generator's share included.
 
     .venv/bin/python bench/bench_intake.py [--requests 6000] [--rate 500] [--seconds 10]
 
@@ -330,14 +331,16 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, port in (("bare", bare_port), ("intake", intake_port)):
                     cpu, loop_cpu = cpu_seconds(pids[name]), cpu_seconds(pids[name], pids[name])
+                    client_cpu = cpu_seconds(os.getpid())
                     tp = asyncio.run(closed_loop(port, payloads, args.requests, args.connections, args.max_seconds))
                     tp["cpu_ms"] = 1000 * (cpu_seconds(pids[name]) - cpu) / tp["requests"]
                     tp["loop_cpu_ms"] = 1000 * (cpu_seconds(pids[name], pids[name]) - loop_cpu) / tp["requests"]
+                    tp["client_cpu_ms"] = 1000 * (cpu_seconds(os.getpid()) - client_cpu) / tp["requests"]
                     runs[name]["tp"].append(tp)
                     print(f"  {name:>6} closed loop: {tp['per_s']:6.0f} req/s ({tp['requests']} requests, "
                           f"statuses {tp['statuses']}), server CPU {tp['cpu_ms']:.2f} ms per request "
                           f"(event-loop thread {tp['loop_cpu_ms']:.2f}, other threads "
-                          f"{tp['cpu_ms'] - tp['loop_cpu_ms']:.2f})", flush=True)
+                          f"{tp['cpu_ms'] - tp['loop_cpu_ms']:.2f}); load generator {tp['client_cpu_ms']:.3f} ms", flush=True)
             for _ in range(args.rounds):
                 for name, port in (("bare", bare_port), ("intake", intake_port)):
                     lat = asyncio.run(open_loop(port, payloads, args.rate, args.seconds, args.connections))
@@ -365,6 +368,13 @@ def main() -> None:
     loop_cpu = median("intake", "tp", "loop_cpu_ms")
     print(f"  intake CPU per request by thread: event loop (HTTP, checks, routing) {loop_cpu:.2f} ms, "
           f"others (journal writer, outbox) {intake_cpu - loop_cpu:.2f} ms")
+    # What the ratio target asks of this machine: the load generator shares its CPUs with the server.
+    target_tp, client_cpu = 0.5 * bare_tp, median("intake", "tp", "client_cpu_ms")
+    print(f"  CPU budget of the target: {target_tp:.0f} req/s (0.5 x bare) need {target_tp * intake_cpu / 1000:.2f} "
+          f"CPUs for the intake at its {intake_cpu:.2f} ms per request, plus {target_tp * client_cpu / 1000:.2f} for "
+          f"the load generator ({client_cpu:.3f} ms per request), on {os.cpu_count()} CPUs; one process's event-loop "
+          f"thread alone ({loop_cpu:.2f} ms per request, under one GIL with the others) caps it at "
+          f"{1000 / loop_cpu:.0f} req/s, ratio {1000 / loop_cpu / bare_tp:.2f}")
     for name in ("bare", "intake"):
         print(f"  ack latency at {args.rate:.0f}/s, {name:>6}: p50 {median(name, 'lat', 'p50_ms'):.1f} ms, "
               f"p99 {median(name, 'lat', 'p99_ms'):.1f} ms" + (" (target p99 < 25 ms)" if name == "intake" else ""))
