@@ -19,6 +19,7 @@ def webhook(
 ) -> None:
     """Receive alerts (Alertmanager, Grafana, SNS, PagerDuty, generic, reports) and start incident runs."""
     import os
+    import signal
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -38,6 +39,7 @@ def webhook(
         raise
     typer.echo(f"irp webhook: http://{host}:{port}  routing {service.routing_file}  journal "
                f"{service.journal.location}{'  (local: sources without credentials are open)' if local else ''}")
+    signal.signal(signal.SIGHUP, lambda signum, frame: service.request_routing_reload())
     config = uvicorn.Config(create_app(service), host=host, port=port, log_level="warning",
                             access_log=False, timeout_graceful_shutdown=10)
     uvicorn.Server(config).run()

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
         30, gt=0, description="Longest wait between two attempts to create a run or append a timeline entry.")
     intake_retention_days: float = Field(30, gt=0, description="How long delivered alerts stay in the journal.")
     routing_file: Path | None = Field(None, description="Alert routing (default: routing.yaml in playbooks_dir).")
+    routing_reload_seconds: float = Field(
+        2.0, ge=0, description="How often the intake checks the routing file for changes (0: only on SIGHUP).")
 
     # Containment and restore actions (tasks/aws.py, tasks/platform.py): how they reach third parties.
     action_attempts: int = Field(4, ge=1, le=10, description="Attempts per provider call (throttling, 5xx, timeouts).")

@@ -383,15 +383,21 @@ def create_api(service=None) -> FastAPI:
 
     @app.get("/healthz", response_model=Health, tags=["operations"], responses={503: {"model": ErrorBody}})
     def healthz() -> Response:
-        """Alive and able to read the journal; `degraded` while the outbox has failing items."""
+        """Alive and able to read the journal; `degraded` while the outbox has failing items or the
+        routing file on disk has problems (the routes loaded before stay in force)."""
         service = handlers.service
         try:
             backlog = service.journal.backlog()
             last_error = service.journal.last_error()
         except Exception as exc:
             return _error(503, f"journal unreadable: {type(exc).__name__}")
-        return JSONResponse({"status": "degraded" if last_error else "ok", "journal": service.journal.location,
-                             "backlog": backlog, "last_error": last_error})
+        router, problems = service.router, service.routing_problems
+        routing = {"file": str(service.routing_file), "sha256": router.sha256, "routes": len(router.routing.routes),
+                   "loaded_at": datetime.fromtimestamp(service.routing_loaded_at, UTC).isoformat(),
+                   "problems": problems}
+        return JSONResponse({"status": "degraded" if last_error or problems else "ok",
+                             "journal": service.journal.location, "backlog": backlog, "last_error": last_error,
+                             "routing": routing})
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, 503: {"model": ErrorBody}})

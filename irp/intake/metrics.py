@@ -37,6 +37,11 @@ class Metrics:
         self.ack_latency = Histogram(
             "irp_intake_ack_latency_seconds", "Time from request to acknowledgement (2xx).", ["source"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
+        self.routing_ok = Gauge("irp_intake_routing_last_reload_successful",
+                                "1 when the routing file on disk is the one in force, 0 when it has problems.",
+                                registry=r)
+        self.routing_loaded = Gauge("irp_intake_routing_last_reload_success_timestamp_seconds",
+                                    "When the routes in force were loaded.", registry=r)
         for reason in REJECT_REASONS:
             self.rejected.labels(source="", reason=reason)
         self._children: dict[tuple, Any] = {}
@@ -51,6 +56,10 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*values)
         return found
+
+    def routing_result(self, ok: bool, loaded_at: float) -> None:
+        self.routing_ok.set(1 if ok else 0)
+        self.routing_loaded.set(loaded_at)
 
     def run_result(self, ok: bool) -> None:
         (self.runs_created if ok else self.run_errors).inc()

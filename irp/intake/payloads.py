@@ -27,6 +27,7 @@ __all__ = [
     "PagerDutyWebhook",
     "Report",
     "Reporter",
+    "RoutingHealth",
     "SnsMessage",
     "UnroutedAlert",
 ]
@@ -271,11 +272,21 @@ class ErrorBody(BaseModel):
     errors: list[FieldError] = Field(default_factory=list)
 
 
+class RoutingHealth(BaseModel):
+    file: str
+    sha256: str = Field(description="SHA-256 of the routing file in force.")
+    routes: int
+    loaded_at: datetime
+    problems: list[str] = Field(
+        default_factory=list, description="FILE:LINE:COL problems of the file on disk, which is not in force.")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     journal: str
     backlog: dict[str, int]
     last_error: str | None = None
+    routing: RoutingHealth
 
 
 class UnroutedAlert(BaseModel):

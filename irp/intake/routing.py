@@ -127,16 +127,18 @@ def _semantic_problems(routing: Routing, file: str, positions) -> list[Problem]:
     return problems
 
 
-def _load(path: Path) -> tuple[Routing | None, list[Problem]]:
+def _load(path: Path) -> tuple[Routing | None, list[Problem], str]:
+    """(routing, problems, SHA-256 of the bytes read; "" when the file could not be read)."""
     try:
-        document, positions, _text, _data = load_yaml(path)
+        document, positions, _text, data = load_yaml(path)
     except PlaybookError as exc:
-        return None, list(exc.problems)
+        return None, list(exc.problems), ""
+    digest = hashlib.sha256(data).hexdigest()
     try:
         routing = Routing.model_validate(document)
     except ValidationError as exc:
-        return None, schema_problems(exc, Routing, str(path), positions)
-    return routing, _semantic_problems(routing, str(path), positions)
+        return None, schema_problems(exc, Routing, str(path), positions), digest
+    return routing, _semantic_problems(routing, str(path), positions), digest
 
 
 def validate_routing(path: Path) -> list[Problem]:
@@ -146,17 +148,15 @@ def validate_routing(path: Path) -> list[Problem]:
 
 def load_routing(path: Path) -> Routing:
     """Read and check a routing file; PlaybookError lists every problem."""
-    routing, problems = _load(path)
-    if problems or routing is None:
-        raise PlaybookError(problems)
-    return routing
+    return Router.from_file(path).routing
 
 
 class Router:
-    """Matches alerts against a loaded routing file."""
+    """Matches alerts against a loaded routing file; `sha256` is the digest of the file's bytes."""
 
-    def __init__(self, routing: Routing) -> None:
+    def __init__(self, routing: Routing, sha256: str = "") -> None:
         self.routing = routing
+        self.sha256 = sha256
         self._compiled = [
             (
                 route,
@@ -170,7 +170,11 @@ class Router:
 
     @classmethod
     def from_file(cls, path: Path) -> Router:
-        return cls(load_routing(path))
+        """Read and check a routing file; PlaybookError lists every problem."""
+        routing, problems, digest = _load(path)
+        if problems or routing is None:
+            raise PlaybookError(problems)
+        return cls(routing, digest)
 
     def route(self, alert: Alert) -> Routed | None:
         """Where `alert` goes, or None when no route matches and there is no default."""

@@ -14,9 +14,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
-from irp.errors import ConfigurationError
+from irp.errors import ConfigurationError, PlaybookError
 from irp.intake.auth import Authenticator
 from irp.intake.journal import Journal, open_journal
 from irp.intake.metrics import Metrics
@@ -130,9 +131,15 @@ class IntakeService:
         self.local = local
         self.auth = Authenticator(settings, local=local)
         self.routing_file = routing_path(settings)
+        self._routing_stat = _stat(self.routing_file)
         self.router = Router.from_file(self.routing_file)
+        self.routing_loaded_at = time.time()
+        self.routing_problems: list[str] = []  # of the file on disk, when it is not the one in force
+        self._reload_now = threading.Event()
+        self._reload_forced = False
         self.sns = SnsVerifier(self.auth.sns_topics, settings.sns_host_pattern, settings.sns_ca_bundle)
         self.metrics = Metrics()
+        self.metrics.routing_result(True, time.time())
         self.journal = journal or open_journal(settings.intake_journal, settings.dedup_window_seconds,
                                                settings.intake_lease_seconds)
         self._launcher = None
@@ -150,6 +157,7 @@ class IntakeService:
         self.ui_url = _ui_url()
         self._stop = threading.Event()
         self._purger = threading.Thread(target=self._purge_loop, name="irp-journal-purge", daemon=True)
+        self._watcher = threading.Thread(target=self._watch_routing, name="irp-routing-watch", daemon=True)
 
     def check_startup(self, host: str) -> None:
         """Refuse to serve without any credential unless local, and local only on loopback."""
@@ -179,9 +187,11 @@ class IntakeService:
         gc.freeze()
         self.outbox.start()
         self._purger.start()
+        self._watcher.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._reload_now.set()
         self.outbox.stop()
         if self._launcher is not None:
             self._launcher.close()
@@ -196,10 +206,71 @@ class IntakeService:
             except Exception:
                 log.exception("journal purge failed")
 
+    def request_routing_reload(self) -> None:
+        """Read the routing file again now, changed or not (SIGHUP; safe in a signal handler)."""
+        self._reload_forced = True
+        self._reload_now.set()
+
+    def reload_routing(self, force: bool = False) -> bool:
+        """Put the routing file in force if it changed; True when other routes are now in force.
+
+        A file with problems is not taken: the routes in force stay, and its problems are logged once
+        and shown by /healthz until the file is fixed. Groups already open keep their incident.
+        """
+        state = _stat(self.routing_file)
+        if state == self._routing_stat and not force:
+            return False
+        self._routing_stat = state
+        try:
+            router = Router.from_file(self.routing_file)
+        except PlaybookError as exc:
+            problems = [str(problem) for problem in exc.problems]
+            if problems != self.routing_problems:
+                log.warning("routing file %s not loaded; the routes loaded %s stay in force:\n  %s",
+                            self.routing_file, _when(self.routing_loaded_at), "\n  ".join(problems))
+            self.routing_problems = problems
+            self.metrics.routing_result(False, self.routing_loaded_at)
+            return False
+        self.routing_problems = []
+        if router.sha256 == self.router.sha256:  # touched, or put back as it was
+            self.metrics.routing_result(True, self.routing_loaded_at)
+            return False
+        self.router, self.routing_loaded_at = router, time.time()
+        self.metrics.routing_result(True, self.routing_loaded_at)
+        log.info("routing file %s reloaded: %s routes%s (sha256 %s)", self.routing_file, len(router.routing.routes),
+                 " and a default" if router.routing.default else "", router.sha256[:12])
+        return True
+
+    def _watch_routing(self) -> None:
+        interval = self.settings.routing_reload_seconds or None  # 0: on SIGHUP only
+        while not self._stop.is_set():
+            self._reload_now.wait(interval)
+            self._reload_now.clear()
+            if self._stop.is_set():
+                break
+            force, self._reload_forced = self._reload_forced, False
+            try:
+                self.reload_routing(force)
+            except Exception:  # a bug here must not stop the watch
+                log.exception("routing reload failed")
+
     def run_url(self, flow_run_id: str | None) -> str | None:
         if not flow_run_id or not self.ui_url:
             return None
         return f"{self.ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    """What tells a changed file cheaply: modification time, size, inode (an editor may replace it)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 def _prefect_api_url() -> str | None:

@@ -90,3 +90,76 @@ class TestAlertPosts:
         unknown = _request(service, "POST", "/alerts/nagios", content=b"{}")
         assert unknown.status_code == 404
         assert unknown.json()["detail"].startswith("unknown source 'nagios'")
+
+
+ROUTES = """version: 1
+routes:
+  - name: {name}
+    source: generic
+    labels: {{team: web}}
+    incident_type: {incident_type}
+"""
+
+
+class TestRoutingReload:
+    """routing.yaml edited while the intake runs: taken when valid, refused (routes kept) when not."""
+
+    @pytest.fixture
+    def routed(self, tmp_path: Path) -> Iterator[tuple[IntakeService, Path]]:
+        routing = tmp_path / "routing.yaml"
+        routing.write_text(ROUTES.format(name="web", incident_type="data_leak"))
+        settings = Settings(webhook_token=TOKEN, intake_journal=str(tmp_path / "journal.sqlite3"),
+                            routing_file=routing)
+        service = IntakeService(settings, create_run=lambda payload: "run", append_event=lambda incident, entry: None)
+        yield service, routing
+        service.journal.close()
+
+    @staticmethod
+    def _post(service: IntakeService, title: str) -> dict:
+        response = _request(service, "POST", "/alerts/generic", json={"title": title, "labels": {"team": "web"}},
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+        assert response.status_code == 202, response.text
+        return response.json()["alerts"][0]
+
+    @staticmethod
+    def _health(service: IntakeService) -> dict:
+        return _request(service, "GET", "/healthz").json()
+
+    def test_a_changed_file_is_taken(self, routed: tuple[IntakeService, Path]) -> None:
+        service, routing = routed
+        assert self._post(service, "first")["incident_type"] == "data_leak"
+        before = self._health(service)["routing"]
+        assert not service.reload_routing()  # unchanged
+        routing.write_text(ROUTES.format(name="web-v2", incident_type="cyberattack"))
+        assert service.reload_routing()
+        outcome = self._post(service, "second")
+        assert (outcome["route"], outcome["incident_type"]) == ("web-v2", "cyberattack")
+        after = self._health(service)
+        assert after["status"] == "ok" and after["routing"]["problems"] == []
+        assert after["routing"]["sha256"] != before["sha256"] and after["routing"]["routes"] == 1
+        assert after["routing"]["loaded_at"] >= before["loaded_at"]
+
+    def test_a_file_with_problems_leaves_the_routes_in_force(self, routed: tuple[IntakeService, Path]) -> None:
+        service, routing = routed
+        good = routing.read_text()
+        routing.write_text(good.replace("    labels:", "    colour: red\n    labels:"))
+        assert not service.reload_routing()
+        outcome = self._post(service, "still routed")
+        assert (outcome["route"], outcome["incident_type"]) == ("web", "data_leak")
+        health = self._health(service)
+        assert health["status"] == "degraded"
+        [problem] = health["routing"]["problems"]
+        assert problem.startswith(f"{routing}:5:5: routes.0.colour: unknown key 'colour'; valid keys: name,")
+        metrics = _request(service, "GET", "/metrics").text
+        assert "irp_intake_routing_last_reload_successful 0.0" in metrics
+        routing.write_text(good)  # put back as it was: nothing to load, nothing wrong any more
+        assert not service.reload_routing()
+        assert self._health(service)["status"] == "ok"
+        assert "irp_intake_routing_last_reload_successful 1.0" in _request(service, "GET", "/metrics").text
+
+    def test_a_missing_file_is_a_problem_not_a_crash(self, routed: tuple[IntakeService, Path]) -> None:
+        service, routing = routed
+        routing.unlink()
+        assert not service.reload_routing()
+        assert self._health(service)["routing"]["problems"] == [f"{routing}:1:1: no such file"]
+        assert self._post(service, "routed by the routes in force")["route"] == "web"
