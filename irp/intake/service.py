@@ -38,8 +38,9 @@ def routing_path(settings: Settings) -> Path:
 
 
 class RunLauncher:
-    """Creates incident runs with `arun_deployment` (the form of `run_deployment` that takes a client)
-    on one long-lived Prefect client: no new HTTP client and TLS context per run, connections kept alive."""
+    """Creates incident runs from their deployment, as `run_deployment(..., timeout=0)` does, on one
+    long-lived Prefect client (connections kept alive). A deployment's id is looked up by name once,
+    not before every run, and again when the server no longer knows it (deleted, or applied anew)."""
 
     def __init__(self) -> None:
         import asyncio
@@ -48,24 +49,42 @@ class RunLauncher:
         self._thread = threading.Thread(target=self._loop.run_forever, name="irp-prefect-client", daemon=True)
         self._thread.start()
         self._client = None
+        self._deployment_ids: dict[str, object] = {}  # "<flow>/<deployment>" → its id
 
     async def _create(self, payload: dict) -> str:
-        from prefect.client.orchestration import get_client
-        from prefect.deployments import arun_deployment
+        import httpx
 
+        name = payload["deployment"]
+        try:
+            return await self._create_from(await self._deployment_id(name), payload)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+        self._deployment_ids.pop(name, None)  # the id is gone (deleted, or applied anew): look the name up again
+        return await self._create_from(await self._deployment_id(name), payload)
+
+    async def _deployment_id(self, name: str):
         if self._client is None:
+            from prefect.client.orchestration import get_client
+
             client = get_client(httpx_settings={"timeout": 30})
             await client.__aenter__()
             self._client = client
-        flow_run = await arun_deployment(
-            name=payload["deployment"],
-            client=self._client,
+        found = self._deployment_ids.get(name)
+        if found is None:
+            found = self._deployment_ids[name] = (await self._client.read_deployment_by_name(name)).id
+        return found
+
+    async def _create_from(self, deployment_id, payload: dict) -> str:
+        from prefect.states import Scheduled
+
+        flow_run = await self._client.create_flow_run_from_deployment(
+            deployment_id,
             parameters=payload["parameters"],
-            idempotency_key=payload["idempotency_key"],
-            flow_run_name=payload.get("flow_run_name"),
+            state=Scheduled(),
+            name=payload.get("flow_run_name"),
             tags=payload.get("tags"),
-            timeout=0,
-            as_subflow=False,
+            idempotency_key=payload["idempotency_key"],
         )
         return str(flow_run.id)
 
