@@ -178,8 +178,9 @@ def report(label: str, sent: dict[str, datetime], starts: dict[str, datetime],
 
 
 def intake_breakdown(log: Path, sent: list[datetime]) -> str:
-    """From the intake's log: when its outbox began each run (the deployment read that precedes the
-    creation) and how often the server answered the creation with 503 (SQLite "database is locked")."""
+    """From the intake's log: when its outbox's first request for each run was answered (the creation; the
+    deployment read before it for a deployment's first run) and how often the server answered the
+    creation with 503 (SQLite "database is locked")."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
@@ -192,9 +193,9 @@ def intake_breakdown(log: Path, sent: list[datetime]) -> str:
             at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").astimezone(UTC)
         except ValueError:
             continue
-        if "/deployments/name/" in line:
+        if "/deployments/name/" in line or "/create_flow_run " in line:
             reads.append(at)
-        elif "/create_flow_run " in line:
+        if "/create_flow_run " in line:
             for code in answers:
                 answers[code] += f"HTTP/1.1 {code} " in line
     waits = []
@@ -206,7 +207,7 @@ def intake_breakdown(log: Path, sent: list[datetime]) -> str:
     text = (f"create_flow_run answered 201 {answers['201']} times, 503 {answers['503']} times "
             "(each 503 is retried by the Prefect client 2, 4, 8… s later)")
     if waits:
-        text = (f"POST → outbox starts the run (deployment read answered) median {statistics.median(waits):.2f} s, "
+        text = (f"POST → the outbox's first request for the run answered median {statistics.median(waits):.2f} s, "
                 f"p95 {p95(waits):.2f} s; " + text)
     return text
 
