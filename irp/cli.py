@@ -15,7 +15,7 @@ from irp.audit_cli import audit_app
 from irp.errors import IrpError, PlaybookError
 from irp.evidence_cli import evidence_app
 from irp.incidents_cli import incidents_app
-from irp.intake_cli import webhook
+from irp.intake_cli import route, webhook
 from irp.models import IncidentType, Severity
 from irp.report_cli import report_app
 from irp.settings import REPO_ROOT, get_settings
@@ -178,6 +178,9 @@ def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or f
         _echo_err(f"{failed} of {len(files)} files invalid")
         raise typer.Exit(1)
     typer.echo(f"{len(files)} files valid")
+
+
+playbooks_app.command("route")(route)
 
 
 @playbooks_app.command("schema")

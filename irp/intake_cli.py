@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-__all__ = ["webhook"]
+from irp.errors import IrpError
+
+__all__ = ["route", "webhook"]
 
 
 def webhook(
@@ -43,6 +48,79 @@ def webhook(
     config = uvicorn.Config(create_app(service), host=host, port=port, log_level="warning",
                             access_log=False, timeout_graceful_shutdown=10)
     uvicorn.Server(config).run()
+
+
+def route(
+    source: Annotated[str, typer.Argument(help="alertmanager, grafana, sns, pagerduty, generic or report.")],
+    payload: Annotated[Path, typer.Argument(help="A request body as the source sends it (JSON); - reads stdin.")],
+    routing: Annotated[Path | None, typer.Option(
+        help="Routing file (default: IRP_ROUTING_FILE, else routing.yaml in the playbooks folder).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show where a payload's alerts would go: route, incident type, severity hint, grouping key.
+
+    Nothing is recorded and no signature is checked: this is for editing routing.yaml.
+    """
+    from pydantic import ValidationError
+
+    from irp.intake.app import SOURCES, _parse
+    from irp.intake.normalise import PayloadError
+    from irp.intake.payloads import SnsMessage
+    from irp.intake.routing import Router
+    from irp.intake.service import routing_path
+    from irp.settings import get_settings
+
+    found = SOURCES.get(source)
+    if found is None:
+        raise IrpError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}")
+    routing = routing or routing_path(get_settings())
+    router = Router.from_file(routing)  # PlaybookError: every problem as FILE:LINE:COL
+    where = "stdin" if str(payload) == "-" else str(payload)
+    try:
+        body = sys.stdin.buffer.read() if where == "stdin" else payload.read_bytes()
+    except OSError as exc:
+        raise IrpError(f"{where}: cannot read: {exc.strerror}") from None
+    try:
+        document = _parse(body)
+        if not isinstance(document, dict):
+            raise ValueError(f"expected a JSON object, got {type(document).__name__}")
+    except (ValueError, RecursionError) as exc:
+        raise IrpError(f"{where}: invalid JSON: {exc}") from None
+    try:
+        model = found.model.model_validate(document)
+        confirmation = isinstance(model, SnsMessage) and model.Type != "Notification"
+        alerts = [] if confirmation else found.normalise(model, document)
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}"
+                           for e in exc.errors(include_url=False))
+        raise IrpError(f"{where}: not a {source} payload: {errors}") from None
+    except PayloadError as exc:
+        errors = "; ".join(f"{path or '(body)'}: {message}" for path, message in exc.errors)
+        raise IrpError(f"{where}: not a {source} payload: {errors}") from None
+    rows = []
+    for alert, event in alerts:
+        routed = router.route(alert)
+        rows.append({"fingerprint": alert.fingerprint, "title": alert.title, "event": event,
+                     "labels": alert.labels, "route": routed.route if routed else None,
+                     "incident_type": routed.incident_type.value if routed else None,
+                     "severity_hint": routed.severity.value if routed and routed.severity else None,
+                     "group_key": routed.group_key if routed else None})
+    if as_json:
+        typer.echo(json.dumps({"routing": str(routing), "sha256": router.sha256, "alerts": rows}, indent=2,
+                              ensure_ascii=False))
+        return
+    typer.echo(f"{where}: {len(rows)} {source} alert{'s' if len(rows) != 1 else ''}, routing {routing}")
+    if not rows:
+        typer.echo("  no alert in it (an SNS subscription message is confirmed, not routed)")
+    for row in rows:
+        typer.echo(f"- {row['title']} ({row['event']}, fingerprint {row['fingerprint']})")
+        if row["route"] is None:
+            typer.echo("    unrouted: no route matches and there is no default; recorded and listed at "
+                       "GET /alerts/unrouted")
+            continue
+        severity = f", severity {row['severity_hint']}" if row["severity_hint"] else ""
+        typer.echo(f"    route {row['route']} -> {row['incident_type']}{severity}")
+        typer.echo(f"    group {row['group_key']}: repeats within the dedup window join one incident")
 
 
 def _openapi() -> None:
