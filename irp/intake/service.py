@@ -250,8 +250,10 @@ class IntakeService:
             self.routing_problems = problems
             self.metrics.routing_result(False, self.routing_loaded_at)
             return False
-        self.routing_problems = []
+        fixed, self.routing_problems = bool(self.routing_problems), []
         if router.sha256 == self.router.sha256:  # touched, or put back as it was
+            if fixed:
+                log.info("routing file %s is valid again: the routes in force are unchanged", self.routing_file)
             self.metrics.routing_result(True, self.routing_loaded_at)
             return False
         self.router, self.routing_loaded_at = router, time.time()

@@ -139,7 +139,8 @@ class TestRoutingReload:
         assert after["routing"]["sha256"] != before["sha256"] and after["routing"]["routes"] == 1
         assert after["routing"]["loaded_at"] >= before["loaded_at"]
 
-    def test_a_file_with_problems_leaves_the_routes_in_force(self, routed: tuple[IntakeService, Path]) -> None:
+    def test_a_file_with_problems_leaves_the_routes_in_force(self, routed: tuple[IntakeService, Path],
+                                                           caplog: pytest.LogCaptureFixture) -> None:
         service, routing = routed
         good = routing.read_text()
         routing.write_text(good.replace("    labels:", "    colour: red\n    labels:"))
@@ -153,7 +154,9 @@ class TestRoutingReload:
         metrics = _request(service, "GET", "/metrics").text
         assert "irp_intake_routing_last_reload_successful 0.0" in metrics
         routing.write_text(good)  # put back as it was: nothing to load, nothing wrong any more
-        assert not service.reload_routing()
+        with caplog.at_level("INFO", logger="irp.intake"):
+            assert not service.reload_routing()
+        assert "is valid again: the routes in force are unchanged" in caplog.text
         assert self._health(service)["status"] == "ok"
         assert "irp_intake_routing_last_reload_successful 1.0" in _request(service, "GET", "/metrics").text
 
