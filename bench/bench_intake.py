@@ -247,7 +247,7 @@ def in_process_costs(bodies: list[bytes], folder: Path, requests: int, in_flight
 
     logging.getLogger("irp.intake").setLevel(logging.ERROR)  # the runs' "no server" retries are expected here
     from irp.evidence import open_store
-    from irp.intake.app import SOURCES, _parse
+    from irp.intake.app import SOURCES, alerts_in
     from irp.intake.journal import Delivery, open_journal
     from irp.intake.outbox import Outbox
     from irp.intake.routing import Router
@@ -261,8 +261,7 @@ def in_process_costs(bodies: list[bytes], folder: Path, requests: int, in_flight
     source, router = SOURCES["alertmanager"], Router.from_file(routing_path(get_settings()))
 
     def delivery(body: bytes) -> Delivery:
-        document = _parse(body)
-        alerts = source.normalise(source.model.model_validate(document), document)
+        alerts = alerts_in(source, body)
         return Delivery(source=source.name, body=body, alerts=[(a, router.route(a), e) for a, e in alerts])
 
     started = cpu()

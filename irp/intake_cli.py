@@ -63,9 +63,8 @@ def route(
     """
     from pydantic import ValidationError
 
-    from irp.intake.app import SOURCES, _parse
+    from irp.intake.app import SOURCES, alerts_in
     from irp.intake.normalise import PayloadError
-    from irp.intake.payloads import SnsMessage
     from irp.intake.routing import Router
     from irp.intake.service import routing_path
     from irp.settings import get_settings
@@ -81,15 +80,7 @@ def route(
     except OSError as exc:
         raise IrpError(f"{where}: cannot read: {exc.strerror}") from None
     try:
-        document = _parse(body)
-        if not isinstance(document, dict):
-            raise ValueError(f"expected a JSON object, got {type(document).__name__}")
-    except (ValueError, RecursionError) as exc:
-        raise IrpError(f"{where}: invalid JSON: {exc}") from None
-    try:
-        model = found.model.model_validate(document)
-        confirmation = isinstance(model, SnsMessage) and model.Type != "Notification"
-        alerts = [] if confirmation else found.normalise(model, document)
+        alerts = alerts_in(found, body)
     except ValidationError as exc:
         errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}"
                            for e in exc.errors(include_url=False))
@@ -97,6 +88,8 @@ def route(
     except PayloadError as exc:
         errors = "; ".join(f"{path or '(body)'}: {message}" for path, message in exc.errors)
         raise IrpError(f"{where}: not a {source} payload: {errors}") from None
+    except (ValueError, RecursionError) as exc:
+        raise IrpError(f"{where}: invalid JSON: {exc}") from None
     rows = []
     for alert, event in alerts:
         routed = router.route(alert)

@@ -29,7 +29,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from irp.intake import normalise
-from irp.intake.journal import AcceptResult, Delivery, JournalError
+from irp.intake.journal import AcceptResult, Delivery, JournalError, Outcome
 from irp.intake.normalise import PayloadError
 from irp.intake.payloads import (
     Accepted,
@@ -39,13 +39,15 @@ from irp.intake.payloads import (
     GrafanaWebhook,
     Health,
     PagerDutyWebhook,
+    Replayed,
     Report,
     SnsMessage,
     UnroutedAlert,
 )
 from irp.intake.sns import CertificateUnavailable
+from irp.models import Alert
 
-__all__ = ["SOURCES", "Source", "create_api", "create_app", "openapi_spec"]
+__all__ = ["SOURCES", "Source", "alerts_in", "create_api", "create_app", "openapi_spec"]
 
 log = logging.getLogger("irp.intake")
 MAX_DEPTH = 64
@@ -149,6 +151,20 @@ def _depth_ok(document: Any, body: bytes) -> bool:
 
 def _validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
     return [(".".join(str(part) for part in e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
+
+
+def alerts_in(source: Source, body: bytes) -> list[tuple[Alert, str]]:
+    """The alerts of a body as `source` sends it, normalised: (alert, event). No authentication, no routing.
+
+    ValidationError or PayloadError when it is not the source's payload, ValueError when not JSON.
+    """
+    document = _parse(body)
+    if not isinstance(document, dict):
+        raise ValueError(f"expected a JSON object, got {type(document).__name__}")
+    payload = source.model.model_validate(document)
+    if isinstance(payload, SnsMessage) and payload.Type != "Notification":
+        return []  # a subscription message: confirmed, not routed
+    return source.normalise(payload, document)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -263,28 +279,66 @@ class _Handlers:
         if result.replay:
             return self.unauthenticated(name, "replay")
         metrics = service.metrics
-        child = metrics.child
         if not result.repeat_delivery:
-            child(metrics.accepted, name).inc(len(result.outcomes))
-            for outcome in result.outcomes:
-                if outcome.deduplicated:
-                    child(metrics.deduplicated, name).inc()
-                elif outcome.outcome == "unrouted":
-                    child(metrics.unrouted, name).inc()
-                elif outcome.outcome == "new_incident":
-                    child(metrics.incidents, name, outcome.incident_type).inc()
+            metrics.child(metrics.accepted, name).inc(len(result.outcomes))
+            self.count(name, result.outcomes)
         response = self.accepted(result)
-        child(metrics.ack_latency, name).observe(time.perf_counter() - started)
+        metrics.child(metrics.ack_latency, name).observe(time.perf_counter() - started)
         return response
 
+    def count(self, name: str, outcomes: list[Outcome]) -> None:
+        metrics = self.service.metrics
+        child = metrics.child
+        for outcome in outcomes:
+            if outcome.deduplicated:
+                child(metrics.deduplicated, name).inc()
+            elif outcome.outcome == "unrouted":
+                child(metrics.unrouted, name).inc()
+            elif outcome.outcome == "new_incident":
+                child(metrics.incidents, name, outcome.incident_type).inc()
+
+    def replay_unrouted(self, source: str | None, fingerprint: str | None) -> dict:
+        """Route the listed unrouted alerts again with the routing in force; accept those it now matches,
+        once each (the replay's delivery key is the alert's last delivery), and stop listing them."""
+        service = self.service
+        journal, router = service.journal, service.router
+        replayed, still_unrouted, purged = [], 0, 0
+        for row in journal.unrouted(1000):
+            if source not in (None, row["source"]) or fingerprint not in (None, row["fingerprint"]):
+                continue
+            stored = journal.delivery_body(row["last_delivery_id"])
+            if stored is None:
+                purged += 1
+                continue
+            name, body = stored
+            try:
+                alerts = [(alert, router.route(alert), event) for alert, event in alerts_in(SOURCES[name], body)
+                          if alert.fingerprint == row["fingerprint"]]
+            except (ValueError, KeyError) as exc:  # recorded by an older version that read it differently
+                log.warning("unrouted alert %s of delivery %s cannot be read again: %s",
+                            row["fingerprint"], row["last_delivery_id"], exc)
+                alerts = []
+            if not alerts or any(routed is None for _, routed, _ in alerts):
+                still_unrouted += 1
+                continue
+            delivery = Delivery(source=name, body=body, alerts=alerts, repeat="same",
+                                delivery_key=f"replay:{row['last_delivery_id']}:{row['fingerprint']}",
+                                replays=(row["source"], row["fingerprint"], row["last_delivery_id"]))
+            result = journal.accept(delivery).result()
+            if not result.repeat_delivery:
+                self.count(name, result.outcomes)
+            for outcome in result.outcomes:
+                replayed.append({**self.outcome(outcome), "source": row["source"], "delivery_id": result.delivery_id,
+                                 "replayed_delivery_id": row["last_delivery_id"]})
+        return {"routing_sha256": router.sha256, "replayed": replayed, "still_unrouted": still_unrouted,
+                "purged": purged}
+
+    def outcome(self, outcome: Outcome) -> dict:
+        return {**vars(outcome), "ui_url": self.service.run_url(outcome.flow_run_id)}
+
     def accepted(self, result: AcceptResult, status: int = 202) -> Response:
-        alerts = []
-        for outcome in result.outcomes:
-            item = dict(vars(outcome))
-            item["ui_url"] = self.service.run_url(outcome.flow_run_id)
-            alerts.append(item)
         return _json({"delivery_id": result.delivery_id, "repeat_delivery": result.repeat_delivery,
-                      "alerts": alerts}, status)
+                      "alerts": [self.outcome(outcome) for outcome in result.outcomes]}, status)
 
     def reader_ok(self, request: Request) -> bool:
         auth = self.service.auth
@@ -422,6 +476,20 @@ def create_api(service=None) -> FastAPI:
             for key in ("first_seen", "last_seen"):
                 row[key] = datetime.fromtimestamp(row[key], UTC).isoformat()
         return JSONResponse(rows)
+
+    @app.post("/alerts/unrouted/replay", response_model=Replayed, tags=["operations"],
+              responses={"401": _ERRORS["401"], "503": {"model": ErrorBody}})
+    def replay_unrouted(request: Request, source: str | None = None, fingerprint: str | None = None) -> Response:
+        """Route the unrouted alerts again (after an edit of routing.yaml): those a route now matches are
+        accepted as if they had just come, once each, and leave the list (bearer token required). Up to
+        1,000 alerts per call; `source` and `fingerprint` pick some."""
+        if not handlers.reader_ok(request):
+            return handlers.unauthenticated("")
+        try:
+            return JSONResponse(handlers.replay_unrouted(source, fingerprint))
+        except JournalError as exc:
+            log.error("journal: %s", exc)
+            return _error(503, "the journal cannot record alerts now; retry", headers={"Retry-After": "10"})
 
     @app.get("/deliveries/{delivery_id}", response_model=Accepted, tags=["operations"],
              responses={"401": _ERRORS["401"], "404": {"model": ErrorBody}})

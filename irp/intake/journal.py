@@ -87,6 +87,7 @@ class Delivery:
     delivery_key: str | None = None
     repeat: str = "reject"  # what a second delivery with the same key gets: "reject" (replay) or "same" (retry)
     confirm_url: str | None = None
+    replays: tuple[str, str, str] | None = None  # (source, fingerprint, delivery id) of the unrouted alert it routes
     id: str = field(default_factory=new_delivery_id)
     received_at: float = field(default_factory=time.time)
 
@@ -459,6 +460,9 @@ class Journal:
             outcomes = [self._decide(conn, delivery, alert, routed, event) for alert, routed, event in delivery.alerts]
             if delivery.confirm_url:
                 self._outbox(conn, "confirm", None, delivery, {"url": delivery.confirm_url})
+            if delivery.replays is not None:  # routed now: no longer listed (unless it came again since)
+                self._x(conn, "DELETE FROM unrouted WHERE source = ? AND fingerprint = ? AND last_delivery_id = ?",
+                        delivery.replays)
             self._x(conn,
                     "INSERT INTO deliveries (id, source, received_at, delivery_key, sha256, body, outcomes) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -669,6 +673,11 @@ class Journal:
             return None
         outcomes = [Outcome(**o) for o in json.loads(rows[0][0])]
         return AcceptResult(delivery_id, self._reading(lambda conn: self._refresh(conn, outcomes)))
+
+    def delivery_body(self, delivery_id: str) -> tuple[str, bytes] | None:
+        """(source, body) of a recorded delivery; None once purged."""
+        rows = self._read("SELECT source, body FROM deliveries WHERE id = ?", (delivery_id,))
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
 
     def unrouted(self, limit: int = 100) -> list[dict[str, Any]]:
         """Alerts no route matched, most recent first."""

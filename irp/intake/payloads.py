@@ -26,6 +26,8 @@ __all__ = [
     "Health",
     "PagerDutyWebhook",
     "Report",
+    "Replayed",
+    "ReplayedAlert",
     "Reporter",
     "RoutingHealth",
     "SnsMessage",
@@ -260,6 +262,23 @@ class Accepted(BaseModel):
     delivery_id: str
     repeat_delivery: bool = Field(False, description="The source resent a delivery already accepted.")
     alerts: list[AlertOutcome]
+
+
+class ReplayedAlert(AlertOutcome):
+    """An unrouted alert the routing in force now matches, accepted as if it had just come."""
+
+    source: str
+    delivery_id: str = Field(..., description="The replay's delivery (GET /deliveries/{delivery_id}).")
+    replayed_delivery_id: str = Field(..., description="The delivery the alert came in.")
+
+
+class Replayed(BaseModel):
+    """What routing the unrouted alerts again did."""
+
+    routing_sha256: str = Field(..., description="SHA-256 of the routing file in force.")
+    replayed: list[ReplayedAlert]
+    still_unrouted: int = Field(..., description="Alerts no route matches yet; still listed.")
+    purged: int = Field(..., description="Alerts whose delivery is past IRP_INTAKE_RETENTION_DAYS; still listed.")
 
 
 class FieldError(BaseModel):

@@ -84,3 +84,26 @@ def test_sighup_reloads_when_the_watch_is_off(tmp_path: Path) -> None:
         assert intake.process.poll() is None  # SIGHUP reloads, it does not stop the service
     finally:
         intake.stop()
+
+
+def test_unrouted_alerts_replayed_after_the_fix(tmp_path: Path) -> None:
+    intake, routing = _intake(tmp_path, "0.2")
+    try:
+        body = {"title": "billing export failing", "labels": {"team": "billing"}}
+        answer = httpx.post(f"{intake.url}/alerts/generic", json=body, headers=bearer(), timeout=10).json()
+        assert answer["alerts"][0]["outcome"] == "unrouted"
+        routing.write_text(ROUTES.format(name="web", incident_type="data_leak")
+                           + "  - name: billing\n    source: generic\n    labels: {team: billing}\n"
+                             "    incident_type: technical_failure\n")
+        _wait_routing(intake, lambda h: h["routing"]["routes"] == 2)
+        replay = httpx.post(f"{intake.url}/alerts/unrouted/replay", headers=bearer(), timeout=10)
+        assert replay.status_code == 200, replay.text
+        [alert] = replay.json()["replayed"]
+        assert (alert["outcome"], alert["incident_type"], alert["replayed_delivery_id"]) == \
+            ("new_incident", "technical_failure", answer["delivery_id"])
+        recorded = httpx.get(f"{intake.url}/deliveries/{alert['delivery_id']}", headers=bearer(), timeout=10).json()
+        assert recorded["alerts"][0]["incident_id"] == alert["incident_id"]
+        assert httpx.get(f"{intake.url}/alerts/unrouted", headers=bearer(), timeout=10).json() == []
+        assert httpx.post(f"{intake.url}/alerts/unrouted/replay", timeout=10).status_code == 401
+    finally:
+        intake.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,3 +167,69 @@ class TestRoutingReload:
         assert not service.reload_routing()
         assert self._health(service)["routing"]["problems"] == [f"{routing}:1:1: no such file"]
         assert self._post(service, "routed by the routes in force")["route"] == "web"
+
+
+class TestReplayUnrouted:
+    """POST /alerts/unrouted/replay: after a routing fix, the unrouted alerts get their incidents, once."""
+
+    @pytest.fixture
+    def routed(self, tmp_path: Path) -> Iterator[tuple[IntakeService, Path]]:
+        routing = tmp_path / "routing.yaml"
+        routing.write_text(ROUTES.format(name="web", incident_type="data_leak"))
+        settings = Settings(webhook_token=TOKEN, intake_journal=str(tmp_path / "journal.sqlite3"),
+                            routing_file=routing)
+        service = IntakeService(settings, create_run=lambda payload: "run", append_event=lambda incident, entry: None)
+        yield service, routing
+        service.journal.close()
+
+    @staticmethod
+    def _replay(service: IntakeService, **params: str) -> httpx.Response:
+        return _request(service, "POST", "/alerts/unrouted/replay", params=params,
+                        headers={"Authorization": f"Bearer {TOKEN}"})
+
+    def test_routed_once_after_the_fix(self, routed: tuple[IntakeService, Path]) -> None:
+        service, routing = routed
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        for title in ("billing disk full", "billing disk full", "billing queue stuck"):
+            answer = _request(service, "POST", "/alerts/generic", headers=auth,
+                              json={"title": title, "labels": {"team": "billing"}})
+            assert answer.json()["alerts"][0]["outcome"] == "unrouted"
+        unrouted = _request(service, "GET", "/alerts/unrouted", headers=auth).json()
+        assert sorted((row["title"], row["count"]) for row in unrouted) == \
+            [("billing disk full", 2), ("billing queue stuck", 1)]
+
+        nothing = self._replay(service)
+        assert nothing.status_code == 200
+        assert (nothing.json()["replayed"], nothing.json()["still_unrouted"]) == ([], 2)
+
+        routing.write_text(ROUTES.format(name="web", incident_type="data_leak")
+                           + "  - name: billing\n    source: generic\n    labels: {team: billing}\n"
+                             "    incident_type: technical_failure\n")
+        assert service.reload_routing()
+        wanted = next(row["fingerprint"] for row in unrouted if row["title"] == "billing disk full")
+        one = self._replay(service, fingerprint=wanted).json()
+        [alert] = one["replayed"]
+        assert (alert["fingerprint"], alert["outcome"], alert["route"], alert["incident_type"]) == \
+            (wanted, "new_incident", "billing", "technical_failure")
+        assert alert["replayed_delivery_id"] == next(r["last_delivery_id"] for r in unrouted if r["fingerprint"] == wanted)
+        assert one["routing_sha256"] == service.router.sha256
+        rest = self._replay(service).json()
+        assert [(a["route"], a["fingerprint"] != wanted) for a in rest["replayed"]] == [("billing", True)]
+        assert rest["still_unrouted"] == 0
+        assert _request(service, "GET", "/alerts/unrouted", headers=auth).json() == []
+        assert self._replay(service).json()["replayed"] == []  # once each
+        again = _request(service, "POST", "/alerts/generic", headers=auth,
+                         json={"title": "billing disk full", "labels": {"team": "billing"}}).json()["alerts"][0]
+        assert (again["outcome"], again["incident_id"]) == ("joined", alert["incident_id"])
+        metrics = _request(service, "GET", "/metrics").text
+        assert 'irp_intake_incidents_opened_total{incident_type="technical_failure",source="generic"} 2.0' in metrics
+        assert 'irp_intake_alerts_accepted_total{source="generic"} 4.0' in metrics  # replays are not new alerts
+
+    def test_needs_the_token_and_says_what_was_purged(self, routed: tuple[IntakeService, Path]) -> None:
+        service, _ = routed
+        assert _request(service, "POST", "/alerts/unrouted/replay").status_code == 401
+        _request(service, "POST", "/alerts/generic", headers={"Authorization": f"Bearer {TOKEN}"},
+                 json={"title": "old one", "labels": {}})
+        service.journal.purge(older_than=time.time() + 1, window_start=0).result()  # past the retention
+        assert self._replay(service).json() == {"routing_sha256": service.router.sha256, "replayed": [],
+                                                "still_unrouted": 0, "purged": 1}
