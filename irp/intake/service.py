@@ -63,22 +63,26 @@ class RunLauncher:
         self._deployment_ids.pop(name, None)  # the id is gone (deleted, or applied anew): look the name up again
         return await self._create_from(await self._deployment_id(name), payload)
 
-    async def _deployment_id(self, name: str):
+    async def _connected(self):
         if self._client is None:
             from prefect.client.orchestration import get_client
 
             client = get_client(httpx_settings={"timeout": 30})
             await client.__aenter__()
             self._client = client
+        return self._client
+
+    async def _deployment_id(self, name: str):
         found = self._deployment_ids.get(name)
         if found is None:
-            found = self._deployment_ids[name] = (await self._client.read_deployment_by_name(name)).id
+            deployment = await (await self._connected()).read_deployment_by_name(name)
+            found = self._deployment_ids[name] = deployment.id
         return found
 
     async def _create_from(self, deployment_id, payload: dict) -> str:
         from prefect.states import Scheduled
 
-        flow_run = await self._client.create_flow_run_from_deployment(
+        flow_run = await (await self._connected()).create_flow_run_from_deployment(
             deployment_id,
             parameters=payload["parameters"],
             state=Scheduled(),
@@ -158,7 +162,7 @@ class IntakeService:
         self._reload_forced = False
         self.sns = SnsVerifier(self.auth.sns_topics, settings.sns_host_pattern, settings.sns_ca_bundle)
         self.metrics = Metrics()
-        self.metrics.routing_result(True, time.time())
+        self.metrics.routing_result(True, self.routing_loaded_at)
         self.journal = journal or open_journal(settings.intake_journal, settings.dedup_window_seconds,
                                                settings.intake_lease_seconds)
         self._launcher = None
