@@ -63,7 +63,7 @@ def route(
     """
     from pydantic import ValidationError
 
-    from irp.intake.app import SOURCES, alerts_in
+    from irp.intake.app import SOURCES, _validation_errors, alerts_in
     from irp.intake.normalise import PayloadError
     from irp.intake.routing import Router
     from irp.intake.service import routing_path
@@ -81,12 +81,9 @@ def route(
         raise IrpError(f"{where}: cannot read: {exc.strerror}") from None
     try:
         alerts = alerts_in(found, body)
-    except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}"
-                           for e in exc.errors(include_url=False))
-        raise IrpError(f"{where}: not a {source} payload: {errors}") from None
-    except PayloadError as exc:
-        errors = "; ".join(f"{path or '(body)'}: {message}" for path, message in exc.errors)
+    except (ValidationError, PayloadError) as exc:
+        pairs = _validation_errors(exc) if isinstance(exc, ValidationError) else exc.errors
+        errors = "; ".join(f"{path or '(body)'}: {message}" for path, message in pairs)
         raise IrpError(f"{where}: not a {source} payload: {errors}") from None
     except (ValueError, RecursionError) as exc:
         raise IrpError(f"{where}: invalid JSON: {exc}") from None

@@ -102,18 +102,19 @@ routes:
 """
 
 
+@pytest.fixture
+def routed(tmp_path: Path) -> Iterator[tuple[IntakeService, Path]]:
+    """A service whose routing file (one route: generic alerts of team web → data_leak) the test may edit."""
+    routing = tmp_path / "routing.yaml"
+    routing.write_text(ROUTES.format(name="web", incident_type="data_leak"))
+    settings = Settings(webhook_token=TOKEN, intake_journal=str(tmp_path / "journal.sqlite3"), routing_file=routing)
+    service = IntakeService(settings, create_run=lambda payload: "run", append_event=lambda incident, entry: None)
+    yield service, routing
+    service.journal.close()
+
+
 class TestRoutingReload:
     """routing.yaml edited while the intake runs: taken when valid, refused (routes kept) when not."""
-
-    @pytest.fixture
-    def routed(self, tmp_path: Path) -> Iterator[tuple[IntakeService, Path]]:
-        routing = tmp_path / "routing.yaml"
-        routing.write_text(ROUTES.format(name="web", incident_type="data_leak"))
-        settings = Settings(webhook_token=TOKEN, intake_journal=str(tmp_path / "journal.sqlite3"),
-                            routing_file=routing)
-        service = IntakeService(settings, create_run=lambda payload: "run", append_event=lambda incident, entry: None)
-        yield service, routing
-        service.journal.close()
 
     @staticmethod
     def _post(service: IntakeService, title: str) -> dict:
@@ -171,16 +172,6 @@ class TestRoutingReload:
 
 class TestReplayUnrouted:
     """POST /alerts/unrouted/replay: after a routing fix, the unrouted alerts get their incidents, once."""
-
-    @pytest.fixture
-    def routed(self, tmp_path: Path) -> Iterator[tuple[IntakeService, Path]]:
-        routing = tmp_path / "routing.yaml"
-        routing.write_text(ROUTES.format(name="web", incident_type="data_leak"))
-        settings = Settings(webhook_token=TOKEN, intake_journal=str(tmp_path / "journal.sqlite3"),
-                            routing_file=routing)
-        service = IntakeService(settings, create_run=lambda payload: "run", append_event=lambda incident, entry: None)
-        yield service, routing
-        service.journal.close()
 
     @staticmethod
     def _replay(service: IntakeService, **params: str) -> httpx.Response:
