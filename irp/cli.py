@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -54,10 +55,33 @@ def _echo_err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+class _NoTraceback(logging.Formatter):
+    """A console formatter that prints a record's message without its traceback."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        bare = logging.makeLogRecord(record.__dict__ | {"exc_info": None, "exc_text": None, "stack_info": None})
+        return self.inner.format(bare)
+
+
 def _quiet_prefect() -> None:
-    """Keep Prefect's own output to warnings unless the user asked for more."""
+    """Keep Prefect's own output to warnings, and tracebacks off the console, unless the user asked for more.
+
+    Failed steps are reported by irp in one line; Prefect still sends the full tracebacks to its API (the UI).
+    """
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if os.environ.get("IRP_DEBUG"):
+        return
+    from prefect import flow  # noqa: F401  (importing it configures Prefect's logging)
+
+    for logger in [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler.formatter, _NoTraceback):
+                handler.setFormatter(_NoTraceback(handler.formatter))
 
 
 @app.command()
@@ -175,6 +199,7 @@ def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or f
         for problem in problems:
             typer.echo(str(problem))
     if failed:
+        sys.stdout.flush()  # the summary comes after the problems, on its own line, even when both streams are merged
         _echo_err(f"{failed} of {len(files)} files invalid")
         raise typer.Exit(1)
     typer.echo(f"{len(files)} files valid")

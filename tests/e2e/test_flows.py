@@ -145,6 +145,17 @@ class TestFailureSemantics:
         assert ("contain", "failed") in ran and not any(stage == "restore" for stage, _ in ran)
         assert any("cannot read /nonexistent/x.log" in e.message for e in incident.timeline)
 
+    def test_cli_reports_a_stopped_run_in_one_line_without_traceback(self, playbooks: Path, prefect_server: str) -> None:
+        edit_playbook(playbooks, "data_leak", lambda d: d["stages"]["contain"].insert(0, failing_step("broken")))
+        env = {**os.environ, "PREFECT_API_URL": prefect_server, "IRP_PLAYBOOKS_DIR": str(playbooks)}
+        env.pop("IRP_DEBUG", None)
+        result = subprocess.run([sys.executable, "-m", "irp.cli", "run", "data_leak", "--alert",
+                                 str(SAMPLES / "data_leak.json")], capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr + result.stdout
+        assert result.stderr.strip().splitlines()[-1].startswith("irp: error: run failed: incident INC-")
+        assert "step broken failed and stopped the run" in result.stderr
+
     def test_continue_records_the_failure_and_goes_on(self, playbooks: Path) -> None:
         edit_playbook(playbooks, "data_leak",
                       lambda d: d["stages"]["contain"].insert(0, failing_step("broken", on_failure="continue")))
