@@ -95,6 +95,8 @@ def run(
     from irp.alerts import read_alert
 
     parsed = read_alert(alert)
+    if _STACK_NOTE:
+        _echo_err(f"irp: {_STACK_NOTE}")
     _quiet_prefect()
     from flows.incidents import INCIDENT_FLOWS
 
@@ -224,9 +226,17 @@ def actions() -> None:
     typer.echo(catalogue_markdown(), nl=False)
 
 
+_STACK_NOTE: str | None = None
+
+
 def main() -> None:
     """Console-script entry point."""
+    global _STACK_NOTE
     try:
+        from irp.stack import adopt_running_stack
+
+        if sys.argv[1:2] not in (["stack"], ["worker"], ["webhook"]):
+            _STACK_NOTE = adopt_running_stack()
         app()
     except IrpError as exc:
         _echo_err(f"irp: error: {exc}")

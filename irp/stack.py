@@ -6,6 +6,7 @@ With PREFECT_API_URL set it uses that server instead of starting one.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from irp.errors import ConfigurationError, IrpError
 from irp.settings import REPO_ROOT, get_settings
 
 WORK_POOL = "irp"
+STACK_FILE = REPO_ROOT / "var" / "stack.json"  # where a running `irp stack` is, for the CLI in another shell
 
 # The Prefect server's SQLite database has one write lock. A request that reads before it writes
 # (creating a run, taking a concurrency slot) fails at once with "database is locked" when another
@@ -183,6 +185,43 @@ def describe(stack: Stack, with_intake: bool = True) -> str:
     return "\n".join(lines)
 
 
+def write_stack_file(stack: Stack, with_intake: bool, path: Path = STACK_FILE) -> None:
+    """Leave where the stack runs (no secret) so `irp run`, `irp incidents show`… in another shell use it."""
+    env = stack.env()
+    info = {
+        "pid": os.getpid(),
+        "api_url": env["PREFECT_API_URL"],
+        "ui_url": env["PREFECT_UI_API_URL"].removesuffix("/api"),
+        "intake_url": f"http://{stack.host}:{stack.intake_port}" if with_intake else None,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def running_stack(path: Path = STACK_FILE) -> dict[str, str] | None:
+    """The stack file of an `irp stack` still running, else None (a stale or unreadable file is ignored)."""
+    try:
+        info = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info if isinstance(info.get("api_url"), str) else None
+
+
+def adopt_running_stack(path: Path = STACK_FILE) -> str | None:
+    """With no PREFECT_API_URL set, point this process at a running `irp stack`; returns a note saying so."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    info = running_stack(path)
+    if info is None:
+        return None
+    os.environ["PREFECT_API_URL"] = info["api_url"]
+    if info.get("ui_url"):
+        os.environ.setdefault("PREFECT_UI_URL", info["ui_url"])
+    return (f"using the Prefect server of the running irp stack at {info['api_url']} ({path}); "
+            "set PREFECT_API_URL to choose another")
+
+
 def serve_forever(port: int, intake_port: int, with_intake: bool = True, process_worker: bool = False,
                   workers: int = os.cpu_count() or 1) -> None:
     """Bring the stack up, print where it is, wait for Ctrl-C or SIGTERM, stop it."""
@@ -198,6 +237,7 @@ def serve_forever(port: int, intake_port: int, with_intake: bool = True, process
     signal.signal(signal.SIGINT, on_signal)  # also when started with SIGINT ignored (a background job)
     try:
         bring_up(stack, with_intake, process_worker, workers)
+        write_stack_file(stack, with_intake)
         print(describe(stack, with_intake), flush=True)
         while True:
             for name, process in stack.processes:
@@ -210,4 +250,6 @@ def serve_forever(port: int, intake_port: int, with_intake: bool = True, process
         raise
     finally:
         stack.stop()
+        if (running_stack() or {}).get("pid") == os.getpid():
+            STACK_FILE.unlink(missing_ok=True)
     print("stopped.")
