@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from irp.models import IncidentType, Severity
 
@@ -213,6 +213,16 @@ class GenericAlert(_Strict):
     labels: Labels = Field(default_factory=dict, max_length=200, description="Key/value labels routing matches on.")
     observed_at: datetime | None = Field(None, description="When the source observed it (ISO 8601); default: now.")
     status: Literal["firing", "resolved"] = Field("firing", description="resolved records the end on the incident.")
+    source: str | None = Field(
+        None, description="Optional, so that an `irp run --alert` document can be posted as is; when given it must be "
+                          "generic (this endpoint).")
+
+    @field_validator("source")
+    @classmethod
+    def _this_endpoint(cls, value: str | None) -> str | None:
+        if value not in (None, "generic"):
+            raise ValueError(f"source {value!r} does not match this endpoint (/alerts/generic): omit it or give 'generic'")
+        return value
 
 
 class Reporter(_Strict):

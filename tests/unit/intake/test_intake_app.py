@@ -224,3 +224,19 @@ class TestReplayUnrouted:
         service.journal.purge(older_than=time.time() + 1, window_start=0).result()  # past the retention
         assert self._replay(service).json() == {"routing_sha256": service.router.sha256, "replayed": [],
                                                 "still_unrouted": 0, "purged": 1}
+
+
+class TestOneAlertDocument:
+    """The README's alert document for `irp run --alert` posts as is to /alerts/generic."""
+
+    def test_the_run_sample_is_accepted_by_the_generic_endpoint(self, service: IntakeService) -> None:
+        sample = Path(__file__).parents[3] / "playbooks" / "samples" / "data_leak.json"
+        document = json.loads(sample.read_text())
+        accepted = _request(service, "POST", "/alerts/generic", json=document, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert accepted.status_code == 202, accepted.text
+
+    def test_a_source_of_another_endpoint_is_named(self, service: IntakeService) -> None:
+        refused = _request(service, "POST", "/alerts/generic", json={"title": "x", "source": "grafana"},
+                           headers={"Authorization": f"Bearer {TOKEN}"})
+        assert refused.status_code == 422
+        assert "source 'grafana' does not match this endpoint (/alerts/generic)" in refused.text
