@@ -1,19 +1,37 @@
-"""Charts as plain SVG text: an incident's timeline, stacked bars and a line chart; no plotting library.
+"""Charts of the review and monthly reports, drawn by matplotlib's SVG backend (no pyplot, no state).
 
-Every label is escaped here, so the SVG can be inlined in an autoescaped HTML page as markup.
+Text stays text (`svg.fonttype: none`), escaped by matplotlib, so the SVG can be inlined in an
+autoescaped HTML page as markup. Each drawn element carries an id (`stage-N`, `marker-N`,
+`bar-N-M`, `point-N-M`) so tests and stylesheets can find it.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from html import escape
+import io
+from datetime import UTC, datetime
+
+import matplotlib
+from matplotlib.backends.backend_svg import FigureCanvasSVG
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from irp.metrics import format_duration
 from irp.models import Incident, StepStatus
 
 __all__ = ["line_chart_svg", "stacked_bars_svg", "timeline_svg"]
 
-FONT = "font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:12px"
+STYLE = {
+    "svg.fonttype": "none",  # labels as <text>, searchable and selectable
+    "svg.hashsalt": "irp",  # the same chart gives the same SVG
+    "font.family": ["DejaVu Sans", "sans-serif"],
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e0e0e0",
+    "axes.axisbelow": True,
+}
 STATUS_COLOURS = {StepStatus.completed: "#2e7d32", StepStatus.failed: "#c62828", StepStatus.skipped: "#9e9e9e"}
 MARKERS = {  # timeline entry kind -> (row label, colour)
     "approval": ("approvals", "#6a1b9a"),
@@ -22,21 +40,30 @@ MARKERS = {  # timeline entry kind -> (row label, colour)
     "stop": ("escalations", "#c62828"),
 }
 PALETTE = ["#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a", "#c62828", "#00838f"]
+DPI = 100
+UNITS = {"h": "hours", "min": "minutes", "s": "seconds", "d": "days"}
 
 
-def _text(x: float, y: float, text: str, *, anchor: str = "start", extra: str = "") -> str:
-    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" {extra}>{escape(text)}</text>'
+def _figure(width: int, height: float) -> Figure:
+    with matplotlib.rc_context(STYLE):
+        return Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
 
 
-def _svg(width: int, height: int, title: str, body: list[str]) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" role="img" style="{FONT}">'
-            f"<title>{escape(title)}</title>" + "".join(body) + "</svg>")
+def _svg(figure: Figure) -> str:
+    """The figure as inline SVG: no XML prolog or DOCTYPE, no creation date."""
+    buffer = io.StringIO()
+    with matplotlib.rc_context(STYLE):
+        FigureCanvasSVG(figure).print_svg(buffer, metadata={"Date": None, "Creator": "irp"})
+    text = buffer.getvalue()
+    return text[text.index("<svg"):].strip()
+
+
+def _utc(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(tzinfo=None)
 
 
 def timeline_svg(incident: Incident, *, width: int = 820) -> str:
     """The response as a Gantt chart: one bar per stage run, markers for approvals, notifications, escalations."""
-    left, right, top, row_h = 150, 50, 44, 24
     stages = incident.stages
     events = [(e.at, *MARKERS[e.kind], e.message) for e in incident.timeline if e.kind in MARKERS]
     times = [t for s in stages for t in (s.started_at, s.ended_at)] + [e[0] for e in events] + [incident.aware_at]
@@ -45,122 +72,93 @@ def timeline_svg(incident: Incident, *, width: int = 820) -> str:
     detected_in_view = 0 <= (start - incident.detected_at).total_seconds() <= span * 0.5
     if detected_in_view:
         start = min(start, incident.detected_at)
-        span = max((end - start).total_seconds(), 1.0)
-    plot_w = width - left - right
-
-    def x(at: datetime) -> float:
-        return left + plot_w * (at - start).total_seconds() / span
-
     marker_rows = list(dict.fromkeys(label for _, label, _, _ in events))
-    rows = len(stages) + len(marker_rows)
-    height = top + rows * row_h + 46
-    body = [_text(8, 18, f"{incident.id} — response timeline (UTC)", extra='font-weight="bold"')]
-    for i in range(5):  # axis
-        at_s = span * i / 4
-        px = left + plot_w * i / 4
-        body.append(f'<line x1="{px:.1f}" y1="{top - 6}" x2="{px:.1f}" y2="{top + rows * row_h}" '
-                    'stroke="#e0e0e0"/>')
-        body.append(_text(px, top + rows * row_h + 16, f"+{format_duration(at_s)}", anchor="middle",
-                          extra='fill="#555"'))
-    for i, s in enumerate(stages):
-        y = top + i * row_h
-        label = f"{s.stage.value} ({s.phase})" if s.phase else s.stage.value
-        x0, x1 = x(s.started_at), x(s.ended_at)
-        body.append(_text(8, y + 15, label))
-        body.append(f'<rect x="{x0:.1f}" y="{y + 4}" width="{max(x1 - x0, 2):.1f}" height="{row_h - 8}" '
-                    f'fill="{STATUS_COLOURS[s.status]}" rx="2"><title>{escape(label)}: {s.status.value}, '
-                    f'{escape(format_duration((s.ended_at - s.started_at).total_seconds()))}</title></rect>')
-    for j, row_label in enumerate(marker_rows):
-        y = top + (len(stages) + j) * row_h
-        body.append(_text(8, y + 15, row_label))
-        for at, label, colour, message in events:
-            if label == row_label:
-                cx = x(at)
-                body.append(f'<circle cx="{cx:.1f}" cy="{y + row_h / 2:.1f}" r="5" fill="{colour}">'
-                            f"<title>{escape(f'{at:%H:%M:%S} {message}')}</title></circle>")
-    note_y = top + rows * row_h + 34
-    if detected_in_view:
-        dx = x(incident.detected_at)
-        body.append(f'<line x1="{dx:.1f}" y1="{top - 6}" x2="{dx:.1f}" y2="{top + rows * row_h}" '
-                    'stroke="#ef6c00" stroke-dasharray="4 3"/>')
-        body.append(_text(dx + 3, top - 8, "detected", extra='fill="#ef6c00"'))
-        note = f"start {start:%Y-%m-%d %H:%M:%S} UTC"
-    else:
-        before = (start - incident.detected_at).total_seconds()
-        note = (f"start {start:%Y-%m-%d %H:%M:%S} UTC; detected {format_duration(abs(before))} "
-                f"{'before' if before >= 0 else 'after'} that ({incident.detected_at:%Y-%m-%d %H:%M:%S})")
-    body.append(_text(8, note_y, note, extra='fill="#555"'))
-    return _svg(width, height, f"Response timeline of {incident.id}", body)
+    labels = [f"{s.stage.value} ({s.phase})" if s.phase else s.stage.value for s in stages] + marker_rows
+    figure = _figure(width, 90 + 24 * max(len(labels), 1))
+    with matplotlib.rc_context(STYLE):
+        axes = figure.add_subplot()
+        axes.set_title(f"{incident.id} — response timeline (UTC)", loc="left", fontweight="bold")
+        for i, s in enumerate(stages):
+            left = date2num(_utc(s.started_at))
+            length = max(date2num(_utc(s.ended_at)) - left, span / 86400 / 400)  # an instant stays visible
+            axes.barh(i, length, left=left, height=0.6, color=STATUS_COLOURS[s.status], gid=f"stage-{i}")
+        for n, (at, row_label, colour, _message) in enumerate(events):
+            row = len(stages) + marker_rows.index(row_label)
+            axes.plot([date2num(_utc(at))], [row], "o", color=colour, markersize=7, gid=f"marker-{n}")
+        axes.set_yticks(range(len(labels)), labels)
+        axes.invert_yaxis()
+        axes.grid(axis="y", visible=False)
+        locator = AutoDateLocator(minticks=3, maxticks=8)
+        axes.xaxis.set_major_locator(locator)
+        axes.xaxis.set_major_formatter(ConciseDateFormatter(locator, show_offset=True))
+        if detected_in_view:
+            axes.axvline(date2num(_utc(incident.detected_at)), color="#ef6c00", linestyle="--", linewidth=1)
+            axes.annotate("detected", (date2num(_utc(incident.detected_at)), 0), xycoords=("data", "axes fraction"),
+                          xytext=(3, 3), textcoords="offset points", color="#ef6c00")
+            note = f"start {start:%Y-%m-%d %H:%M:%S} UTC"
+        else:
+            before = (start - incident.detected_at).total_seconds()
+            note = (f"start {start:%Y-%m-%d %H:%M:%S} UTC; detected {format_duration(abs(before))} "
+                    f"{'before' if before >= 0 else 'after'} that ({incident.detected_at:%Y-%m-%d %H:%M:%S})")
+        figure.supxlabel(note, x=0.01, ha="left", fontsize=8, color="#555")
+    return _svg(figure)
+
+
+def _legend(axes, handles: list, names: list[str]) -> None:
+    if handles:
+        axes.legend(handles, names, loc="lower left", bbox_to_anchor=(0, 1.02), ncols=len(names), frameon=False,
+                    handlelength=1, borderaxespad=0)
 
 
 def stacked_bars_svg(title: str, rows: list[tuple[str, dict[str, float]]], segments: list[str],
                      *, colours: dict[str, str] | None = None, width: int = 820, suffix: str = "") -> str:
     """Horizontal stacked bars: one row per label, one coloured segment per key of `segments`."""
     colours = colours or {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(segments)}
-    left, right, top, row_h = 190, 70, 46, 22
-    total_max = max([sum(values.values()) for _, values in rows] + [1])
-    plot_w = width - left - right
-    height = top + max(len(rows), 1) * row_h + 12
-    body = [_text(8, 18, title, extra='font-weight="bold"')]
-    lx = 8
-    for segment in segments:  # legend
-        body.append(f'<rect x="{lx}" y="26" width="10" height="10" fill="{colours[segment]}"/>')
-        body.append(_text(lx + 14, 35, segment))
-        lx += 24 + 7 * len(segment)
-    if not rows:
-        body.append(_text(left, top + 14, "no data", extra='fill="#555"'))
-    for i, (label, values) in enumerate(rows):
-        y = top + i * row_h
-        body.append(_text(8, y + 15, label))
-        x0 = float(left)
-        for segment in segments:
-            value = values.get(segment, 0)
-            if value <= 0:
-                continue
-            w = plot_w * value / total_max
-            body.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" '
-                        f'fill="{colours[segment]}"><title>{escape(f"{label}: {segment} {value:g}{suffix}")}'
-                        "</title></rect>")
-            x0 += w
-        body.append(_text(x0 + 4, y + 15, f"{sum(values.values()):g}{suffix}", extra='fill="#555"'))
-    return _svg(width, height, title, body)
+    figure = _figure(width, 100 + 24 * max(len(rows), 1))
+    with matplotlib.rc_context(STYLE):
+        axes = figure.add_subplot()
+        axes.set_title(title, loc="left", fontweight="bold", pad=22)
+        handles = []
+        lefts = [0.0] * len(rows)
+        for m, segment in enumerate(segments):
+            values = [row.get(segment, 0) for _, row in rows]
+            bars = axes.barh(range(len(rows)), values, left=lefts, height=0.6, color=colours[segment], label=segment)
+            for n, bar in enumerate(bars):
+                bar.set_gid(f"bar-{n}-{m}")
+            handles.append(bars)
+            lefts = [a + b for a, b in zip(lefts, values, strict=True)]
+        for n, total in enumerate(lefts):
+            axes.annotate(f"{total:g}{suffix}", (total, n), xytext=(4, 0), textcoords="offset points", va="center",
+                          color="#555")
+        axes.set_yticks(range(len(rows)), [label for label, _ in rows])
+        axes.invert_yaxis()
+        axes.grid(axis="y", visible=False)
+        axes.set_xlim(0, max(lefts + [1]) * 1.12)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not rows:
+            axes.text(0.5, 0.5, "no data", transform=axes.transAxes, ha="center", color="#555")
+        _legend(axes, handles, segments)
+    return _svg(figure)
 
 
 def line_chart_svg(title: str, labels: list[str], series: dict[str, list[float | None]], *,
                    width: int = 820, height: int = 260, unit: str = "h") -> str:
     """A line per series over `labels` (e.g. months); None leaves a gap."""
-    left, right, top, bottom = 60, 40, 46, 30
-    values = [v for points in series.values() for v in points if v is not None]
-    peak = max(values + [1e-9])
-    plot_w, plot_h = width - left - right, height - top - bottom
-    step = plot_w / max(len(labels) - 1, 1)
-    body = [_text(8, 18, title, extra='font-weight="bold"')]
-    lx = 8
-    for i, name in enumerate(series):
-        body.append(f'<rect x="{lx}" y="26" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>')
-        body.append(_text(lx + 14, 35, name))
-        lx += 24 + 7 * len(name)
-    for i in range(5):
-        v = peak * i / 4
-        y = top + plot_h - plot_h * i / 4
-        body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#e0e0e0"/>')
-        body.append(_text(left - 6, y + 4, f"{v:.1f}{unit}", anchor="end", extra='fill="#555"'))
-    for i, label in enumerate(labels):
-        body.append(_text(left + i * step, height - 10, label, anchor="middle", extra='fill="#555"'))
-    if not values:
-        body.append(_text(left + 10, top + plot_h / 2, "no data", extra='fill="#555"'))
-    for n, (name, points) in enumerate(series.items()):
-        colour = PALETTE[n % len(PALETTE)]
-        segment: list[str] = []
-        for i, v in enumerate(points + [None]):
-            if v is None:
-                if len(segment) > 1:
-                    points_text = " ".join(segment)
-                    body.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points_text}"/>')
-                segment = []
-                continue
-            px, py = left + i * step, top + plot_h - plot_h * v / peak
-            segment.append(f"{px:.1f},{py:.1f}")
-            body.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}">'
-                        f"<title>{escape(f'{name} {labels[i]}: {v:.2f}{unit}')}</title></circle>")
-    return _svg(width, height, title, body)
+    figure = _figure(width, height)
+    with matplotlib.rc_context(STYLE):
+        axes = figure.add_subplot()
+        axes.set_title(title, loc="left", fontweight="bold", pad=22)
+        handles = []
+        for n, points in enumerate(series.values()):
+            values = [float("nan") if v is None else v for v in points]
+            (line,) = axes.plot(range(len(values)), values, "-o", color=PALETTE[n % len(PALETTE)], markersize=4,
+                                linewidth=2, gid=f"series-{n}")
+            handles.append(line)
+        axes.set_xticks(range(len(labels)), labels)
+        axes.set_ylabel(UNITS.get(unit, unit))
+        axes.set_ylim(bottom=0)
+        if not any(v is not None for points in series.values() for v in points):
+            axes.text(0.5, 0.5, "no data", transform=axes.transAxes, ha="center", color="#555")
+            axes.set_ylim(0, 1)
+        _legend(axes, handles, list(series))
+    return _svg(figure)

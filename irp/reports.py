@@ -1,7 +1,7 @@
 """HTML reports: the post-incident review (§11) and the monthly summary, self-contained pages.
 
 Rendered with jinja2's SandboxedEnvironment, autoescaped and StrictUndefined: incident data is
-data, never markup. Charts are SVG made by irp/charts.py (which escapes its own labels) and are
+data, never markup. Charts are SVG drawn by matplotlib (irp/charts.py; it escapes the labels) and are
 the only values marked safe.
 """
 

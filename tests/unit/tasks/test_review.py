@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 # ruff: noqa: F811
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,8 +84,8 @@ class TestTimelineChart:
     def test_one_bar_per_stage_and_markers_with_escaped_labels(self) -> None:
         svg = timeline_svg(reviewed_incident())
         assert svg.startswith("<svg") and svg.endswith("</svg>")
-        assert svg.count("<rect") == 5  # detect, analyse, contain, restore, notify (initial)
-        assert svg.count("<circle") == 3  # an escalation, an approval, a notification
+        assert len(re.findall(r'id="stage-\d+"', svg)) == 5  # detect, analyse, contain, restore, notify (initial)
+        assert len(re.findall(r'id="marker-\d+"', svg)) == 3  # an escalation, an approval, a notification
         assert ">notify (initial)<" in svg and ">approvals<" in svg
         assert "<img" not in svg
 
@@ -91,3 +93,23 @@ class TestTimelineChart:
         incident = build_incident("INC-2", detected=T0, aware_after=timedelta(days=9))
         svg = timeline_svg(incident)
         assert "detected 9d 00h before that (2026-11-03 08:00:00)" in svg
+
+
+def _tick_labels(svg: str, axis: str) -> list[str]:
+    """The tick labels of one axis, in order, from matplotlib's SVG (groups xtick_N / ytick_N)."""
+    chunks = re.split(rf'<g id="{axis}tick_\d+">', svg)[1:]
+    return [re.search(r"<text[^>]*>([^<]*)</text>", chunk)[1] for chunk in chunks]
+
+
+class TestReadableAxes:
+    def test_a_response_of_seconds_has_distinct_time_ticks(self) -> None:
+        incident = build_incident("INC-3", detected=T0, aware_after=timedelta(0), contained_after=timedelta(seconds=2),
+                                  restored_after=timedelta(seconds=3), notified_after=timedelta(seconds=1))
+        labels = _tick_labels(timeline_svg(incident), "x")
+        assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+
+    def test_small_mean_times_have_distinct_value_ticks(self) -> None:
+        from irp.charts import line_chart_svg
+
+        labels = _tick_labels(line_chart_svg("t", ["2026-10", "2026-11"], {"MTTC": [0.01, 0.03]}), "y")
+        assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
