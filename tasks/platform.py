@@ -2,9 +2,10 @@
 
 Side effects, only when the step is not a dry run: Client accounts suspended or reactivated, users
 logged out everywhere or made to reset their password, API tokens revoked, tenants or features put
-in or out of maintenance; `http.request` sends what the playbook says. Every request and response
-is archived as evidence under actions/<stage>/<step>/http/ with credentials redacted; the token is
-never logged, returned or archived.
+in or out of maintenance; `http.request` sends what the playbook says, only where configuration
+allows (irp/outbound.py: endpoints, secrets bound to hosts, checked and pinned addresses). Every
+request and response is archived as evidence under actions/<stage>/<step>/http/ with credentials
+redacted (irp/redaction.py); the token is never logged, returned or archived.
 
 The admin API contract these actions assume is in docs/platform-api.md: base URL from
 IRP_PLATFORM_API_URL, a bearer token from the Prefect Secret block named by
