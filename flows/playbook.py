@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from jinja2 import meta
+from jinja2 import meta, nodes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -43,6 +43,11 @@ __all__ = [
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 100_000
 TEMPLATE_VARIABLES = ("alert", "dry_run", "incident", "phase", "playbook", "stage", "steps")
+# Arguments that say where irp sends a request or which file it reads: never from alert data.
+TARGET_ARGS = {
+    "url": "where irp sends a request; name a configured URL instead (endpoint: NAME, set in IRP_HTTP_ENDPOINTS)",
+    "path": "which local file irp reads; collect a fixed path below IRP_EVIDENCE_COLLECT_ROOTS",
+}
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "playbooks" / "schema" / "playbook.schema.json"
 
 
@@ -391,6 +396,9 @@ def semantic_problems(playbook: Playbook, file: str, positions: _Positions) -> l
             check_template((*loc, "when"), step.when, True, visible[(stage, index)])
         for arg_loc, text in _template_strings(step.args, (*loc, "args")):
             check_template(arg_loc, text, False, visible[(stage, index)])
+        for name, fix in TARGET_ARGS.items():
+            if isinstance(step.args.get(name), str) and _reads_alert(step.args[name]):
+                add((*loc, "args", name), f"takes its value from alert data: an alert may not choose {fix}")
         spec = registry.get(step.action)
         if spec is None:
             add((*loc, "action"), _unknown_action(step.action, registry))
@@ -427,6 +435,15 @@ def _unknown_action(name: str, registry: dict[str, Any]) -> str:
     else:
         hint = "namespaces: " + ", ".join(sorted({key.partition(".")[0] for key in registry}))
     return f"unknown action {name!r}; {hint} (irp playbooks actions lists them all)"
+
+
+def _reads_alert(text: str) -> bool:
+    """Whether a template reads the `alert` variable, in any form (alert.labels.x, alert['labels'], a filter)."""
+    try:
+        tree = templating._parse(text, False)
+    except templating.TemplateError:
+        return False  # reported as a syntax error
+    return any(node.name == "alert" and node.ctx == "load" for node in tree.find_all(nodes.Name))
 
 
 def _undeclared(text: str, as_expression: bool) -> set[str]:

@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from irp.errors import ConfigurationError
 from irp.models import Delivery
+from irp.redaction import redact_text
 from irp.settings import Settings
 
 __all__ = ["Message", "SmtpConfig", "deliver", "is_allowed", "is_email", "mask", "parse_smtp_url"]
@@ -133,10 +134,7 @@ def is_allowed(recipient: str, allowlist: list[str]) -> bool:
 
 
 def _redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            text = text.replace(secret, "***")
-    return " ".join(text.split())[:500]
+    return " ".join(redact_text(text, secrets).split())[:500]
 
 
 class _Retry(Exception):

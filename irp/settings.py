@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         REPO_ROOT / "var" / "spool", description="Where evidence waits while the S3 store is unreachable.")
     evidence_part_size_mb: int = Field(8, description="Multipart upload part size in MiB (5 or more).")
     evidence_upload_concurrency: int = Field(4, description="Parts uploaded in parallel (memory: about this + 1 parts).")
+    evidence_collect_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders evidence.collect may read files from (path:), JSON list or comma-separated; empty: "
+                    "collecting local files is disabled. Never /proc, /sys, /dev nor credentials (/etc/shadow, "
+                    "SSH keys...), even below a root.")
 
     # Audit, metrics and reports (irp/metrics.py, irp/audit.py, irp report): see docs/audit.md.
     response_targets_minutes: dict[str, dict] = Field(
@@ -104,8 +109,19 @@ class Settings(BaseSettings):
     )
     http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Hosts http.request may call (JSON list or comma-separated); empty allows any host.",
+        description="Hosts http.request may call (JSON list or comma-separated), besides those of IRP_HTTP_ENDPOINTS "
+                    "and IRP_HTTP_SECRET_HOSTS; empty: any host whose addresses are all public. A host named in "
+                    "these settings may resolve to internal addresses (loopback, private); cloud metadata "
+                    "addresses are always refused (docs/platform-api.md).",
     )
+    http_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description='URLs http.request calls by name (endpoint: NAME), JSON: {"status_page": '
+                    '"https://api.statuspage.io/v1/pages/PAGE/incidents"}; alert data never gives a URL.')
+    http_secret_hosts: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Hosts each Prefect Secret block may be sent to by http.request (auth_block), JSON: '
+                    '{"irp-status-page-token": ["api.statuspage.io"]}; a block not listed is sent nowhere.')
 
     # Notifications and regulatory clocks (tasks/notify.py, irp/obligations.py): see docs/notifications.md.
     smtp_url: SecretStr | None = Field(
@@ -148,7 +164,7 @@ class Settings(BaseSettings):
     escalation_lead_hours: float = Field(
         2, ge=0, description="Escalate to security@ and dpo@ when an open deadline is this near, and when missed.")
 
-    @field_validator("notify_internal", "notify_allowlist", mode="before")
+    @field_validator("notify_internal", "notify_allowlist", "evidence_collect_roots", mode="before")
     @classmethod
     def _text_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -174,6 +190,16 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [host.strip().lower() for host in text.split(",") if host.strip()]
+        return value
+
+    @field_validator("http_endpoints")
+    @classmethod
+    def _endpoint_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        from urllib.parse import urlsplit
+
+        for name, url in value.items():
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+                raise ValueError(f"endpoint {name!r}: {url!r} is not an http(s) URL")
         return value
 
 

@@ -43,6 +43,7 @@ from pydantic import Field, field_validator
 
 from irp.errors import NotConfiguredError, PermanentError
 from irp.models import utcnow
+from irp.redaction import redact
 from irp.settings import get_settings
 from tasks.integrations import (
     CommaList,
@@ -1227,7 +1228,7 @@ def lookup_cloudtrail_events(args: CloudTrailArgs, ctx: ActionContext) -> Outcom
     item = ctx.archive_json(
         f"actions/{ctx.stage.value}/{ctx.step}/cloudtrail-{slug(args.attribute)}-{slug(args.value)}.json",
         {"query": {"attribute": args.attribute, "value": args.value, "start": start.isoformat(),
-                   "end": end.isoformat()}, "truncated": truncated, "events": events},
+                   "end": end.isoformat()}, "truncated": truncated, "events": redact(events)},  # sessionToken of AssumeRole
         source_system="aws-cloudtrail", source_time=end.isoformat(),
     )
     outcome = Outcome(

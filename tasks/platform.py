@@ -2,9 +2,10 @@
 
 Side effects, only when the step is not a dry run: Client accounts suspended or reactivated, users
 logged out everywhere or made to reset their password, API tokens revoked, tenants or features put
-in or out of maintenance; `http.request` sends what the playbook says. Every request and response
-is archived as evidence under actions/<stage>/<step>/http/ with credentials redacted; the token is
-never logged, returned or archived.
+in or out of maintenance; `http.request` sends what the playbook says, only where configuration
+allows (irp/outbound.py: endpoints, secrets bound to hosts, checked and pinned addresses). Every
+request and response is archived as evidence under actions/<stage>/<step>/http/ with credentials
+redacted (irp/redaction.py); the token is never logged, returned or archived.
 
 The admin API contract these actions assume is in docs/platform-api.md: base URL from
 IRP_PLATFORM_API_URL, a bearer token from the Prefect Secret block named by
@@ -17,30 +18,25 @@ fail at once and are put on the incident's timeline.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from irp.errors import ActionError, NotConfiguredError, PermanentError
 from irp.models import utcnow
+from irp.outbound import check_destination, checked_addresses, endpoint_url, named_hosts, pinned_client
+from irp.redaction import REDACTED, is_credential_key, redact, redact_text
 from irp.settings import get_settings
 from tasks.integrations import CommaList, Failure, Journal, Outcome, UndoPlan, slug, with_retries
 from tasks.registry import ActionArgs, ActionContext, action, requires
 
-__all__ = ["PlatformApi", "redact"]
+__all__ = ["PlatformApi"]
 
 PROVIDER = "CallCenterRate admin API"
-REDACTED = "***redacted***"
-_SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
-_SECRET_KEY = re.compile(
-    r"^(.*[_-])?(password|passwd|secret|token|api[_-]?key|apikey|authorization|private[_-]?key|credentials?)$",
-    re.IGNORECASE,
-)
 _BODY_LIMIT = 64 * 1024
 
 
@@ -60,36 +56,21 @@ def secret_value(block: str) -> str:
     return value
 
 
-def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
-    """`value` with credential-like keys and every known secret replaced by ***redacted***."""
-    if isinstance(value, dict):
-        return {key: REDACTED if _SECRET_KEY.match(str(key)) and isinstance(item, str | int | float) and item != ""
-                else redact(item, secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [redact(item, secrets) for item in value]
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret:
-                value = value.replace(secret, REDACTED)
-        return value
-    return value
-
-
 def _headers(headers: httpx.Headers, secrets: tuple[str, ...]) -> dict[str, str]:
-    return {key: REDACTED if key.lower() in _SECRET_HEADERS else redact(value, secrets)
-            for key, value in headers.items()}
+    return {key: REDACTED if is_credential_key(key) else redact_text(value, secrets) for key, value in headers.items()}
 
 
-def _body(content: bytes, content_type: str, secrets: tuple[str, ...]) -> Any:
+def _body(content: bytes, secrets: tuple[str, ...]) -> Any:
+    """A body as archived: JSON (whatever its content type says) redacted as a structure, else text."""
     if not content:
         return None
-    text = content[:_BODY_LIMIT].decode("utf-8", errors="replace")
-    if "json" in content_type:
+    if content.lstrip()[:1] in (b"{", b"["):
         try:
             return redact(json.loads(content), secrets)
         except ValueError:
             pass
-    return redact(text, secrets) + ("…(truncated)" if len(content) > _BODY_LIMIT else "")
+    text = content[:_BODY_LIMIT].decode("utf-8", errors="replace")
+    return redact_text(text, secrets) + ("…(truncated)" if len(content) > _BODY_LIMIT else "")
 
 
 # --- HTTP with retries, evidence and classification ----------------------------------------------
@@ -166,9 +147,9 @@ def _send(
     def once() -> httpx.Response:
         request = client.build_request(method, url, **kwargs)
         exchange: dict[str, Any] = {
-            "request": {"method": request.method, "url": redact(str(request.url), secrets),
+            "request": {"method": request.method, "url": redact_text(str(request.url), secrets),
                         "headers": _headers(request.headers, secrets),
-                        "body": _body(request.content, request.headers.get("content-type", ""), secrets)},
+                        "body": _body(request.content, secrets)},
             "sent_at": utcnow().isoformat(),
         }
         try:
@@ -179,7 +160,7 @@ def _send(
             raise
         exchange["response"] = {
             "status": response.status_code, "headers": _headers(response.headers, secrets),
-            "body": _body(response.content, response.headers.get("content-type", ""), secrets),
+            "body": _body(response.content, secrets),
             "elapsed_ms": round(response.elapsed.total_seconds() * 1000, 1),
         }
         _archive_exchange(ctx, folder, request, exchange, provider)
@@ -461,13 +442,18 @@ _SAFE = ("GET", "HEAD", "OPTIONS")
 
 
 class HttpRequestArgs(ActionArgs):
-    url: str = Field(..., description="http(s) URL; its host must be in IRP_HTTP_ALLOWED_HOSTS when that is set.")
+    url: str | None = Field(None, description="http(s) URL written in the playbook, never taken from alert data "
+                                              "(irp playbooks validate reports it); or endpoint.")
+    endpoint: str | None = Field(None, min_length=1, max_length=200,
+                                 description="Name of a URL configured in IRP_HTTP_ENDPOINTS, instead of url "
+                                             "(a template may choose among them).")
     method: Literal["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"] = Field("GET")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers (no secrets: use auth_block).")
-    params: dict[str, str] = Field(default_factory=dict, description="Query parameters.")
+    params: dict[str, str] = Field(default_factory=dict, description="Query parameters, added to the URL's own.")
     body_json: Any = Field(None, description="JSON body.")
     body: str | None = Field(None, description="Text body (when not JSON).")
-    auth_block: str | None = Field(None, description="Prefect Secret block whose value authenticates the request.")
+    auth_block: str | None = Field(None, description="Prefect Secret block whose value authenticates the request; "
+                                                     "sent only to the hosts IRP_HTTP_SECRET_HOSTS binds to it.")
     auth_header: str = Field("Authorization", description="Header that carries the secret.")
     auth_scheme: str = Field("Bearer", description="Prefix of the secret in the header ('' for none).")
     ok_status: list[int] = Field(default_factory=list, description="Statuses that are success (default: 2xx).")
@@ -476,21 +462,27 @@ class HttpRequestArgs(ActionArgs):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+    def _http_url(cls, value: str | None) -> str | None:
+        parts = urlsplit(value or "")
+        if value is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> HttpRequestArgs:
+        if (self.url is None) == (self.endpoint is None):
+            raise ValueError("give exactly one of url or endpoint")
+        return self
 
 
 @action("http")
 def request(args: HttpRequestArgs, ctx: ActionContext) -> Outcome:
     """Send an HTTP request (retried on 429/5xx/timeouts); archive request and answer, secrets redacted."""
     settings = get_settings()
-    host = (urlsplit(args.url).hostname or "").lower()
-    if settings.http_allowed_hosts and host not in settings.http_allowed_hosts:
-        raise PermanentError(f"http.request: host {host} is not in IRP_HTTP_ALLOWED_HOSTS "
-                             f"({', '.join(settings.http_allowed_hosts)})", provider=host, code="HostNotAllowed")
+    url = args.url if args.url is not None else endpoint_url(args.endpoint or "")
+    if args.params:
+        url = str(httpx.URL(url).copy_merge_params(args.params))
+    host = check_destination(url, args.auth_block)  # before the secret is even read
     if args.body is not None and args.body_json is not None:
         raise ActionError("http.request: give body or body_json, not both")
     secrets: tuple[str, ...] = ()
@@ -503,24 +495,25 @@ def request(args: HttpRequestArgs, ctx: ActionContext) -> Outcome:
     key = None
     if unsafe:
         key = args.idempotency_key or str(uuid.uuid5(
-            uuid.NAMESPACE_URL, f"irp:{ctx.incident.id}:{ctx.stage.value}:{ctx.step}:{args.method}:{args.url}"))
+            uuid.NAMESPACE_URL, f"irp:{ctx.incident.id}:{ctx.stage.value}:{ctx.step}:{args.method}:{url}"))
         headers.setdefault("Idempotency-Key", key)
-    target = f"{args.method} {redact(args.url, secrets)}"
+    target = f"{args.method} {redact_text(url, secrets)}"
     if ctx.dry_run and unsafe:
+        parts = httpx.URL(url)
+        addresses = checked_addresses(host, parts.port or (443 if parts.scheme == "https" else 80),
+                                      host in named_hosts(settings))
         return _finish(ctx, Outcome(
             target=target, changed=False, dry_run=True,
             message=f"dry run: would send {target} (not sent: {args.method} may change state)",
-            checks=[f"host {host} allowed"] + ([f"Prefect Secret block {args.auth_block} readable"]
-                                               if args.auth_block else []),
+            checks=[f"host {host} allowed; its addresses {', '.join(addresses)} allowed"]
+                   + ([f"Prefect Secret block {args.auth_block} bound to {host} and readable"] if args.auth_block else []),
             details={"would_change": True, "idempotency_key": key},
         ))
-    timeout = httpx.Timeout(args.timeout_seconds or settings.action_timeout_seconds)
     content = {"json": args.body_json} if args.body_json is not None else {"content": args.body}
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-        response = _send(ctx, client, host, args.method, args.url, secrets=secrets,
-                         ok=set(args.ok_status) if args.ok_status else None,
-                         headers=headers, params=args.params, **content)
-    answer = _body(response.content, response.headers.get("content-type", ""), secrets)
+    with pinned_client(args.timeout_seconds or settings.action_timeout_seconds) as client:
+        response = _send(ctx, client, host, args.method, url, secrets=secrets,
+                         ok=set(args.ok_status) if args.ok_status else None, headers=headers, **content)
+    answer = _body(response.content, secrets)
     return _finish(ctx, Outcome(
         target=target, changed=unsafe, dry_run=ctx.dry_run,
         message=f"{target} answered {response.status_code}"

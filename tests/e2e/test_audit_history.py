@@ -52,9 +52,12 @@ def artifact(key: str):
 
 class TestHistory:
     def test_runs_of_several_playbooks_feed_the_history(self, playbooks: Path, evidence_root: Path,
-                                                        prefect_server: str, tmp_path: Path) -> None:
+                                                        prefect_server: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
         stop = {"id": "broken", "action": "evidence.collect", "on_failure": "stop",
                 "args": {"name": "x.log", "path": "/nonexistent/x.log"}}
+        monkeypatch.setenv("IRP_EVIDENCE_COLLECT_ROOTS", "/nonexistent")  # reading the file is what fails
+        get_settings.cache_clear()
         edit_playbook(playbooks, "malware", lambda d: d["stages"]["contain"].insert(0, stop))
         summaries = {}
         for incident_type in (IncidentType.data_leak, IncidentType.service_unavailability,

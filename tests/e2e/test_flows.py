@@ -42,6 +42,13 @@ def failing_step(step_id: str, **extra) -> dict:
     return {"id": step_id, "action": "evidence.collect", "args": {"name": "x.log", "path": "/nonexistent/x.log"}, **extra}
 
 
+@pytest.fixture(autouse=True)
+def collect_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """failing_step's file is below a collection root (that does not exist either), so reading it is what fails."""
+    monkeypatch.setenv("IRP_EVIDENCE_COLLECT_ROOTS", "/nonexistent")
+    get_settings.cache_clear()
+
+
 class TestEveryIncidentType:
     @pytest.mark.parametrize("incident_type", list(IncidentType), ids=str)
     def test_runs_end_to_end_and_archives_evidence(self, incident_type: IncidentType, evidence_root: Path) -> None:
@@ -208,6 +215,35 @@ class TestAlertDataIsNotTemplate:
             assert "{% for i in range(3) %}x{% endfor %}" in text and "xxx" not in text
         assert "{{ incident.id }}" in json.dumps(
             open_store(f"file://{evidence_root}").load_incident(summary.incident_id).affected_clients)
+
+
+class TestAlertDataIsNeverATarget:
+    TOKEN = "sp-e2e-token-4d1f9a0c7b2e"
+
+    @pytest.mark.parametrize(("incident_type", "label", "endpoint"), [
+        ("service_unavailability", "status_page_url", "status_page"),
+        ("technical_failure", "provider_status_url", "provider_status.VoxScribe speech-to-text API"),
+    ])
+    def test_configured_endpoints_are_called_and_urls_in_labels_are_not(
+            self, incident_type: str, label: str, endpoint: str, evidence_root: Path,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        from listener_fixtures import Listener
+        from service_fixtures import save_secret
+
+        save_secret("irp-status-page-token", self.TOKEN)
+        with Listener() as configured, Listener() as attacker:
+            monkeypatch.setenv("IRP_HTTP_ENDPOINTS", json.dumps({endpoint: f"{configured.url}/api"}))
+            monkeypatch.setenv("IRP_HTTP_SECRET_HOSTS", json.dumps({"irp-status-page-token": ["127.0.0.1"]}))
+            get_settings.cache_clear()
+            alert = read_alert(SAMPLES / f"{incident_type}.json")
+            alert = alert.model_copy(update={"labels": {**alert.labels, label: f"{attacker.url}/steal"}})
+            summary = run(IncidentType(incident_type), alert).result()
+        assert attacker.requests == []
+        assert [r["path"] for r in configured.requests] == ["/api"]
+        if incident_type == "service_unavailability":
+            assert configured.requests[0]["headers"]["authorization"] == f"OAuth {self.TOKEN}"
+        folder = evidence_root / summary.incident_id
+        assert not [p for p in folder.rglob("*") if p.is_file() and self.TOKEN.encode() in p.read_bytes()]
 
 
 class TestApprovalGates:

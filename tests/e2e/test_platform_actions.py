@@ -179,7 +179,9 @@ class TestNotConfigured:
         assert api.requests == []
 
 
-def test_http_request_authenticates_from_a_secret_block(api, evidence_root):
+def test_http_request_authenticates_from_a_secret_block(api, evidence_root, monkeypatch):
+    monkeypatch.setenv("IRP_HTTP_SECRET_HOSTS", '{"irp-test-admin-token": ["127.0.0.1"]}')
+    get_settings.cache_clear()
     ctx = make_ctx(evidence_root)
     outcome = request(HttpRequestArgs(url=f"{get_settings().platform_api_url}/auth/whoami",
                                       auth_block="irp-test-admin-token"), ctx)

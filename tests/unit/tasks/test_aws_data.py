@@ -232,3 +232,19 @@ class TestCloudTrail:
         with pytest.raises(TransientError, match="AWS cloudtrail lookup_events failed after 4 attempt"):
             lookup_cloudtrail_events(CloudTrailArgs(value="mallory"), make_ctx(evidence_root))
         assert events(evidence_root)[0]["data"]["provider"] == "AWS cloudtrail"
+
+    def test_session_credentials_in_events_are_archived_redacted(self, aws, evidence_root, monkeypatch):
+        issued = {"accessKeyId": "ASIAEXAMPLEISSUED", "sessionToken": "FwoGZXIvYXdzEXAMPLE-session-token",
+                  "expiration": "Nov 28, 2026 10:00:00 AM"}
+        trail = CloudTrail([{"EventId": "a1", "EventName": "AssumeRole", "Username": "mallory",
+                             "EventTime": datetime.now(UTC).timestamp(),
+                             "CloudTrailEvent": json.dumps({"eventName": "AssumeRole",
+                                                            "responseElements": {"credentials": issued}})}])
+        with AsgiServer(trail.app) as server:
+            monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDTRAIL", server.url)
+            ctx = make_ctx(evidence_root)
+            outcome = lookup_cloudtrail_events(CloudTrailArgs(value="mallory"), ctx)
+        with ctx.store.open(ctx.incident.id, outcome.details["evidence"]) as handle:
+            archived = handle.read().decode()
+        assert "FwoGZXIvYXdzEXAMPLE-session-token" not in archived
+        assert "ASIAEXAMPLEISSUED" in archived  # which session was issued stays known

@@ -13,7 +13,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from irp.errors import PermanentError, TransientError
-from tasks.platform import HttpRequestArgs, redact, request
+from irp.redaction import redact
+from tasks.platform import HttpRequestArgs, request
 
 
 class Echo:
@@ -44,6 +45,7 @@ def echo(monkeypatch):
 
     monkeypatch.setenv("IRP_ACTION_RETRY_BASE_SECONDS", "0.01")
     monkeypatch.setenv("IRP_ACTION_RETRY_MAX_SECONDS", "0.05")
+    monkeypatch.setenv("IRP_HTTP_ALLOWED_HOSTS", "127.0.0.1")  # loopback: only because configuration names it
     get_settings.cache_clear()
     app = Echo()
     with AsgiServer(app.app) as server:
