@@ -13,7 +13,6 @@ import difflib
 import hashlib
 import io
 import json
-import os
 import tarfile
 import time
 from datetime import UTC, date, datetime
@@ -36,7 +35,6 @@ __all__ = [
     "export_bundle",
     "filter_incidents",
     "find_incident",
-    "flow_run_url",
     "full_timeline",
     "incident_row",
     "load_incidents",
@@ -105,30 +103,6 @@ def filter_incidents(
         and (since is None or i.detected_at >= since)
     ]
     return sorted(selected, key=lambda i: (i.detected_at, i.id), reverse=True)
-
-
-def ui_base() -> str | None:
-    """The Prefect UI: PREFECT_UI_URL, else PREFECT_API_URL without its /api, else the Prefect profile's."""
-    ui, api = os.environ.get("PREFECT_UI_URL"), os.environ.get("PREFECT_API_URL")
-    if not ui and not api:
-        try:
-            from prefect.settings import get_current_settings
-
-            settings = get_current_settings()
-            ui, api = settings.ui_url, settings.api.url
-        except Exception:  # a broken Prefect profile must not stop reading the history
-            return None
-    if ui:
-        return str(ui).rstrip("/")
-    if api:
-        api = str(api).rstrip("/")
-        return api.removesuffix("/api")
-    return None
-
-
-def flow_run_url(flow_run_id: str, base: str | None = None) -> str | None:
-    base = base if base is not None else ui_base()
-    return f"{base}/runs/flow-run/{flow_run_id}" if base else None
 
 
 def incident_row(incident: Incident, metrics: IncidentMetrics | None = None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from service_fixtures import Fault, aws, boto, fault_proxy, iam_error, make_ctx,
 from typer.testing import CliRunner
 
 from flows.incidents import INCIDENT_FLOWS
-from irp.actions_cli import actions_app
+from irp.cli.actions import actions_app
 from irp.evidence import open_store
 from irp.models import Alert, IncidentStatus, IncidentType, StepStatus
 from irp.settings import get_settings

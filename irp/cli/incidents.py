@@ -5,18 +5,19 @@
               its flow runs with their Prefect UI links, the playbook version that ran, its metrics
     export    a self-contained bundle: report, timeline, metrics, evidence manifest, custody/audit log
     metrics   time to acknowledge, contain, restore, notify; MTTA/MTTC/MTTR by type and severity
+    deadlines the regulatory clocks: what is due, to whom and when (--all adds those met);
+              with --obligation OB --late-reason TEXT, record why a notification is late (GDPR Art. 33(1))
+    notify    send the notification of an obligation now (outside a run), e.g. after a delay
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from irp.cli.common import echo_json, fail, open_evidence_store, user_errors, warn_skipped
 from irp.errors import IrpError
 from irp.models import IncidentStatus, IncidentType, Severity
 
@@ -31,32 +32,14 @@ SinceOption = Annotated[str | None, typer.Option(
     "--since", metavar="DATE", help="Only incidents detected on or after DATE (YYYY-MM-DD or ISO 8601 time, UTC).")]
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """An IrpError is one line on stderr and exit code 1."""
-    try:
-        yield
-    except IrpError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-
-def _store():
-    from irp.evidence import open_store
-    from irp.settings import get_settings
-
-    return open_store(get_settings().evidence_url)
-
-
 def _selected(type_: IncidentType | None, severity: Severity | None, status: IncidentStatus | None,
               since: str | None):
     from irp.history import filter_incidents, load_incidents, parse_since
 
     since_at = parse_since(since) if since else None
-    store = _store()
+    store = open_evidence_store()
     incidents, skipped = load_incidents(store)
-    for line in skipped:
-        typer.echo(f"warning: skipped {line}", err=True)
+    warn_skipped(skipped)
     return store, filter_incidents(incidents, type=type_, severity=severity, status=status, since=since_at)
 
 
@@ -73,13 +56,13 @@ def list_incidents(
     from irp.history import incident_row, rows_csv
     from irp.metrics import format_duration
 
-    with _user_errors():
+    with user_errors():
         if as_json and as_csv:
             raise IrpError("--json and --csv exclude each other; give one")
         _, incidents = _selected(type_, severity, status, since)
         rows = [incident_row(i) for i in incidents]
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        echo_json(rows)
         return
     if as_csv:
         typer.echo(rows_csv(rows), nl=False)
@@ -104,11 +87,12 @@ def show(
 ) -> None:
     """Show one incident: timeline, flow runs (Prefect UI links), playbook version, metrics, actions."""
     from irp import audit
-    from irp.history import describe_measures, find_incident, flow_run_url, full_timeline, ui_base
+    from irp.history import describe_measures, find_incident, full_timeline
     from irp.metrics import measure_incident
+    from irp.prefect_ui import flow_run_url, ui_base
 
-    with _user_errors():
-        store = _store()
+    with user_errors():
+        store = open_evidence_store()
         incident = find_incident(store, incident_id)
         evidence = store.manifest(incident.id)
         entries = audit.entries(store, incident.id)
@@ -118,13 +102,13 @@ def show(
     runs = [{"id": run_id, "role": role, "url": flow_run_url(run_id, base)}
             for run_id, role in _flow_runs(incident, entries).items()]
     if as_json:
-        typer.echo(json.dumps({
+        echo_json({
             "incident": incident.model_dump(mode="json", exclude={"timeline"}),
             "flow_runs": runs,
             "metrics": metrics.model_dump(mode="json"),
             "timeline": [r.model_dump(mode="json") for r in rows],
             "evidence_location": store.location(incident.id),
-        }, indent=2, ensure_ascii=False))
+        })
         return
     echo = typer.echo
     echo(f"{incident.id}  {incident.title}")
@@ -184,8 +168,8 @@ def export(
     """Write a self-contained bundle: review report, timeline, metrics, evidence manifest, custody/audit log."""
     from irp.history import export_bundle
 
-    with _user_errors():
-        result = export_bundle(_store(), incident_id, output or Path(f"{incident_id}-bundle.tar.gz"))
+    with user_errors():
+        result = export_bundle(open_evidence_store(), incident_id, output or Path(f"{incident_id}-bundle.tar.gz"))
     typer.echo(f"bundle {result.path} ({result.size} bytes, sha256 {result.sha256})")
     for name in result.files:
         typer.echo(f"  {name}")
@@ -203,14 +187,13 @@ def metrics(
     """Time to acknowledge, contain, restore, notify per incident; MTTA/MTTC/MTTR/MTTN by type and severity."""
     from irp.metrics import METRICS, aggregate, aggregate_rows, format_duration, measure_incident
 
-    with _user_errors():
+    with user_errors():
         _, incidents = _selected(type_, severity, status, since)
         measured = [measure_incident(i) for i in incidents]
         aggregates = aggregate(measured)
     if as_json:
-        typer.echo(json.dumps({"incidents": [m.model_dump(mode="json") for m in measured],
-                               "aggregates": [a.model_dump(mode="json") for a in aggregates]},
-                              indent=2, ensure_ascii=False))
+        echo_json({"incidents": [m.model_dump(mode="json") for m in measured],
+                   "aggregates": [a.model_dump(mode="json") for a in aggregates]})
         return
     typer.echo(f"{'ID':<21} {'SEVERITY':<9} " + " ".join(f"{m.upper():<19}" for m in METRICS))
     for m in measured:
@@ -225,8 +208,125 @@ def metrics(
         typer.echo("  ".join(str(row[h]).ljust(widths[h]) for h in header))
 
 
-# Regulatory clocks (docs/notifications.md): irp/deadlines_cli.py.
-from irp.deadlines_cli import deadlines, notify  # noqa: E402
+def _incident(store, incident_id: str):
+    from irp.evidence.base import is_incident_id
 
-incidents_app.command("deadlines")(deadlines)
-incidents_app.command("notify")(notify)
+    if not is_incident_id(incident_id) or incident_id not in store.incident_ids():
+        raise fail(f"no incident {incident_id!r} in {store.url}; `irp incidents list` shows them")
+    try:
+        return store.load_incident(incident_id)
+    except (IrpError, ValueError) as exc:
+        raise fail(f"cannot read incident {incident_id}: {exc}") from None
+
+
+@incidents_app.command("deadlines")
+def deadlines(
+    incident_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="One incident; default: all.")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Also list the deadlines already met.")] = False,
+    obligation: Annotated[str | None, typer.Option(
+        "--obligation", metavar="OB",
+        help="With --late-reason: the obligation it explains, e.g. gdpr_authority.")] = None,
+    late_reason: Annotated[str | None, typer.Option(
+        "--late-reason", metavar="TEXT", help="Record why the notification of OB is late (GDPR Art. 33(1)).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List notification deadlines (GDPR 72 h, NIS2 24 h / 72 h / 1 month, §7 Clients): what is due and when."""
+    from flows.deadlines import remaining_text
+    from irp.models import TimelineEntry, utcnow
+    from irp.obligations import deadlines as compute
+
+    store = open_evidence_store()
+    now = utcnow()
+    if late_reason is not None or obligation is not None:
+        if not (incident_id and obligation and late_reason and late_reason.strip()):
+            raise fail("give ID, --obligation OB and a non-empty --late-reason TEXT together")
+        incident = _incident(store, incident_id)
+        known = [o.id for o in incident.obligations]
+        if obligation not in known:
+            raise fail(f"incident {incident_id} has no obligation {obligation!r}; valid: {', '.join(known) or 'none'}")
+        store.append_event(incident_id, TimelineEntry(
+            at=now, kind="late_reason", actor="irp-cli", message=f"reasons for the delay of {obligation}: "
+            f"{' '.join(late_reason.split())}", data={"obligation": obligation, "reason": late_reason.strip()}))
+        typer.echo(f"recorded: reasons for the delay of {obligation} of {incident_id}")
+        return
+    ids = [incident_id] if incident_id else store.incident_ids()
+    rows = []
+    for one in ids:
+        incident = _incident(store, one) if incident_id else _quiet_load(store, one)
+        if incident is None or incident.dry_run:
+            continue
+        for d in compute(incident, now):
+            if show_all or d.is_open:
+                rows.append(d)
+    rows.sort(key=lambda d: d.due_at)
+    if as_json:
+        echo_json([{
+            "incident": d.incident_id, "obligation": d.obligation.id, "kind": d.obligation.kind,
+            "audience": d.obligation.audience, "recipient": d.obligation.recipient, "basis": d.obligation.basis,
+            "due_at": d.due_at.isoformat(), "status": d.status, "remaining_seconds": int(d.remaining.total_seconds()),
+            "met_at": d.met_at.isoformat() if d.met_at else None, "last_attempt": d.last_attempt,
+            "late_reason": d.late_reason} for d in rows])
+        return
+    if not rows:
+        typer.echo("no open notification deadline" if not show_all else "no notification deadline")
+        return
+    typer.echo(f"{'INCIDENT':<21} {'OBLIGATION':<26} {'TO':<22} {'DUE (UTC)':<16} {'STATUS':<9} WHEN")
+    for d in rows:
+        to = f"{d.obligation.audience} {d.obligation.recipient}"[:22]
+        when = remaining_text(d.remaining) if d.is_open else f"met {d.met_at:%Y-%m-%d %H:%M}"
+        note = ""
+        if d.status in ("missed", "met_late"):
+            note = f"  reason: {d.late_reason}" if d.late_reason else "  reason for the delay: MISSING"
+        if d.last_attempt and d.is_open:
+            note += f"  last attempt: {d.last_attempt[:80]}"
+        typer.echo(f"{d.incident_id:<21} {d.obligation.id[:26]:<26} {to:<22} {d.due_at:%Y-%m-%d %H:%M} "
+                   f"{d.status:<9} {when} ({d.obligation.basis}){note}")
+    typer.echo(f"{len(rows)} deadline(s)")
+
+
+def _quiet_load(store, incident_id: str):
+    try:
+        return store.load_incident(incident_id)
+    except (IrpError, ValueError) as exc:
+        warn_skipped([f"{incident_id}: {exc}"])
+        return None
+
+
+@incidents_app.command("notify")
+def notify(
+    incident_id: Annotated[str, typer.Argument(metavar="ID", help="Incident id.")],
+    obligation_id: Annotated[str, typer.Argument(metavar="OB", help="Obligation id, from `irp incidents deadlines`.")],
+    late_reason: Annotated[str, typer.Option(
+        "--late-reason", metavar="TEXT", help="Why it is late (required after the deadline, GDPR Art. 33(1)).")] = "",
+    phase: Annotated[str, typer.Option(help="initial, update or final: how the message presents itself.")] = "update",
+) -> None:
+    """Send the notification of one obligation now, to its configured recipients; archived like any other."""
+    from irp.models import TimelineEntry
+    from irp.notifications import dispatch, outside_context
+    from irp.settings import get_settings
+
+    if phase not in ("initial", "update", "final"):
+        raise fail(f"--phase {phase!r}: valid: initial, update, final")
+    store = open_evidence_store()
+    incident = _incident(store, incident_id)
+    obligation = next((o for o in incident.obligations if o.id == obligation_id), None)
+    if obligation is None:
+        known = ", ".join(o.id for o in incident.obligations) or "none"
+        raise fail(f"incident {incident_id} has no obligation {obligation_id!r}; valid: {known}")
+    try:
+        record = dispatch(store, incident, get_settings(), template=obligation.template, language=obligation.language,
+                          audience=obligation.audience, recipient=obligation.recipient, phase=phase,
+                          context=outside_context(incident, phase), obligation=obligation, late_reason=late_reason)
+    except IrpError as exc:
+        raise fail(str(exc)) from None
+    store.append_event(incident_id, TimelineEntry(
+        at=record.at, kind="notification", actor="irp-cli",
+        message=f"{phase} notification to {obligation.audience} {obligation.recipient} (obligation {obligation.id}): "
+                f"{record.status}" + (f" — {record.reason}" if record.reason else ""),
+        data={"record": record.model_dump(mode="json"), "obligation_id": obligation.id}))
+    typer.echo(f"{record.id} {record.status}: {record.subject}")
+    for d in record.deliveries:
+        typer.echo(f"  {d.recipient:<40} {d.status:<9} {d.detail}")
+    typer.echo(f"archived: {record.evidence}")
+    if record.status == "failed":
+        raise fail(record.reason)
