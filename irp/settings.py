@@ -10,6 +10,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from irp.text import split_list
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -171,7 +173,7 @@ class Settings(BaseSettings):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
-            return [item.strip() for item in text.split(",") if item.strip()]
+            return split_list(text)
         return value
 
     @field_validator("reminder_lead_hours", mode="before")
@@ -179,7 +181,7 @@ class Settings(BaseSettings):
     def _hours(cls, value: object) -> object:
         if isinstance(value, str):
             text = value.strip()
-            return json.loads(text) if text.startswith("[") else [float(v) for v in text.split(",") if v.strip()]
+            return json.loads(text) if text.startswith("[") else [float(v) for v in split_list(text)]
         return value
 
     @field_validator("http_allowed_hosts", mode="before")
@@ -189,7 +191,7 @@ class Settings(BaseSettings):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
-            return [host.strip().lower() for host in text.split(",") if host.strip()]
+            return [host.lower() for host in split_list(text)]
         return value
 
     @field_validator("http_endpoints")

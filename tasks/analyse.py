@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from irp import templating
 from irp.errors import ActionError
 from irp.models import DataCategory, Incident, PersonalData, Stage
-from tasks.detect import split_list
+from irp.text import split_list
 from tasks.registry import ActionArgs, ActionContext, action
 from tasks.stage import RunContext, StageResult, run_stage
 
