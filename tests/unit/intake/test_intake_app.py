@@ -125,7 +125,7 @@ class TestRoutingReload:
 
     @staticmethod
     def _health(service: IntakeService) -> dict:
-        return _request(service, "GET", "/healthz").json()
+        return _request(service, "GET", "/healthz", headers={"Authorization": f"Bearer {TOKEN}"}).json()
 
     def test_a_changed_file_is_taken(self, routed: tuple[IntakeService, Path]) -> None:
         service, routing = routed
