@@ -1,9 +1,12 @@
 """The HTTP side of the intake (FastAPI): one POST endpoint per source, health, metrics, status.
 
-Every POST goes the same way: size check (413), authentication (401), JSON (422), the source's
-schema (422 with the field path), normalisation to Alerts, routing, then the journal; 202 only
-once the journal has it on disk. Nothing a client sends can produce a 5xx; 503 means the journal
-or a certificate fetch is unavailable and the sender should retry.
+Every POST goes the same way: size check (413), what the headers decide before any body byte is
+read (a bearer token, else 401; --local: this machine only, 403/415), the body (a signature over it
+checked then: 401), JSON (422), the source's schema (422 with the field path), normalisation to
+Alerts, routing, then the journal; 202 only once the journal has it on disk. Nothing a client sends
+can produce a 500; 503 means the journal or a certificate fetch is unavailable, or too many
+unverified bodies are being read, and the sender should retry. Header size, read deadlines and
+the connection cap are the server's (irp/intake/server.py).
 """
 
 from __future__ import annotations
@@ -99,7 +102,8 @@ _ERRORS = {
     "401": {"description": "Unauthenticated (whatever the reason).", "model": ErrorBody},
     "413": {"description": "Body larger than IRP_WEBHOOK_MAX_BODY_BYTES.", "model": ErrorBody},
     "422": {"description": "Invalid JSON or payload; `errors` give each field path.", "model": ErrorBody},
-    "503": {"description": "The journal or SNS certificate is unavailable: retry later.", "model": ErrorBody},
+    "503": {"description": "The journal or SNS certificate is unavailable, or too many unverified bodies are "
+                           "being read: retry later.", "model": ErrorBody},
 }
 
 
@@ -175,7 +179,7 @@ def _local_refusal(request: Request, alert: bool) -> tuple[str, int, str] | None
     machine's own tools: its Host must be a loopback name with the intake's port (a DNS-rebound name is
     not), its Origin absent or loopback (a page of another site is not) and, for an alert, its
     Content-Type application/json (which a cross-site form cannot send without a CORS preflight)."""
-    port = (request.scope.get("server") or ("", 80))[1]
+    port = (request.scope.get("server") or ("", None))[1] or 80
     host = request.headers.get("host", "")
     try:
         parts = urlsplit(f"//{host}")
