@@ -70,6 +70,21 @@ class Settings(BaseSettings):
         description="Hosts allowed for SNS SigningCertURL and SubscribeURL (regular expression, https only).")
     sns_ca_bundle: Path | None = Field(None, description="CA bundle to fetch SNS certificates with (default: certifi).")
     webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    webhook_max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request line and headers, together (431 above; the rest is not parsed).")
+    webhook_header_timeout_seconds: float = Field(
+        5, gt=0, description="Time a client has to send a request's line and headers, from its connection or "
+                             "first byte; then 408 and the connection is closed (slow-header attacks).")
+    webhook_body_timeout_seconds: float = Field(
+        10, gt=0, description="Time a client has to send a request's body once its headers are in; then 408 and the "
+                              "connection is closed (stalled bodies).")
+    webhook_max_connections: int = Field(
+        512, ge=1, description="Open connections the intake keeps; one more is answered 503 at once and closed.")
+    webhook_max_unverified_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024,
+        description="Body bytes held at once, all requests together, before their signature can be checked "
+                    "(Standard Webhooks, PagerDuty, SNS: the check needs the body); over it 503 with Retry-After. "
+                    "Bearer-token requests are checked before their body is read and do not count.")
     dedup_window_seconds: float = Field(
         6 * 3600, gt=0, description="A fingerprint seen again within this time of its last alert joins the incident.")
     intake_journal: str = Field(
