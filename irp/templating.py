@@ -350,8 +350,6 @@ def _check_filter_args(name: str, value: Any, args: tuple[Any, ...], kwargs: dic
     def arg(index: int, key: str, default: Any = None) -> Any:
         return args[index] if len(args) > index else kwargs.get(key, default)
 
-    if name not in _TEXT_FILTERS | {"batch", "slice"}:
-        return
     size = _text_size(value)
     if name in _TEXT_FILTERS and size > MAX_STRING:
         raise ExpressionTooLargeError(f"the input of {what} prints to more than {MAX_STRING} characters")
@@ -377,17 +375,18 @@ def _check_filter_args(name: str, value: Any, args: tuple[Any, ...], kwargs: dic
 
 def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     """`function` (a jinja filter) with its arguments checked before and, for text, its result after."""
-    passes_state = hasattr(function, "jinja_pass_arg")
+    passes_state, text = hasattr(function, "jinja_pass_arg"), name in _TEXT_FILTERS
 
     @wraps(function)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         _tick()
         state, (value, *rest) = (args[:1], args[1:]) if passes_state else ((), args)
-        _check_filter_args(name, value, tuple(rest), kwargs)
+        if text or name in ("batch", "slice"):
+            _check_filter_args(name, value, tuple(rest), kwargs)
         result = function(*state, value, *rest, **kwargs)
         if name == "map" and rest and isinstance(rest[0], str):
             return _bounded_items(result, f"the map filter applying {rest[0]}")
-        return _check_result(result, f"the {name} filter") if name in _TEXT_FILTERS else result
+        return _check_result(result, f"the {name} filter") if text else result
 
     return bounded
 
@@ -421,8 +420,33 @@ def _sum(environment: Environment, iterable: Iterable[Any], attribute: str | int
 # --- the environment ------------------------------------------------------------------------
 
 
+class _OutputBuffer(list[str]):
+    """The output of a block set, macro or filter block, at most MAX_STRING characters."""
+
+    size = 0
+
+    def _grow(self, parts: Iterable[Any]) -> None:
+        self.size += sum(len(part) for part in parts if isinstance(part, str))
+        if self.size > MAX_STRING:
+            raise ExpressionTooLargeError(f"the rendered text is longer than {MAX_STRING} characters")
+
+    def append(self, part: str) -> None:
+        self._grow((part,))
+        super().append(part)
+
+    def extend(self, parts: Iterable[str]) -> None:
+        parts = tuple(parts)
+        self._grow(parts)
+        super().extend(parts)
+
+
 class _BoundedCodeGenerator(CodeGenerator):
-    """jinja's code generator, with a clock check in every loop iteration and `~` size-checked."""
+    """jinja's code generator, with a clock check in every loop iteration, `~` size-checked and
+    output buffers bounded."""
+
+    def buffer(self, frame: Frame) -> None:
+        frame.buffer = self.temporary_identifier()
+        self.writeline(f"{frame.buffer} = environment.output_buffer()")
 
     def visit_For(self, node: nodes.For, frame: Frame) -> None:
         tick = nodes.ExprStmt(nodes.Call(nodes.EnvironmentAttribute("tick"), [], [], None, None), lineno=node.lineno)
@@ -458,6 +482,11 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def tick(self) -> None:
         """Called by the generated code at every loop iteration."""
         _tick()
+
+    @staticmethod
+    def output_buffer() -> list[str]:
+        """Where the generated code collects a block's output."""
+        return _OutputBuffer()
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         return _binop(operator, left, right)
