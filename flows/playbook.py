@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from irp import templating
 from irp.errors import PlaybookError
@@ -208,6 +209,46 @@ class _TooLarge(Exception):
     pass
 
 
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq", "merge",
+                                                        "timestamp")}
+
+
+def _unsafe_node(root: Node | None) -> tuple[int, int, str, str] | None:
+    """(line, col, key path, message) of the first YAML tag the schema does not use or alias that contains
+    itself (a recursive `*alias` or `<<:` merge), before anything is constructed from the file."""
+    on_path: set[int] = set()
+    done: set[int] = set()
+
+    def visit(node: Node, mark: Any, loc: Loc) -> tuple[int, int, str, str] | None:
+        if id(node) in on_path:
+            return (mark.line + 1, mark.column + 1, _loc_path(loc),
+                    "recursive alias: this value refers to a node that contains it (an anchor used inside itself)")
+        if id(node) in done:
+            return None
+        if node.tag not in _PLAIN_TAGS:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            return (node.start_mark.line + 1, node.start_mark.column + 1, _loc_path(loc),
+                    f"YAML tag {tag} is not allowed: only plain values are (strings, numbers, booleans, null, "
+                    "lists, mappings)")
+        on_path.add(id(node))
+        if isinstance(node, MappingNode):
+            children = [(key, key.start_mark, (*loc, str(key.value))) for key, _ in node.value]
+            children += [(value, key.start_mark, (*loc, str(key.value))) for key, value in node.value]
+        elif isinstance(node, SequenceNode):
+            children = [(item, item.start_mark, (*loc, index)) for index, item in enumerate(node.value)]
+        else:
+            children = []
+        for child, child_mark, child_loc in children:
+            found = visit(child, child_mark, child_loc)
+            if found:
+                return found
+        on_path.discard(id(node))
+        done.add(id(node))
+        return None
+
+    return None if root is None else visit(root, root.start_mark, ())
+
+
 def load_yaml(path: Path) -> tuple[Any, _Positions, str, bytes]:
     """Parse a YAML file; raise PlaybookError with one FILE:LINE:COL problem when it cannot be read."""
     name = str(path)
@@ -234,7 +275,10 @@ def load_yaml(path: Path) -> tuple[Any, _Positions, str, bytes]:
         raise fail("contains NUL bytes; a playbook is a YAML text file")
     positions = _Positions()
     try:
-        document = YAML(typ="rt").load(text)
+        yaml = YAML(typ="rt")
+        node = yaml.compose(text)
+        unsafe = _unsafe_node(node)
+        document = None if node is None or unsafe else yaml.constructor.construct_document(node)
         plain = _plain(document, (), positions, [MAX_NODES])
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -247,6 +291,11 @@ def load_yaml(path: Path) -> tuple[Any, _Positions, str, bytes]:
         raise fail(f"more than {MAX_NODES} nodes after expanding aliases") from None
     except RecursionError:
         raise fail("nested too deeply") from None
+    except Exception as exc:  # what ruamel did not foresee is still this file's problem, not an internal error
+        raise fail(f"cannot be read as YAML: {type(exc).__name__}: {exc}") from None
+    if unsafe:
+        line, col, where, message = unsafe
+        raise PlaybookError([Problem(name, line, col, where, message)])
     if plain is None:
         raise fail("file is empty; expected a mapping with the keys of the schema")
     if not isinstance(plain, dict):

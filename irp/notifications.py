@@ -32,7 +32,7 @@ from irp.evidence import CollectedBy, EvidenceStore
 from irp.models import Delivery, Incident, NotificationRecord, Obligation, utcnow
 from irp.obligations import deadlines, late_reasons
 from irp.settings import Settings
-from irp.templating import file_environment
+from irp.templating import file_environment, render_subject_body
 
 __all__ = [
     "Audience",
@@ -84,19 +84,17 @@ def render(folder: Path, template: str, language: str, context: dict[str, Any]) 
     name = f"{template}.{language}.md.j2"
     env = _environment(folder)
     try:
-        module = env.get_template(name).make_module(context)
+        subject, text = render_subject_body(env.get_template(name), context)  # bounded; subject on one line
     except TemplateNotFound:
         raise NotificationError(f"no template {name} in {folder}") from None
     except TemplateError as exc:
         raise NotificationError(f"template {name}: {exc}") from None
-    subject = " ".join(str(getattr(module, "subject", "")).split())  # one line: no CR/LF injection
     if not subject:
         raise NotificationError(f"template {name} sets no subject ({{% set subject = ... %}})")
-    text = str(module)
     html = None
     if (folder / HTML_LAYOUT).is_file():
         try:
-            html = env.get_template(HTML_LAYOUT).render(subject=subject, body=text, language=language)
+            _, html = render_subject_body(env.get_template(HTML_LAYOUT), {"subject": subject, "body": text, "language": language})
         except TemplateError as exc:
             raise NotificationError(f"template {HTML_LAYOUT}: {exc}") from None
     return Rendered(subject, text, html)

@@ -97,8 +97,8 @@ def execute_step(step: Any, stage: Stage, phase: str | None, incident: Incident,
     spec = get_registry()[step.action]
     try:
         args = rendered_args(step, template_context(run, incident, stage, phase))
-    except templating.TemplateError as exc:
-        raise StepInputError(f"step {step.id}: cannot render args: {exc}") from None
+    except Exception as exc:  # whatever a template does is this step's failure
+        raise StepInputError(f"step {step.id}: cannot render args: {_error_text(exc)}") from None
     try:
         parsed = spec.args_model.model_validate(args)
     except ValidationError as exc:
@@ -141,15 +141,16 @@ def execute_step(step: Any, stage: Stage, phase: str | None, incident: Incident,
 
 
 def rendered_args(step: Any, context: dict[str, Any]) -> dict[str, Any]:
-    """The step's arguments rendered; an argument that renders to None is left out (its default applies)."""
-    rendered = templating.render_value(step.args, context)
+    """The step's arguments rendered within the step's time limit; an argument that renders to None is
+    left out (its default applies)."""
+    rendered = templating.render_value(step.args, context, timeout=step.timeout_seconds)
     return {key: value for key, value in rendered.items() if value is not None}
 
 
 def _error_text(exc: BaseException | None) -> str:
     if exc is None:
         return "failed"
-    if isinstance(exc, IrpError):
+    if isinstance(exc, IrpError | templating.TemplateError):
         return str(exc)
     if isinstance(exc, TimeoutError):
         return f"timed out ({exc})" if str(exc) else "timed out"
@@ -172,10 +173,12 @@ def run_stage(stage: Stage, incident: Incident, run: RunContext, phase: str | No
         step_started = utcnow()
         record = None
         if step.when is not None:
-            try:
-                run_it = bool(templating.evaluate(step.when, template_context(run, incident, stage, phase)))
-            except templating.TemplateError as exc:
-                run_it, record = False, _failed(step, stage, phase, step_started, f"cannot evaluate when: {exc}", run)
+            try:  # bounded by the step's time limit; any failure is this step's, never the run's
+                context = template_context(run, incident, stage, phase)
+                run_it = bool(templating.evaluate(step.when, context, timeout=step.timeout_seconds))
+            except Exception as exc:
+                run_it, record = False, _failed(step, stage, phase, step_started,
+                                                f"cannot evaluate when: {_error_text(exc)}", run)
             if not run_it and record is None:
                 record = _skipped(step, stage, phase, step_started, f"condition is false: {step.when}", run)
         if record is None and step.approval is not None:
@@ -238,8 +241,8 @@ def _gate(step: Any, stage: Stage, phase: str | None, incident: Incident, run: R
         return _failed(step, stage, phase, started, f"not configured: {exc}", run)
     try:
         args = rendered_args(step, template_context(run, incident, stage, phase))
-    except templating.TemplateError as exc:
-        return _failed(step, stage, phase, started, f"cannot render args: {exc}", run)
+    except Exception as exc:  # whatever a template does is this step's failure
+        return _failed(step, stage, phase, started, f"cannot render args: {_error_text(exc)}", run)
     outcome = request_approval(step, stage, incident, args, run.dry_run)
     timeline.extend(outcome.timeline)
     if outcome.decisions or outcome.timed_out:

@@ -145,6 +145,17 @@ class TestErrors:
             load_routing(path)
         assert str(raised.value).startswith(f"{path}:3:1: YAML syntax error")
 
+    def test_yaml_tags_and_recursive_merges_are_refused_where_they_are(self, tmp_path: Path) -> None:
+        path = _write(tmp_path, "version: 1\nroutes:\n  - name: a\n    incident_type: !!python/object/apply:os.system [id]\n")
+        assert [str(p) for p in validate_routing(path)] == [
+            f"{path}:4:20: routes.0.incident_type: YAML tag !!python/object/apply:os.system is not allowed: "
+            "only plain values are (strings, numbers, booleans, null, lists, mappings)"]
+        path = _write(tmp_path, "version: 1\nroutes:\n  - &r\n    name: a\n    <<: *r\n")
+        with pytest.raises(PlaybookError) as raised:
+            load_routing(path)
+        assert str(raised.value) == (f"{path}:5:5: routes.0.<<: recursive alias: this value refers to a node "
+                                     "that contains it (an anchor used inside itself)")
+
     def test_wrong_version(self, tmp_path: Path) -> None:
         path = _write(tmp_path, "version: 2\nroutes: []\n")
         assert [str(p) for p in validate_routing(path)] == [f"{path}:1:1: version: Input should be 1, got 2"]
