@@ -51,6 +51,10 @@ class Route(_Strict):
     group_by: list[str] | None = Field(
         None, description="Labels whose values group alerts into one incident; default: one incident per "
                           "alert fingerprint.")
+    clients: list[str] = Field(
+        default_factory=list, description="The Clients every alert this route matches concerns, as the administrator "
+        "states them: trusted for §7 letters (an alert's own tenant label is not). Match on what authenticates the "
+        "sender, e.g. an SNS topic or an alert source owned by one Client.")
 
     def sources(self) -> set[AlertSource] | None:
         if self.source is None:
@@ -81,6 +85,7 @@ class Routed:
     incident_type: IncidentType
     severity: Severity | None
     group_key: str
+    clients: tuple[str, ...] = ()
 
 
 def routing_json_schema() -> dict:
@@ -194,7 +199,7 @@ class Router:
                 if value not in IncidentType.__members__:
                     continue
                 incident_type = IncidentType(value)
-            return Routed(route.name, incident_type, route.severity, _group_key(alert, route))
+            return Routed(route.name, incident_type, route.severity, _group_key(alert, route), tuple(route.clients))
         if self.routing.default is not None:
             default = self.routing.default
             return Routed("default", default.incident_type, default.severity, _group_key(alert, None))
