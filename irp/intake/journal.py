@@ -41,7 +41,7 @@ import orjson
 
 from irp.errors import IrpError
 from irp.intake.routing import Routed
-from irp.models import Alert, ClientOrigin, new_incident_id
+from irp.models import Alert, new_incident_id
 
 __all__ = [
     "AcceptResult",
@@ -125,14 +125,6 @@ class OutboxItem:
     attempts: int
     batch_id: int | None
     created_at: float
-
-
-def _route_clients(routed: Routed) -> dict[str, Any]:
-    """The run parameter naming the Clients the route states (trusted for §7 letters), when it states some."""
-    if not routed.clients:
-        return {}
-    return {"clients": [ClientOrigin.of(client, "routing", by=f"route {routed.route}").model_dump(mode="json")
-                        for client in routed.clients]}
 
 
 def idempotency_key(group_key: str, incident_id: str) -> str:
@@ -525,7 +517,7 @@ class Journal:
         self._outbox(conn, "run", incident_id, delivery, {
             "deployment": f"{routed.incident_type.value}/respond",
             "parameters": {"alert": alert.model_dump(mode="json"), "incident_id": incident_id,
-                           "severity_hint": hint, **_route_clients(routed)},
+                           "severity_hint": hint, **({"clients": routed.run_clients()} if routed.clients else {})},
             "idempotency_key": idempotency_key(routed.group_key, incident_id),
             "flow_run_name": f"{incident_id} {routed.incident_type.value}",
             "tags": ["irp-intake", f"source:{alert.source.value}", f"route:{routed.route}"],

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.playbook import Problem, load_yaml, schema_problems
 from irp.errors import PlaybookError
-from irp.models import Alert, AlertSource, IncidentType, Severity
+from irp.models import Alert, AlertSource, ClientOrigin, IncidentType, Severity
 
 __all__ = ["Route", "Routed", "Router", "Routing", "load_routing", "routing_json_schema", "validate_routing"]
 
@@ -86,6 +86,11 @@ class Routed:
     severity: Severity | None
     group_key: str
     clients: tuple[str, ...] = ()
+
+    def run_clients(self) -> list[dict]:
+        """The run's `clients` parameter: the Clients this route states, trusted for §7 letters."""
+        return [ClientOrigin.of(client, "routing", by=f"route {self.route}").model_dump(mode="json")
+                for client in self.clients]
 
 
 def routing_json_schema() -> dict:
