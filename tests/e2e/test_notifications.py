@@ -13,6 +13,7 @@ from notify_fixtures import SMTP_PASSWORD, smtp_server, tls_cert, webhook  # noq
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from flows.declare import IncidentReport, declare_incident
 from flows.incidents import INCIDENT_FLOWS
 from irp.alerts import read_alert
 from irp.channels import Message, deliver
@@ -279,6 +280,8 @@ class TestClientsNamedByAlerts:
 
         # a responder checks and confirms: the letter may then go, from the command line
         runner = CliRunner()
+        shown = runner.invoke(app, ["incidents", "show", incident.id])
+        assert "clients    globex (alert step scope, NOT confirmed: letters held)" in shown.output
         confirmed = runner.invoke(app, ["incidents", "confirm-clients", incident.id, "--clients", "globex",
                                         "--by", "Alice Martin"])
         assert confirmed.exit_code == 0, confirmed.output
@@ -311,3 +314,12 @@ class TestClientsNamedByAlerts:
         incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
         [origin] = incident.client_origins
         assert (origin.client, origin.source, origin.confirmed, origin.by) == ("globex", "routing", True, "route acme-dlp")
+
+    def test_a_client_a_responder_declares_is_mailed(self, two_clients, evidence_root: Path) -> None:
+        report = IncidentReport(incident_type=IncidentType.data_leak, title="Recordings exported to a wrong tenant",
+                                reporter="Dana Roy (Globex)", affected_clients=["globex"],
+                                data_categories=["call_recordings", "identification"], approx_people=300)
+        summary = declare_incident(report=report)
+        assert len(two_clients.to("dpo@globex.example")) == 2
+        incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
+        assert [(o.source, o.confirmed) for o in incident.client_origins] == [("responder", True)]
