@@ -167,7 +167,13 @@ def _client_origin(incident, client: str) -> str:
     origins = [o for o in incident.client_origins if o.client == client]
     origin = next((o for o in origins if o.confirmed), origins[0] if origins else None)
     where = f"{origin.source} {origin.by}".strip() if origin else "origin unknown"
-    return f"{client} ({where}{'' if incident.client_confirmed(client) else ', NOT confirmed: letters held'})"
+    confirmed = [e.data.get("by") or e.actor for e in incident.timeline
+                 if e.kind == "clients_confirmed" and client in (e.data.get("clients") or [])]
+    if confirmed:
+        where += f", confirmed by {confirmed[0]}"
+    elif not incident.client_confirmed(client):
+        where += ", NOT confirmed: letters held"
+    return f"{client} ({where})"
 
 
 def _flow_runs(incident, entries) -> dict[str, str]:
