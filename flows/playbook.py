@@ -2,7 +2,9 @@
 
 A playbook maps one-to-one onto `Playbook`; unknown keys are errors. `load_playbook` checks the
 schema and then everything the schema cannot: action names, step arguments against each action's
-argument model, template syntax and variables, references to undefined steps, duplicate ids.
+argument model, template syntax and variables, references to undefined steps, duplicate ids. It
+also notes (not an error) each step without `approval:` whose action changes a target that alert
+data chooses: the run holds it for an approval unless IRP_ACTION_TARGETS allows the value.
 """
 
 from __future__ import annotations
@@ -500,13 +502,41 @@ def _undeclared(text: str, as_expression: bool) -> set[str]:
     return meta.find_undeclared_variables(tree)
 
 
+def target_notes(playbook: Playbook, file: str, positions: _Positions) -> list[Problem]:
+    """Steps without approval whose targets alert data chooses: held at run time unless configured (tasks/targets.py).
+
+    Notes, not errors: the engine holds such a step safely, and a deployment may allow the values
+    (IRP_ACTION_TARGETS); the note tells the author which steps will wait for a person.
+    """
+    from tasks.registry import get_registry
+    from tasks.targets import reads_run_data
+
+    registry = get_registry()
+    notes = []
+    for stage, index, step in playbook.steps():
+        spec = registry.get(step.action)
+        if spec is None or step.approval is not None:
+            continue
+        for arg, target in spec.targets.items():
+            if arg in step.args and reads_run_data(step.args[arg]):
+                loc: Loc = ("stages", stage.value, index, "args", arg)
+                line, col = positions.find(loc)
+                kinds = "/".join(target.kinds(spec.args_model))
+                notes.append(Problem(file, line, col, _loc_path(loc),
+                                     f"note: {step.action} changes this target ({kinds}) and alert data chooses its value, with "
+                                     f"no approval: the run holds the step for one unless IRP_ACTION_TARGETS allows "
+                                     f"the value (add approval: to always ask, or a constant target)"))
+    return notes
+
+
 @dataclass(frozen=True)
 class LoadedPlaybook:
-    """A checked playbook, the reference a run records, and the exact bytes it was read from."""
+    """A checked playbook, the reference a run records, the exact bytes it was read from, and its notes."""
 
     playbook: Playbook
     ref: PlaybookRef
     source: bytes
+    notes: tuple[Problem, ...] = ()
 
 
 def load_playbook(path: Path) -> LoadedPlaybook:
@@ -527,7 +557,7 @@ def load_playbook(path: Path) -> LoadedPlaybook:
         path=file,
         sha256=hashlib.sha256(data).hexdigest(),
     )
-    return LoadedPlaybook(playbook, ref, data)
+    return LoadedPlaybook(playbook, ref, data, tuple(target_notes(playbook, file, positions)))
 
 
 _CHECKED: dict[str, tuple[str, int, LoadedPlaybook]] = {}  # path -> (sha256, registry size, playbook)

@@ -186,10 +186,11 @@ def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or f
             problems = validate_routing(file)
         else:
             try:
-                load_playbook(file)
-                problems = []
+                problems, notes = [], load_playbook(file).notes
             except PlaybookError as exc:
-                problems = exc.problems
+                problems, notes = exc.problems, ()
+            for note in notes:  # not a problem: the run holds such a step for an approval
+                typer.echo(str(note))
         failed += bool(problems)
         for problem in problems:
             typer.echo(str(problem))

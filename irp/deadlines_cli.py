@@ -4,6 +4,8 @@
     deadlines ID --obligation OB --late-reason TEXT
                           record why a notification is late (GDPR Art. 33(1)); it goes with the message
     notify ID OB          send the notification of an obligation now (outside a run), e.g. after a delay
+    confirm-clients ID --clients a,b --by NAME
+                          a responder confirms Clients only alert data named: their §7 letters may then go
 
 Both read the evidence store (IRP_EVIDENCE_URL); what they change is appended as timeline events.
 """
@@ -17,7 +19,7 @@ import typer
 
 from irp.errors import IrpError
 
-__all__ = ["deadlines", "notify"]
+__all__ = ["confirm_clients", "deadlines", "notify"]
 
 
 def _store():
@@ -152,3 +154,32 @@ def notify(
     typer.echo(f"archived: {record.evidence}")
     if record.status == "failed":
         raise _fail(record.reason)
+
+
+def confirm_clients(
+    incident_id: Annotated[str, typer.Argument(metavar="ID", help="Incident id.")],
+    clients: Annotated[str, typer.Option("--clients", metavar="A,B", help="Client ids the incident affects, comma-separated.")],
+    by: Annotated[str, typer.Option("--by", metavar="NAME", help="Who confirms (recorded in the timeline and audit log).")],
+) -> None:
+    """Confirm Clients of an incident that only alert data named, so that their §7 letters may go (audited)."""
+    from irp import audit
+    from irp.models import TimelineEntry, utcnow
+
+    names = list(dict.fromkeys(c.strip() for c in clients.split(",") if c.strip()))
+    who = " ".join(by.split())
+    if not names or not who:
+        raise _fail("give --clients with at least one Client id and --by with your name")
+    store = _store()
+    incident = _incident(store, incident_id)
+    unknown = [c for c in names if c not in incident.affected_clients]
+    if unknown:
+        raise _fail(f"incident {incident_id} does not name {', '.join(map(repr, unknown))}; its Clients: "
+                    f"{', '.join(incident.affected_clients) or 'none'}")
+    store.append_event(incident_id, TimelineEntry(
+        at=utcnow(), kind="clients_confirmed", actor=who, message=f"Clients confirmed by {who}: {', '.join(names)}",
+        data={"clients": names, "by": who}))
+    audit.record(store, incident_id, "clients_confirmed", actor=who, details={"clients": names})
+    typer.echo(f"confirmed by {who}: {', '.join(names)}")
+    held = [o.id for o in incident.obligations if o.recipient in names and o.audience in ("client", "data_subjects")]
+    for obligation in held:
+        typer.echo(f"  send now: irp incidents notify {incident_id} {obligation}")

@@ -134,6 +134,7 @@ def show(
     echo(f"  status     {incident.status.value}{'  escalated' if incident.escalated else ''}")
     echo(f"  detected   {incident.detected_at:%Y-%m-%d %H:%M:%S} UTC   aware {incident.aware_at:%Y-%m-%d %H:%M:%S} UTC")
     echo(f"  reporter   {incident.reporter or '—'}")
+    echo(f"  clients    {'; '.join(_client_origin(incident, c) for c in incident.affected_clients) or '—'}")
     if incident.playbook:
         p = incident.playbook
         echo(f"  playbook   {p.name} v{p.version} (policy {p.policy_version}) {p.path} sha256 {p.sha256}")
@@ -159,6 +160,20 @@ def show(
     for r in rows:
         by = f"  [{r.by}]" if r.by and r.by != "irp" else ""
         echo(f"  {r.at:%Y-%m-%d %H:%M:%S}  {r.kind:<12} {r.what}{by}")
+
+
+def _client_origin(incident, client: str) -> str:
+    """A Client with where it comes from and whether letters may go to it, e.g. acme (routing route x)."""
+    origins = [o for o in incident.client_origins if o.client == client]
+    origin = next((o for o in origins if o.confirmed), origins[0] if origins else None)
+    where = f"{origin.source} {origin.by}".strip() if origin else "origin unknown"
+    confirmed = [e.data.get("by") or e.actor for e in incident.timeline
+                 if e.kind == "clients_confirmed" and client in (e.data.get("clients") or [])]
+    if confirmed:
+        where += f", confirmed by {confirmed[0]}"
+    elif not incident.client_confirmed(client):
+        where += ", NOT confirmed: letters held"
+    return f"{client} ({where})"
 
 
 def _flow_runs(incident, entries) -> dict[str, str]:
@@ -226,7 +241,8 @@ def metrics(
 
 
 # Regulatory clocks (docs/notifications.md): irp/deadlines_cli.py.
-from irp.deadlines_cli import deadlines, notify  # noqa: E402
+from irp.deadlines_cli import confirm_clients, deadlines, notify  # noqa: E402
 
 incidents_app.command("deadlines")(deadlines)
 incidents_app.command("notify")(notify)
+incidents_app.command("confirm-clients")(confirm_clients)

@@ -93,6 +93,7 @@ def route(
                      "labels": alert.labels, "route": routed.route if routed else None,
                      "incident_type": routed.incident_type.value if routed else None,
                      "severity_hint": routed.severity.value if routed and routed.severity else None,
+                     "clients": list(routed.clients) if routed else [],
                      "group_key": routed.group_key if routed else None})
     if as_json:
         typer.echo(json.dumps({"routing": str(routing), "sha256": router.sha256, "alerts": rows}, indent=2,
@@ -108,7 +109,8 @@ def route(
                        "GET /alerts/unrouted")
             continue
         severity = f", severity {row['severity_hint']}" if row["severity_hint"] else ""
-        typer.echo(f"    route {row['route']} -> {row['incident_type']}{severity}")
+        clients = f", Clients {', '.join(row['clients'])} (stated by the route: trusted)" if row["clients"] else ""
+        typer.echo(f"    route {row['route']} -> {row['incident_type']}{severity}{clients}")
         typer.echo(f"    group {row['group_key']}: repeats within the dedup window join one incident")
 
 

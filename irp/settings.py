@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class TargetRule(BaseModel):
+    """IRP_ACTION_TARGETS for one target kind or one action: what may be changed without approval, and what never."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: list[str] = Field(default_factory=list, description="Targets alert data may choose (glob or CIDR).")
+    deny: list[str] = Field(default_factory=list, description="Protected targets, never changed automatically.")
 
 
 class Settings(BaseSettings):
@@ -122,6 +133,13 @@ class Settings(BaseSettings):
     platform_token_block: str = Field(
         "irp-platform-admin-token", description="Prefect Secret block holding the admin API token."
     )
+    action_targets: dict[str, TargetRule] = Field(
+        default_factory=dict,
+        description='What an action may change when alert data chose it, per target kind or per action, JSON: '
+                    '{"iam_user": {"allow": ["svc-*"], "deny": ["break-glass-admin"]}, "cidr": {"allow": '
+                    '["0.0.0.0/0"], "deny": ["10.0.0.0/8"]}}; glob patterns, CIDR ranges for cidr. A target alert '
+                    'data chose and no allow matches waits for an approval; a denied one is never changed '
+                    '(docs/security.md).')
     http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts http.request may call (JSON list or comma-separated), besides those of IRP_HTTP_ENDPOINTS "
@@ -196,6 +214,23 @@ class Settings(BaseSettings):
             text = value.strip()
             return json.loads(text) if text.startswith("[") else [float(v) for v in text.split(",") if v.strip()]
         return value
+
+    @field_validator("action_targets")
+    @classmethod
+    def _target_rules(cls, rules: dict[str, TargetRule]) -> dict[str, TargetRule]:
+        from irp.models import TargetKind
+
+        for key, rule in rules.items():
+            if key not in TargetKind.__members__ and not re.fullmatch(r"[a-z_]+\.[a-z_]+", key):
+                raise ValueError(f"{key!r} is neither a target kind ({', '.join(TargetKind)}) nor an action name "
+                                 "like platform.reset_password")
+            if key == TargetKind.cidr:
+                for pattern in [*rule.allow, *rule.deny]:
+                    try:
+                        ipaddress.ip_network(pattern, strict=False)
+                    except ValueError:
+                        raise ValueError(f"cidr: {pattern!r} is not an IP address or CIDR range") from None
+        return rules
 
     @field_validator("http_allowed_hosts", mode="before")
     @classmethod
