@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.engine import RunSummary
 from flows.incidents import INCIDENT_FLOWS
-from irp.models import Alert, AlertSource, DataCategory, IncidentType, Severity, new_incident_id, utcnow
+from irp.models import Alert, AlertSource, ClientOrigin, DataCategory, IncidentType, Severity, new_incident_id, utcnow
 
 __all__ = ["IncidentReport", "declare_incident"]
 
@@ -97,5 +97,8 @@ def declare_incident(report: IncidentReport, dry_run: bool = False) -> RunSummar
                    "flow_run_id": str(flow_run.id or "")}
         audit.record(open_store(get_settings().evidence_url), incident_id, "declared", actor=report.reporter,
                      strict=False, details=details)
+    # A responder declares: the Clients named here are confirmed (§7 letters may go to them).
+    clients = [ClientOrigin.of(client, "responder", by=f"declared (reported by {report.reporter})")
+               for client in dict.fromkeys(c.strip() for c in report.affected_clients) if client]
     return INCIDENT_FLOWS[report.incident_type](alert=report.to_alert(), severity=report.severity, dry_run=dry_run,
-                                                incident_id=incident_id)
+                                                incident_id=incident_id, clients=clients)

@@ -24,6 +24,7 @@ from irp.errors import IrpError
 from irp.evidence import open_store, remove_tree, temporary_store
 from irp.models import (
     Alert,
+    ClientOrigin,
     Incident,
     IncidentStatus,
     IncidentType,
@@ -123,8 +124,13 @@ def respond(
     dry_run: bool = False,
     incident_id: str | None = None,
     severity_hint: Severity | None = None,
+    clients: list[ClientOrigin] | None = None,
 ) -> RunSummary:
-    """Run the playbook of `incident_type` on `alert`: the body of every incident flow."""
+    """Run the playbook of `incident_type` on `alert`: the body of every incident flow.
+
+    `clients`: the Clients a trusted source names (a route of routing.yaml, a responder's declaration);
+    the Clients the alert's own data names are recorded as unconfirmed by the playbook's steps.
+    """
     logger = get_run_logger()
     settings = get_settings()
     loaded = load_playbook_for_run(playbook_path(settings.playbooks_dir, incident_type))
@@ -143,6 +149,8 @@ def respond(
         summary=alert.description,
         detected_at=alert.observed_at,
         reporter=alert.labels.get("reporter", alert.source.value),
+        affected_clients=list(dict.fromkeys(c.client for c in clients or [])),
+        client_origins=list(clients or []),
         alerts=[alert.fingerprint],
         playbook=loaded.ref,
         flow_run_ids=[str(flow_run.id)] if flow_run.id else [],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import Flow, flow
 
 from flows.engine import RunSummary, respond
-from irp.models import Alert, IncidentType, Severity
+from irp.models import Alert, ClientOrigin, IncidentType, Severity
 
 __all__ = ["INCIDENT_FLOWS", *[t.value for t in IncidentType]]
 
@@ -22,6 +22,8 @@ Args:
     dry_run: Run every step without side effects, recording what each would have done.
     incident_id: Leave empty for a new incident; set it to attach the run to an existing one.
     severity_hint: Initial severity suggested by alert routing; the playbook's rules decide.
+    clients: Clients a trusted source names: the route that matched the alert, or a responder
+        (§7 letters go only to confirmed Clients; those the alert itself names wait for a responder).
 """
 
 
@@ -32,8 +34,9 @@ def _incident_flow(incident_type: IncidentType) -> Flow:
         dry_run: bool = False,
         incident_id: str | None = None,
         severity_hint: Severity | None = None,
+        clients: list[ClientOrigin] | None = None,
     ) -> RunSummary:
-        return respond(incident_type, alert, severity, dry_run, incident_id, severity_hint)
+        return respond(incident_type, alert, severity, dry_run, incident_id, severity_hint, clients)
 
     run.__name__ = incident_type.value
     run.__qualname__ = incident_type.value

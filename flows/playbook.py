@@ -2,7 +2,9 @@
 
 A playbook maps one-to-one onto `Playbook`; unknown keys are errors. `load_playbook` checks the
 schema and then everything the schema cannot: action names, step arguments against each action's
-argument model, template syntax and variables, references to undefined steps, duplicate ids.
+argument model, template syntax and variables, references to undefined steps, duplicate ids. It
+also notes (not an error) each step without `approval:` whose action changes a target that alert
+data chooses: the run holds it for an approval unless IRP_ACTION_TARGETS allows the value.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from irp import templating
 from irp.errors import PlaybookError
@@ -208,6 +211,46 @@ class _TooLarge(Exception):
     pass
 
 
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq", "merge",
+                                                        "timestamp")}
+
+
+def _unsafe_node(root: Node | None) -> tuple[int, int, str, str] | None:
+    """(line, col, key path, message) of the first YAML tag the schema does not use or alias that contains
+    itself (a recursive `*alias` or `<<:` merge), before anything is constructed from the file."""
+    on_path: set[int] = set()
+    done: set[int] = set()
+
+    def visit(node: Node, mark: Any, loc: Loc) -> tuple[int, int, str, str] | None:
+        if id(node) in on_path:
+            return (mark.line + 1, mark.column + 1, _loc_path(loc),
+                    "recursive alias: this value refers to a node that contains it (an anchor used inside itself)")
+        if id(node) in done:
+            return None
+        if node.tag not in _PLAIN_TAGS:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            return (node.start_mark.line + 1, node.start_mark.column + 1, _loc_path(loc),
+                    f"YAML tag {tag} is not allowed: only plain values are (strings, numbers, booleans, null, "
+                    "lists, mappings)")
+        on_path.add(id(node))
+        if isinstance(node, MappingNode):
+            children = [(key, key.start_mark, (*loc, str(key.value))) for key, _ in node.value]
+            children += [(value, key.start_mark, (*loc, str(key.value))) for key, value in node.value]
+        elif isinstance(node, SequenceNode):
+            children = [(item, item.start_mark, (*loc, index)) for index, item in enumerate(node.value)]
+        else:
+            children = []
+        for child, child_mark, child_loc in children:
+            found = visit(child, child_mark, child_loc)
+            if found:
+                return found
+        on_path.discard(id(node))
+        done.add(id(node))
+        return None
+
+    return None if root is None else visit(root, root.start_mark, ())
+
+
 def load_yaml(path: Path) -> tuple[Any, _Positions, str, bytes]:
     """Parse a YAML file; raise PlaybookError with one FILE:LINE:COL problem when it cannot be read."""
     name = str(path)
@@ -234,7 +277,10 @@ def load_yaml(path: Path) -> tuple[Any, _Positions, str, bytes]:
         raise fail("contains NUL bytes; a playbook is a YAML text file")
     positions = _Positions()
     try:
-        document = YAML(typ="rt").load(text)
+        yaml = YAML(typ="rt")
+        node = yaml.compose(text)
+        unsafe = _unsafe_node(node)
+        document = None if node is None or unsafe else yaml.constructor.construct_document(node)
         plain = _plain(document, (), positions, [MAX_NODES])
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -247,6 +293,11 @@ def load_yaml(path: Path) -> tuple[Any, _Positions, str, bytes]:
         raise fail(f"more than {MAX_NODES} nodes after expanding aliases") from None
     except RecursionError:
         raise fail("nested too deeply") from None
+    except Exception as exc:  # what ruamel did not foresee is still this file's problem, not an internal error
+        raise fail(f"cannot be read as YAML: {type(exc).__name__}: {exc}") from None
+    if unsafe:
+        line, col, where, message = unsafe
+        raise PlaybookError([Problem(name, line, col, where, message)])
     if plain is None:
         raise fail("file is empty; expected a mapping with the keys of the schema")
     if not isinstance(plain, dict):
@@ -451,13 +502,41 @@ def _undeclared(text: str, as_expression: bool) -> set[str]:
     return meta.find_undeclared_variables(tree)
 
 
+def target_notes(playbook: Playbook, file: str, positions: _Positions) -> list[Problem]:
+    """Steps without approval whose targets alert data chooses: held at run time unless configured (tasks/targets.py).
+
+    Notes, not errors: the engine holds such a step safely, and a deployment may allow the values
+    (IRP_ACTION_TARGETS); the note tells the author which steps will wait for a person.
+    """
+    from tasks.registry import get_registry
+    from tasks.targets import reads_run_data
+
+    registry = get_registry()
+    notes = []
+    for stage, index, step in playbook.steps():
+        spec = registry.get(step.action)
+        if spec is None or step.approval is not None:
+            continue
+        for arg, target in spec.targets.items():
+            if arg in step.args and reads_run_data(step.args[arg]):
+                loc: Loc = ("stages", stage.value, index, "args", arg)
+                line, col = positions.find(loc)
+                kinds = "/".join(target.kinds(spec.args_model))
+                notes.append(Problem(file, line, col, _loc_path(loc),
+                                     f"note: {step.action} changes this target ({kinds}) and alert data chooses its value, with "
+                                     f"no approval: the run holds the step for one unless IRP_ACTION_TARGETS allows "
+                                     f"the value (add approval: to always ask, or a constant target)"))
+    return notes
+
+
 @dataclass(frozen=True)
 class LoadedPlaybook:
-    """A checked playbook, the reference a run records, and the exact bytes it was read from."""
+    """A checked playbook, the reference a run records, the exact bytes it was read from, and its notes."""
 
     playbook: Playbook
     ref: PlaybookRef
     source: bytes
+    notes: tuple[Problem, ...] = ()
 
 
 def load_playbook(path: Path) -> LoadedPlaybook:
@@ -478,7 +557,7 @@ def load_playbook(path: Path) -> LoadedPlaybook:
         path=file,
         sha256=hashlib.sha256(data).hexdigest(),
     )
-    return LoadedPlaybook(playbook, ref, data)
+    return LoadedPlaybook(playbook, ref, data, tuple(target_notes(playbook, file, positions)))
 
 
 _CHECKED: dict[str, tuple[str, int, LoadedPlaybook]] = {}  # path -> (sha256, registry size, playbook)

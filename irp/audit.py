@@ -45,7 +45,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ACTS = ("opened", "declared", "updated", "approved", "rejected", "approval_timed_out", "action_closed", "exported")
+ACTS = ("opened", "declared", "updated", "approved", "rejected", "approval_timed_out", "action_closed", "exported",
+        "clients_confirmed")
 
 
 def record_digest(incident: Incident) -> str:

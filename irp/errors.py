@@ -8,6 +8,7 @@
     │   ├── NotConfiguredError  the integration an action needs is not configured
     │   ├── TransientError      a third party failed in a way that may pass (throttling, 5xx, timeout)
     │   └── PermanentError      a third party refused (access denied, invalid request, no such target)
+    │       └── ProtectedTargetError  a step would change a target IRP_ACTION_TARGETS protects
     └── EvidenceError           the evidence store refused or lost an operation
 """
 
@@ -61,6 +62,13 @@ class PermanentError(ActionError):
         self.provider = provider
         self.code = code
         super().__init__(message)
+
+
+class ProtectedTargetError(PermanentError):
+    """Raised when a step would change a target IRP_ACTION_TARGETS denies: never done automatically."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, provider="irp", code="ProtectedTarget")
 
 
 class EvidenceError(IrpError):

@@ -19,6 +19,7 @@ __all__ = [
     "Delivery",
     "Alert",
     "AlertSource",
+    "ClientOrigin",
     "DataCategory",
     "Incident",
     "IncidentStatus",
@@ -31,6 +32,7 @@ __all__ = [
     "Stage",
     "StageOutcome",
     "StepStatus",
+    "TargetKind",
     "TimelineEntry",
     "new_incident_id",
     "utcnow",
@@ -143,6 +145,28 @@ class DataCategory(StrEnum):
     financial = "financial"
     technical_identifiers = "technical_identifiers"
     special_category = "special_category"
+
+
+class TargetKind(StrEnum):
+    """What a state-changing action changes (an argument marked `Target` in tasks/registry.py).
+
+    IRP_ACTION_TARGETS allows or protects targets per kind (glob patterns; CIDR ranges for cidr).
+    """
+
+    iam_user = "iam_user"
+    iam_role = "iam_role"
+    access_key = "access_key"
+    instance = "instance"
+    security_group = "security_group"
+    cidr = "cidr"
+    ip_set = "ip_set"
+    network_acl = "network_acl"
+    bucket = "bucket"
+    object = "object"
+    secret = "secret"
+    tenant = "tenant"
+    feature = "feature"
+    platform_user = "platform_user"
 
 
 class _Model(BaseModel):
@@ -298,11 +322,35 @@ class NotificationRecord(_Model):
     language: str = "fr"
     subject: str
     obligation: str | None = Field(None, description="Id of the obligation it fulfils.")
-    status: Literal["sent", "partial", "failed", "not_sent", "dry_run"]
+    status: Literal["sent", "partial", "failed", "not_sent", "held", "dry_run"]
     reason: str = Field("", description="Why it was not (fully) sent.")
+    hold: Literal["", "unconfirmed_client", "unknown_client"] = Field(
+        "", description="Why a Client's message was kept back: the Client comes from alert data and is not "
+                        "confirmed (held, archived), or it is not a configured Client (reported, never mailed).")
     late_reason: str = Field("", description="Reasons for the delay, when sent after the deadline (Art. 33(1)).")
     deliveries: list[Delivery] = Field(default_factory=list)
     evidence: str = Field("", description="Evidence item holding the rendered message and the delivery result.")
+
+
+TRUSTED_CLIENT_SOURCES = ("playbook", "routing", "responder")
+
+
+class ClientOrigin(_Model):
+    """How an incident came to name one of its Clients, and whether a §7 letter may go to it on that basis."""
+
+    client: str = Field(..., min_length=1, max_length=200, description="The Client id (a key of IRP_NOTIFY_CLIENTS).")
+    source: Literal["alert", "playbook", "routing", "responder", "enrichment"] = Field(
+        ..., description="alert: read from alert data; playbook: written in the playbook; routing: stated by a "
+                         "route of routing.yaml; responder: declared or confirmed by a person; enrichment: "
+                         "looked up from alert data.")
+    confirmed: bool = Field(False, description="A person or a configured rule vouches for it: letters may go.")
+    by: str = Field("", max_length=200, description="The route, the person or the step it comes from.")
+    at: datetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def of(cls, client: str, source: str, by: str = "") -> ClientOrigin:
+        """An origin, confirmed when its source is trusted (playbook, routing, responder)."""
+        return cls(client=client, source=source, by=by, confirmed=source in TRUSTED_CLIENT_SOURCES)
 
 
 class IncidentStatus(StrEnum):
@@ -332,6 +380,8 @@ class Incident(_Model):
     aware_at: datetime = Field(default_factory=utcnow, description="When Confluent Digital became aware.")
     stages: list[StageOutcome] = Field(default_factory=list)
     affected_clients: list[str] = Field(default_factory=list)
+    client_origins: list[ClientOrigin] = Field(
+        default_factory=list, description="Where each affected Client comes from; §7 letters need a confirmed one.")
     affected_systems: list[str] = Field(default_factory=list)
     personal_data: PersonalData = Field(default_factory=PersonalData)
     reporter: str = Field("", description="Who reported it: a source system or a person (§8).")
@@ -346,6 +396,21 @@ class Incident(_Model):
         default_factory=list, description="Notifications due, to whom, by when (decided in analyse).")
     notifications: list[NotificationRecord] = Field(
         default_factory=list, description="Notifications rendered and sent by the runs (§7, §12).")
+
+    def client_confirmed(self, client: str) -> bool:
+        """True when a letter may go to `client`: the playbook, the routing or a responder named it, or a
+        responder confirmed it afterwards (`irp incidents confirm-clients`, a timeline event)."""
+        if any(o.client == client and o.confirmed for o in self.client_origins):
+            return True
+        return any(e.kind == "clients_confirmed" and client in (e.data.get("clients") or []) for e in self.timeline)
+
+    def with_clients(self, clients: list[str], source: str, by: str = "") -> dict[str, Any]:
+        """The changes that add `clients` from `source`; an origin is added unless one as good is there."""
+        origin = {c: ClientOrigin.of(c, source, by) for c in dict.fromkeys(clients)}
+        fresh = [c for c in origin if not any(o.client == c and (o.confirmed or o.source == source)
+                                              for o in self.client_origins)]
+        return {"affected_clients": list(dict.fromkeys([*self.affected_clients, *clients])),
+                "client_origins": [*self.client_origins, *(origin[c] for c in fresh)]}
 
     def stage_ended_at(self, stage: Stage) -> datetime | None:
         """When `stage` first completed, or None."""

@@ -4,7 +4,9 @@
 watch (flows/deadlines.py) or from `irp incidents notify`: recipients are looked up in the
 configuration by audience and key (a Client id, an authority), never taken from alert data; the
 rendered message and each delivery result are archived in the evidence store; a notification past
-its deadline goes only with the reasons for the delay (GDPR Art. 33(1)).
+its deadline goes only with the reasons for the delay (GDPR Art. 33(1)). A message to a Client goes
+only when the incident's Client is confirmed (`client_hold`): one named by alert data alone is held,
+an unknown one is never mailed; both are left to the caller to report to the internal recipients.
 
 `validate_templates` is what `irp playbooks validate` checks in playbooks/templates/: every message
 template renders on sample incidents, sets a subject, and says what the rules require (§7's five
@@ -32,11 +34,12 @@ from irp.evidence import CollectedBy, EvidenceStore
 from irp.models import Delivery, Incident, NotificationRecord, Obligation, utcnow
 from irp.obligations import deadlines, late_reasons
 from irp.settings import Settings
-from irp.templating import file_environment
+from irp.templating import file_environment, render_subject_body
 
 __all__ = [
     "Audience",
     "NotificationError",
+    "client_hold",
     "Rendered",
     "dispatch",
     "outside_context",
@@ -84,19 +87,17 @@ def render(folder: Path, template: str, language: str, context: dict[str, Any]) 
     name = f"{template}.{language}.md.j2"
     env = _environment(folder)
     try:
-        module = env.get_template(name).make_module(context)
+        subject, text = render_subject_body(env.get_template(name), context)  # bounded; subject on one line
     except TemplateNotFound:
         raise NotificationError(f"no template {name} in {folder}") from None
     except TemplateError as exc:
         raise NotificationError(f"template {name}: {exc}") from None
-    subject = " ".join(str(getattr(module, "subject", "")).split())  # one line: no CR/LF injection
     if not subject:
         raise NotificationError(f"template {name} sets no subject ({{% set subject = ... %}})")
-    text = str(module)
     html = None
     if (folder / HTML_LAYOUT).is_file():
         try:
-            html = env.get_template(HTML_LAYOUT).render(subject=subject, body=text, language=language)
+            _, html = render_subject_body(env.get_template(HTML_LAYOUT), {"subject": subject, "body": text, "language": language})
         except TemplateError as exc:
             raise NotificationError(f"template {HTML_LAYOUT}: {exc}") from None
     return Rendered(subject, text, html)
@@ -112,6 +113,22 @@ def recipients_for(settings: Settings, audience: str, key: str) -> tuple[list[st
         return list(settings.notify_authorities.get(key, [])), "IRP_NOTIFY_AUTHORITIES"
     found = settings.notify_data_subjects.get(key) or settings.notify_data_subjects.get("*", [])
     return list(found), "IRP_NOTIFY_DATA_SUBJECTS"
+
+
+def client_hold(incident: Incident, settings: Settings, audience: str, key: str,
+                obligation: Obligation | None = None) -> tuple[str, str]:
+    """Why a message to Client `key` must not go: ("unknown_client" | "unconfirmed_client", reason), or ("", "")."""
+    if audience not in ("client", "data_subjects") or key in ("", "*"):
+        return "", ""
+    if key not in settings.notify_clients and not (audience == "data_subjects" and key in settings.notify_data_subjects):
+        return "unknown_client", (f"no recipient configured for {audience} {key!r} (IRP_NOTIFY_CLIENTS): not a "
+                                  "configured Client, never mailed; reported to the internal recipients")
+    if incident.client_confirmed(key):
+        return "", ""
+    send = f"irp incidents notify {incident.id} {obligation.id}" if obligation else "irp incidents notify"
+    return "unconfirmed_client", (f"held: awaiting confirmation of the affected Clients ({key!r} was named by alert "
+                                  f"data); confirm with: irp incidents confirm-clients {incident.id} --clients {key} "
+                                  f"--by NAME, then send with: {send}")
 
 
 def outside_context(incident: Incident, phase: str) -> dict[str, Any]:
@@ -185,6 +202,7 @@ def dispatch(
     rendered = render(settings.playbooks_dir / "templates", template, language, variables)
     record_id = f"N-{now:%Y%m%d%H%M%S}-{_secrets.token_hex(3).upper()}"
     addresses, setting = recipients_for(settings, audience, recipient)
+    hold, held_because = client_hold(incident, settings, audience, recipient, obligation)
     reason = ""
     if late and not late_reason:
         deliveries: list[Delivery] = []
@@ -193,7 +211,11 @@ def dispatch(
                   f"record them with: irp incidents deadlines {incident.id} --obligation {obligation.id} "
                   f"--late-reason TEXT, then: irp incidents notify {incident.id} {obligation.id}")
     elif dry_run:
-        deliveries, status, reason = [], "dry_run", "dry run: rendered, not sent"
+        deliveries, status = [], "dry_run"
+        reason = "dry run: rendered, not sent" + (f"; {held_because}" if hold else "")
+    elif hold:
+        deliveries = [Delivery(channel="none", recipient=recipient, status="not_sent", detail=held_because)]
+        status, reason = ("held" if hold == "unconfirmed_client" else "not_sent"), held_because
     elif not addresses:
         deliveries = [Delivery(channel="none", recipient=recipient or audience, status="not_sent",
                                detail=f"not sent: no recipient configured for {audience} {recipient!r} ({setting})")]
@@ -212,7 +234,7 @@ def dispatch(
     record = NotificationRecord(
         id=record_id, at=now, phase=phase, audience=audience, recipient=recipient, template=template,
         language=language, subject=rendered.subject, obligation=obligation.id if obligation else None,
-        status=status, reason=reason, late_reason=late_reason if late else "", deliveries=deliveries,
+        status=status, reason=reason, hold=hold, late_reason=late_reason if late else "", deliveries=deliveries,
         evidence=item.name,
     )
     delivery = store.put_json(incident.id, f"{folder}/{stem}.delivery.json", record.model_dump(mode="json"),

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from irp.text import split_list
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class TargetRule(BaseModel):
+    """IRP_ACTION_TARGETS for one target kind or one action: what may be changed without approval, and what never."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: list[str] = Field(default_factory=list, description="Targets alert data may choose (glob or CIDR).")
+    deny: list[str] = Field(default_factory=list, description="Protected targets, never changed automatically.")
 
 
 class Settings(BaseSettings):
@@ -72,6 +83,21 @@ class Settings(BaseSettings):
         description="Hosts allowed for SNS SigningCertURL and SubscribeURL (regular expression, https only).")
     sns_ca_bundle: Path | None = Field(None, description="CA bundle to fetch SNS certificates with (default: certifi).")
     webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    webhook_max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request line and headers, together (431 above; the rest is not parsed).")
+    webhook_header_timeout_seconds: float = Field(
+        5, gt=0, description="Time a client has to send a request's line and headers, from its connection or "
+                             "first byte; then 408 and the connection is closed (slow-header attacks).")
+    webhook_body_timeout_seconds: float = Field(
+        10, gt=0, description="Time a client has to send a request's body once its headers are in; then 408 and the "
+                              "connection is closed (stalled bodies).")
+    webhook_max_connections: int = Field(
+        512, ge=1, description="Open connections the intake keeps; one more is answered 503 at once and closed.")
+    webhook_max_unverified_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024,
+        description="Body bytes held at once, all requests together, before their signature can be checked "
+                    "(Standard Webhooks, PagerDuty, SNS: the check needs the body); over it 503 with Retry-After. "
+                    "Bearer-token requests are checked before their body is read and do not count.")
     dedup_window_seconds: float = Field(
         6 * 3600, gt=0, description="A fingerprint seen again within this time of its last alert joins the incident.")
     intake_journal: str = Field(
@@ -109,6 +135,13 @@ class Settings(BaseSettings):
     platform_token_block: str = Field(
         "irp-platform-admin-token", description="Prefect Secret block holding the admin API token."
     )
+    action_targets: dict[str, TargetRule] = Field(
+        default_factory=dict,
+        description='What an action may change when alert data chose it, per target kind or per action, JSON: '
+                    '{"iam_user": {"allow": ["svc-*"], "deny": ["break-glass-admin"]}, "cidr": {"allow": '
+                    '["0.0.0.0/0"], "deny": ["10.0.0.0/8"]}}; glob patterns, CIDR ranges for cidr. A target alert '
+                    'data chose and no allow matches waits for an approval; a denied one is never changed '
+                    '(docs/security.md).')
     http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts http.request may call (JSON list or comma-separated), besides those of IRP_HTTP_ENDPOINTS "
@@ -183,6 +216,23 @@ class Settings(BaseSettings):
             text = value.strip()
             return json.loads(text) if text.startswith("[") else [float(v) for v in split_list(text)]
         return value
+
+    @field_validator("action_targets")
+    @classmethod
+    def _target_rules(cls, rules: dict[str, TargetRule]) -> dict[str, TargetRule]:
+        from irp.models import TargetKind
+
+        for key, rule in rules.items():
+            if key not in TargetKind.__members__ and not re.fullmatch(r"[a-z_]+\.[a-z_]+", key):
+                raise ValueError(f"{key!r} is neither a target kind ({', '.join(TargetKind)}) nor an action name "
+                                 "like platform.reset_password")
+            if key == TargetKind.cidr:
+                for pattern in [*rule.allow, *rule.deny]:
+                    try:
+                        ipaddress.ip_network(pattern, strict=False)
+                    except ValueError:
+                        raise ValueError(f"cidr: {pattern!r} is not an IP address or CIDR range") from None
+        return rules
 
     @field_validator("http_allowed_hosts", mode="before")
     @classmethod

@@ -34,8 +34,10 @@ def classify(args: ClassifyArgs, ctx: ActionContext) -> dict[str, Any]:
     for index, rule in enumerate(ctx.playbook.classification.rules):
         try:
             matched = templating.evaluate(rule.when, variables)
-        except templating.TemplateError as exc:
-            raise ActionError(f"classification.rules.{index}.when ({rule.when}): {exc}") from None
+        except Exception as exc:  # a broken rule is reported and skipped: the other rules and the default apply
+            ctx.record(f"classification.rules.{index}.when ({rule.when}) cannot be evaluated, rule skipped: {exc}",
+                       kind="classification", rule=index)
+            continue
         if matched:
             ctx.update_incident(severity=rule.severity, severity_reason=rule.reason, severity_source="rule")
             ctx.record(f"classified {rule.severity.value}: {rule.reason}", kind="classification", rule=index)

@@ -54,9 +54,17 @@ class ApprovalOutcome(BaseModel):
     timeline: list[TimelineEntry] = Field(default_factory=list)
 
 
-def describe(step: Any, stage: Stage, incident: Incident, args: Any, needed: int, approvals: list[str]) -> str:
-    """The markdown the Resume form shows: the action, its targets, the incident."""
-    targets = json.dumps(args, indent=2, ensure_ascii=False, default=str)
+def _cell(value: str) -> str:
+    """A value as a markdown table cell that alert text cannot break out of."""
+    text = " ".join(value.split())
+    text = text if len(text) <= 120 else text[:117] + "..."
+    return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
+
+
+def describe(step: Any, stage: Stage, incident: Incident, args: Any, needed: int, approvals: list[str],
+             targets: list[Any] = (), why: str = "") -> str:
+    """The markdown the Resume form shows: the action, its targets and who chose them, the incident."""
+    arguments = json.dumps(args, indent=2, ensure_ascii=False, default=str)
     lines = [
         f"## Approval needed: `{step.action}` ({stage.value} · {step.id})",
         "",
@@ -66,10 +74,21 @@ def describe(step: Any, stage: Stage, incident: Incident, args: Any, needed: int
         "",
         f"> {incident.title}",
         "",
-        "**Arguments (targets)**",
+    ]
+    if why:
+        lines += [f"**Why irp asks:** {why.removeprefix('held for approval: ')} — the playbook does not require an "
+                  "approval here, but an alert may describe, not choose what is changed.", ""]
+    if targets:
+        lines += ["**Targets** (what this step changes)", "", "| Argument | Kind | Value | Chosen by |", "|---|---|---|---|"]
+        lines += [f"| `{t.arg}` | {t.kind} | {_cell(t.value)} | "
+                  + ("**alert data** (check it)" if t.from_alert else "the playbook or configuration") + " |"
+                  for t in targets]
+        lines.append("")
+    lines += [
+        "**Arguments**",
         "",
         "```json",
-        targets,
+        arguments,
         "```",
         "",
         f"Approvals needed: **{needed}** distinct people"
@@ -97,22 +116,31 @@ def _back_to_running() -> None:
         client.set_flow_run_state(flow_run.id, Running(), force=True)
 
 
-def request_approval(step: Any, stage: Stage, incident: Incident, args: Any, dry_run: bool) -> ApprovalOutcome:
-    """Pause until `step.approval.approvers` distinct people approve, one rejects, or time runs out."""
-    gate = step.approval
+def request_approval(step: Any, stage: Stage, incident: Incident, args: Any, dry_run: bool, *,
+                     why: str = "", targets: list[Any] = ()) -> ApprovalOutcome:
+    """Pause until `step.approval.approvers` distinct people approve, one rejects, or time runs out.
+
+    `why` (tasks/targets.py) asks for a step without `approval:`: one person, the playbook defaults.
+    """
+    from flows.playbook import Approval
+
+    gate = step.approval or Approval()
     if dry_run:
+        message = (f"dry run: step {step.id} would be {why}" if why
+                   else f"dry run: step {step.id} would need {gate.approvers} approval(s)")
         return ApprovalOutcome(
             approved=True,
             reason=f"dry run: would wait for {gate.approvers} approval(s)",
-            timeline=[TimelineEntry(kind="approval", stage=stage, step=step.id,
-                                    message=f"dry run: step {step.id} would need {gate.approvers} approval(s)")],
+            timeline=[TimelineEntry(kind="approval", stage=stage, step=step.id, message=message)],
         )
     approvals: list[str] = []
     decisions: list[dict[str, Any]] = []
     timeline: list[TimelineEntry] = []
+    if why:
+        timeline.append(TimelineEntry(kind="approval", stage=stage, step=step.id, message=f"step {step.id} {why}"))
     timeout = int(gate.timeout_minutes * 60)
     while len(approvals) < gate.approvers:
-        description = describe(step, stage, incident, args, gate.approvers, approvals)
+        description = describe(step, stage, incident, args, gate.approvers, approvals, targets, why)
         form = ApprovalDecision.with_initial_data(description=description, decision="approve")
         try:
             with _PAUSE_LOCK:

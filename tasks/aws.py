@@ -22,7 +22,7 @@ import json
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import boto3
 from botocore.config import Config
@@ -55,7 +55,8 @@ from tasks.integrations import (
     third_party_failed,
     with_retries,
 )
-from tasks.registry import ActionArgs, ActionContext, action, requires
+from tasks.registry import ActionArgs, ActionContext, Target, action, requires
+from tasks.targets import check_protected
 
 __all__ = ["aws_client", "aws_session"]
 
@@ -238,9 +239,10 @@ def _network(value: str) -> str:
 
 
 class AccessKeyArgs(ActionArgs):
-    access_key_id: str = Field(..., pattern=r"^AKIA[A-Z0-9]{12,124}$",
+    access_key_id: Annotated[str, Target("access_key")] = Field(..., pattern=r"^AKIA[A-Z0-9]{12,124}$",
                                description="Long-term access key id (AKIA...); temporary ASIA keys: revoke sessions.")
-    user_name: str | None = Field(None, description="Owner of the key; looked up from the key when unset.")
+    user_name: Annotated[str | None, Target("iam_user")] = Field(
+        None, description="Owner of the key; looked up from the key when unset.")
 
 
 def _key_status(ctx: ActionContext, iam: Any, args: AccessKeyArgs) -> tuple[str, str]:
@@ -263,6 +265,8 @@ def _key_status(ctx: ActionContext, iam: Any, args: AccessKeyArgs) -> tuple[str,
 def _set_key(args: AccessKeyArgs, ctx: ActionContext, wanted: Literal["Active", "Inactive"]) -> Outcome:
     iam = aws_client("iam")
     user, status = _key_status(ctx, iam, args)
+    if args.user_name is None:  # the owner was looked up: the engine could not check it before the step
+        check_protected(f"aws.{'deactivate' if wanted == 'Inactive' else 'activate'}_access_key", "iam_user", user)
     target = f"iam-user/{user}/{args.access_key_id}"
     journal = Journal(ctx, target)
     before, replayed = journal.first("before", {"user_name": user, "status": status}, source_system="aws-iam")
@@ -386,7 +390,8 @@ def _apply_inline(ctx: ActionContext, kind: Principal, name: str, policy: str, w
 
 class DenyPolicyArgs(ActionArgs):
     principal_type: Principal = Field(..., description="user or role.")
-    name: str = Field(..., min_length=1, max_length=128, description="IAM user or role name.")
+    name: Annotated[str, Target("iam_{principal_type}")] = Field(
+        ..., min_length=1, max_length=128, description="IAM user or role name.")
     policy_name: str = Field(DENY_ALL_POLICY, description="Name of the inline deny-all policy.")
 
 
@@ -404,7 +409,8 @@ def attach_deny_policy(args: DenyPolicyArgs, ctx: ActionContext) -> Outcome:
 
 
 class RevokeSessionsArgs(ActionArgs):
-    role_name: str = Field(..., min_length=1, max_length=128, description="IAM role whose sessions are revoked.")
+    role_name: Annotated[str, Target("iam_role")] = Field(
+        ..., min_length=1, max_length=128, description="IAM role whose sessions are revoked.")
     issued_before: datetime | None = Field(
         None, description="Deny sessions whose token was issued before this time; default: the first attempt's now."
     )
@@ -469,7 +475,8 @@ def revoke_role_sessions(args: RevokeSessionsArgs, ctx: ActionContext) -> Outcom
 
 class InlinePolicyArgs(ActionArgs):
     principal_type: Principal = Field(..., description="user or role.")
-    name: str = Field(..., min_length=1, max_length=128, description="IAM user or role name.")
+    name: Annotated[str, Target("iam_{principal_type}")] = Field(
+        ..., min_length=1, max_length=128, description="IAM user or role name.")
     policy_name: str = Field(..., min_length=1, description="Inline policy name.")
     document: dict[str, Any] | None = Field(None, description="Policy document to put back; null deletes it.")
 
@@ -533,8 +540,8 @@ def _isolation_group(ctx: ActionContext, ec2: Any, value: str, vpc_id: str | Non
 
 
 class QuarantineArgs(ActionArgs):
-    instance_id: str = Field(..., pattern=r"^i-[0-9a-f]{8,17}$", description="EC2 instance id.")
-    isolation_group: str | None = Field(
+    instance_id: Annotated[str, Target("instance")] = Field(..., pattern=r"^i-[0-9a-f]{8,17}$", description="EC2 instance id.")
+    isolation_group: Annotated[str | None, Target("security_group")] = Field(
         None, description="sg- id or group name in the instance's VPC; default IRP_AWS_ISOLATION_SECURITY_GROUP."
     )
     protect_from_termination: bool = Field(True, description="Also turn on termination protection (evidence).")
@@ -625,7 +632,7 @@ def quarantine_instance(args: QuarantineArgs, ctx: ActionContext) -> Outcome:
 
 
 class ReleaseArgs(ActionArgs):
-    instance_id: str = Field(..., pattern=r"^i-[0-9a-f]{8,17}$", description="EC2 instance id.")
+    instance_id: Annotated[str, Target("instance")] = Field(..., pattern=r"^i-[0-9a-f]{8,17}$", description="EC2 instance id.")
     interfaces: dict[str, list[str]] = Field(..., description="Security groups to put back, per network interface.")
     termination_protection: bool | None = Field(None, description="Value to put back; null leaves it.")
     remove_tags: CommaList = Field(default_factory=list, description="Tag keys to remove.")
@@ -764,10 +771,13 @@ def _parse_ip_set_arn(arn: str) -> tuple[str, str, str, str]:
 
 
 class BlockIpArgs(ActionArgs):
-    cidr: str = Field(..., description="IP address or CIDR to block, IPv4 (/8 or narrower) or IPv6 (/32 or narrower).")
+    cidr: Annotated[str, Target("cidr")] = Field(
+        ..., description="IP address or CIDR to block, IPv4 (/8 or narrower) or IPv6 (/32 or narrower).")
     method: Literal["waf", "nacl"] = Field("waf", description="waf: add to the WAFv2 IP set; nacl: deny entries.")
-    ip_set_arn: str | None = Field(None, description="WAFv2 IP set ARN; default IRP_AWS_WAF_IP_SET_ARN.")
-    network_acl_id: str | None = Field(None, description="Network ACL id; default IRP_AWS_NETWORK_ACL_ID.")
+    ip_set_arn: Annotated[str | None, Target("ip_set")] = Field(
+        None, description="WAFv2 IP set ARN; default IRP_AWS_WAF_IP_SET_ARN.")
+    network_acl_id: Annotated[str | None, Target("network_acl")] = Field(
+        None, description="Network ACL id; default IRP_AWS_NETWORK_ACL_ID.")
     direction: Literal["ingress", "egress", "both"] = Field("both", description="nacl only: which traffic to deny.")
     rule_number: int | None = Field(None, ge=1, le=32766, description="nacl only: rule number (default: lowest free).")
 
@@ -785,10 +795,12 @@ class BlockIpArgs(ActionArgs):
 
 
 class UnblockIpArgs(ActionArgs):
-    cidr: str = Field(..., description="IP address or CIDR to unblock.")
+    cidr: Annotated[str, Target("cidr")] = Field(..., description="IP address or CIDR to unblock.")
     method: Literal["waf", "nacl"] = Field(..., description="Where it was blocked.")
-    ip_set_arn: str | None = Field(None, description="WAFv2 IP set ARN; default IRP_AWS_WAF_IP_SET_ARN.")
-    network_acl_id: str | None = Field(None, description="Network ACL id; default IRP_AWS_NETWORK_ACL_ID.")
+    ip_set_arn: Annotated[str | None, Target("ip_set")] = Field(
+        None, description="WAFv2 IP set ARN; default IRP_AWS_WAF_IP_SET_ARN.")
+    network_acl_id: Annotated[str | None, Target("network_acl")] = Field(
+        None, description="Network ACL id; default IRP_AWS_NETWORK_ACL_ID.")
     rule_numbers: dict[Literal["ingress", "egress"], int] = Field(
         default_factory=dict, description="nacl only: the deny entries to delete (default: every deny of the cidr)."
     )
@@ -1002,11 +1014,11 @@ _ALL_BLOCKED = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicP
 
 
 class BucketArgs(ActionArgs):
-    bucket: str = Field(..., min_length=3, max_length=63, description="S3 bucket name.")
+    bucket: Annotated[str, Target("bucket")] = Field(..., min_length=3, max_length=63, description="S3 bucket name.")
 
 
 class PublicAccessBlockArgs(ActionArgs):
-    bucket: str = Field(..., min_length=3, max_length=63, description="S3 bucket name.")
+    bucket: Annotated[str, Target("bucket")] = Field(..., min_length=3, max_length=63, description="S3 bucket name.")
     configuration: dict[str, bool] | None = Field(None, description="Configuration to put back; null removes it.")
 
 
@@ -1068,8 +1080,8 @@ def restore_public_access_block(args: PublicAccessBlockArgs, ctx: ActionContext)
 
 
 class ObjectVersionArgs(ActionArgs):
-    bucket: str = Field(..., min_length=3, max_length=63, description="Versioned S3 bucket.")
-    key: str = Field(..., min_length=1, description="Object key.")
+    bucket: Annotated[str, Target("bucket")] = Field(..., min_length=3, max_length=63, description="Versioned S3 bucket.")
+    key: Annotated[str, Target("object")] = Field(..., min_length=1, description="Object key.")
     version_id: str = Field(..., min_length=1, description="The good version to make current again.")
 
 
@@ -1248,7 +1260,7 @@ def lookup_cloudtrail_events(args: CloudTrailArgs, ctx: ActionContext) -> Outcom
 
 
 class RotateSecretArgs(ActionArgs):
-    secret_id: str = Field(..., min_length=1, description="Secret name or ARN.")
+    secret_id: Annotated[str, Target("secret")] = Field(..., min_length=1, description="Secret name or ARN.")
     mode: Literal["auto", "rotation_function", "new_value"] = Field(
         "auto", description="rotation_function: RotateSecret (needs one); new_value: a random value put as current; "
                             "auto: the function when configured, else a new value.")
@@ -1345,7 +1357,7 @@ def _replace_key(secret_string: str | None, key: str, value: str) -> str:
 
 
 class SecretVersionArgs(ActionArgs):
-    secret_id: str = Field(..., min_length=1, description="Secret name or ARN.")
+    secret_id: Annotated[str, Target("secret")] = Field(..., min_length=1, description="Secret name or ARN.")
     version_id: str = Field(..., min_length=1, description="The version to make AWSCURRENT again.")
     rotated_version_id: str | None = Field(None, description="The version the rotation made current (informative).")
 

@@ -28,9 +28,14 @@ class ScopeArgs(ActionArgs):
 
 @action("incident")
 def set_scope(args: ScopeArgs, ctx: ActionContext) -> dict[str, Any]:
-    """Record the clients and systems affected, the reporter and a summary."""
+    """Record the clients and systems affected, the reporter and a summary.
+
+    Clients read from alert data are recorded as such, unconfirmed: no §7 letter goes to them until a
+    responder confirms them (Incident.client_origins); Clients the playbook writes are trusted.
+    """
+    source = "alert" if "affected_clients" in ctx.from_run_data else "playbook"
     changes: dict[str, Any] = {
-        "affected_clients": list(dict.fromkeys([*ctx.incident.affected_clients, *args.affected_clients])),
+        **ctx.incident.with_clients(args.affected_clients, source, by=f"step {ctx.step}"),
         "affected_systems": list(dict.fromkeys([*ctx.incident.affected_systems, *args.affected_systems])),
     }
     if args.reporter is not None:
@@ -38,6 +43,11 @@ def set_scope(args: ScopeArgs, ctx: ActionContext) -> dict[str, Any]:
     if args.summary is not None:
         changes["summary"] = args.summary
     ctx.update_incident(**changes)
+    unconfirmed = [c for c in changes["affected_clients"] if not ctx.incident.client_confirmed(c)]
+    if unconfirmed:
+        ctx.record(f"Clients named by alert data, not confirmed: {', '.join(unconfirmed)}; §7 letters to them are "
+                   f"held until a responder confirms (irp incidents confirm-clients {ctx.incident.id} --clients ... "
+                   "--by NAME)", kind="finding", clients=unconfirmed)
     ctx.record(
         f"scope: clients {', '.join(changes['affected_clients']) or 'none known'}; "
         f"systems {', '.join(changes['affected_systems']) or 'none known'}",

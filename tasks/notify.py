@@ -88,14 +88,28 @@ def _send(ctx: ActionContext, *, template: str, audience: str, language: str, re
     who = f"{audience} {recipient}".strip()
     due = f" (obligation {obligation.id})" if obligation else ""
     text = {"sent": "sent", "partial": "partly sent", "failed": "NOT sent", "not_sent": "not sent",
-            "dry_run": "rendered (dry run)"}[record.status]
+            "held": "held, not sent", "dry_run": "rendered (dry run)"}[record.status]
     ctx.record(f"{phase} notification to {who}{due} {text}: {record.subject}"
                + (f" — {record.reason}" if record.reason and record.status != "sent" else ""),
                kind="notification", notification=record.id, template=template, audience=audience,
                status=record.status, evidence=record.evidence)
     if record.status in ("failed", "partial"):
         _escalate(ctx, record, obligation)
+    if record.hold:
+        _report_hold(ctx, record, obligation)
     return record
+
+
+def _report_hold(ctx: ActionContext, kept: NotificationRecord, obligation: Obligation | None) -> None:
+    """A Client message kept back is on the timeline; the internal recipients hear once per Client and incident."""
+    reported = {e.data.get("client") for e in [*ctx.incident.timeline, *ctx.timeline] if e.data.get("client_hold")}
+    what = ("held until a responder confirms this Client" if kept.hold == "unconfirmed_client"
+            else "not a configured Client: reported, never mailed")
+    ctx.record(f"{kept.audience} {kept.recipient}: {what}", client=kept.recipient, client_hold=kept.hold,
+               kind="escalation" if kept.hold == "unconfirmed_client" else "notification", notification=kept.id,
+               obligation=obligation.id if obligation else None)
+    if kept.recipient not in reported:
+        _tell_internal(ctx, kind=kept.hold, obligation=obligation, reason=kept.reason, client=kept.recipient)
 
 
 def _escalate(ctx: ActionContext, failed: NotificationRecord, obligation: Obligation | None) -> None:
@@ -105,12 +119,17 @@ def _escalate(ctx: ActionContext, failed: NotificationRecord, obligation: Obliga
                obligation=obligation.id if obligation else None)
     if failed.audience == "internal" and failed.template == "internal_escalation":
         return
+    _tell_internal(ctx, kind="delivery_failed", obligation=obligation, reason=failed.reason)
+
+
+def _tell_internal(ctx: ActionContext, *, kind: str, obligation: Obligation | None, reason: str, **extra: Any) -> None:
+    """Send the internal escalation message of `kind` (playbooks/templates/internal_escalation.*) to §14's people."""
     record = dispatch(ctx.store, ctx.incident, get_settings(), template="internal_escalation", language="fr",
                       audience="internal", recipient="", phase="escalation", context=ctx.template_vars(),
                       dry_run=ctx.dry_run, collected_by=_collected_by(ctx), archived=ctx.evidence,
-                      extra={"escalation": {"kind": "delivery_failed", "obligation": obligation.model_dump(mode="json")
+                      extra={"escalation": {"kind": kind, "obligation": obligation.model_dump(mode="json")
                                             if obligation else None, "due_at": None, "remaining": "",
-                                            "reason": failed.reason, "deadlines": []}})
+                                            "reason": reason, "deadlines": [], **extra}})
     ctx.update_incident(notifications=[*ctx.incident.notifications, record])
 
 

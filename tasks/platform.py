@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import uuid
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -32,7 +32,7 @@ from irp.outbound import check_destination, checked_addresses, endpoint_url, nam
 from irp.redaction import REDACTED, is_credential_key, redact, redact_text
 from irp.settings import get_settings
 from tasks.integrations import CommaList, Failure, Journal, Outcome, UndoPlan, slug, with_retries
-from tasks.registry import ActionArgs, ActionContext, action, requires
+from tasks.registry import ActionArgs, ActionContext, Target, action, requires
 
 __all__ = ["PlatformApi"]
 
@@ -302,7 +302,7 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 
 
 class AccountArgs(ActionArgs):
-    client_id: str = Field(..., pattern=_ID, description="Client account id on the platform.")
+    client_id: Annotated[str, Target("tenant")] = Field(..., pattern=_ID, description="Client account id on the platform.")
     reason: str = Field("security incident", min_length=1, max_length=500, description="Shown to the Client's admins.")
 
 
@@ -331,7 +331,7 @@ def reactivate_account(args: AccountArgs, ctx: ActionContext) -> Outcome:
 
 
 class UserArgs(ActionArgs):
-    user_id: str = Field(..., pattern=_ID, description="Platform user id.")
+    user_id: Annotated[str, Target("platform_user")] = Field(..., pattern=_ID, description="Platform user id.")
 
 
 @action("platform")
@@ -346,7 +346,7 @@ def logout_user(args: UserArgs, ctx: ActionContext) -> Outcome:
 
 
 class PasswordResetArgs(ActionArgs):
-    user_id: str = Field(..., pattern=_ID, description="Platform user id.")
+    user_id: Annotated[str, Target("platform_user")] = Field(..., pattern=_ID, description="Platform user id.")
     notify_user: bool = Field(True, description="Email the user a reset link.")
 
 
@@ -364,7 +364,8 @@ def reset_password(args: PasswordResetArgs, ctx: ActionContext) -> Outcome:
 
 
 class RevokeTokensArgs(ActionArgs):
-    client_id: str = Field(..., pattern=_ID, description="Client account whose API tokens are revoked.")
+    client_id: Annotated[str, Target("tenant")] = Field(
+        ..., pattern=_ID, description="Client account whose API tokens are revoked.")
     token_ids: CommaList | None = Field(None, description="Only these tokens (default: every active one).")
 
 
@@ -415,7 +416,8 @@ def revoke_api_tokens(args: RevokeTokensArgs, ctx: ActionContext) -> Outcome:
 
 class MaintenanceArgs(ActionArgs):
     scope: Literal["tenant", "feature"] = Field(..., description="tenant: one Client's tenant; feature: platform-wide.")
-    target: str = Field(..., pattern=_ID, description="Tenant id or feature name (e.g. exports).")
+    target: Annotated[str, Target("{scope}")] = Field(
+        ..., pattern=_ID, description="Tenant id or feature name (e.g. exports).")
     enabled: bool = Field(True, description="true: put in maintenance; false: bring back.")
     message: str = Field("", max_length=500, description="Shown to users while in maintenance.")
 

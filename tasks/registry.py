@@ -2,23 +2,27 @@
 
 An action is a function `(args: ArgsModel, ctx: ActionContext) -> output`. Its argument model is
 declared once, as the annotation of its first parameter; its docstring's first line is its summary.
+An argument that names what a state-changing action changes is marked once, next to its type:
+`user_id: Annotated[str, Target("platform_user")]` (tasks/targets.py says what the engine does with it).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, get_type_hints
+from typing import IO, Any, Literal, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict
 
 from irp.evidence import CollectedBy, EvidenceItem, EvidenceStore
-from irp.models import Alert, Incident, Stage, TimelineEntry
+from irp.models import Alert, Incident, Stage, TargetKind, TimelineEntry
 
-__all__ = ["ActionArgs", "ActionContext", "ActionSpec", "action", "catalogue_markdown", "get_registry", "preflight", "requires",
-           "template_vars"]
+__all__ = ["ActionArgs", "ActionContext", "ActionSpec", "Target", "action", "catalogue_markdown", "get_registry",
+           "preflight", "requires", "template_vars"]
 
 # Modules whose import registers actions; get_registry() imports them on first use.
 ACTION_MODULES = (
@@ -45,13 +49,43 @@ class ActionArgs(BaseModel):
 
 
 @dataclass(frozen=True)
+class Target:
+    """Marks an argument as a target: what the action changes, of kind `kind` (a TargetKind).
+
+    The kind may read another argument in braces, e.g. `Target("iam_{principal_type}")`: iam_user or
+    iam_role, from that argument's value.
+    """
+
+    kind: str
+
+    def resolve(self, args: BaseModel) -> str:
+        """The kind of this target for these arguments."""
+        return self.kind.format_map(dict(args))
+
+    def kinds(self, model: type[BaseModel]) -> list[str]:
+        """Every kind it can resolve to (a braced argument must be a Literal)."""
+        names = [name for _, name, _, _ in string.Formatter().parse(self.kind) if name]
+        choices = []
+        for name in names:
+            annotation = model.model_fields[name].annotation
+            if get_origin(annotation) is not Literal:
+                raise TypeError(f"Target({self.kind!r}): argument {name!r} must be a Literal")
+            choices.append([(name, value) for value in get_args(annotation)])
+        return [self.kind.format_map(dict(combo)) for combo in itertools.product(*choices)]
+
+    def __str__(self) -> str:
+        return self.kind
+
+
+@dataclass(frozen=True)
 class ActionSpec:
-    """A registered action."""
+    """A registered action; `targets` maps each target argument to its `Target`."""
 
     name: str
     fn: Callable[..., Any]
     args_model: type[BaseModel]
     summary: str
+    targets: dict[str, Target] = field(default_factory=dict)
 
     @property
     def module(self) -> str:
@@ -72,10 +106,25 @@ def action(namespace: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
             raise TypeError(f"action {name}: needs a one-line docstring")
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"action {name} is registered twice ({_REGISTRY[name].module} and {fn.__module__})")
-        _REGISTRY[name] = ActionSpec(name, fn, args_model, summary[0])
+        _REGISTRY[name] = ActionSpec(name, fn, args_model, summary[0], _targets(name, args_model))
         return fn
 
     return register
+
+
+def _targets(name: str, model: type[BaseModel]) -> dict[str, Target]:
+    """The arguments of `model` marked Target, each checked to resolve to known kinds."""
+    found = {}
+    for arg, info in model.model_fields.items():
+        target = next((m for m in info.metadata if isinstance(m, Target)), None)
+        if target is None:
+            continue
+        unknown = [k for k in target.kinds(model) if k not in TargetKind.__members__]
+        if unknown:
+            raise TypeError(f"action {name}: argument {arg}: unknown target kind {', '.join(unknown)}; "
+                            f"known: {', '.join(TargetKind)}")
+        found[arg] = target
+    return found
 
 
 def requires(namespace: str, check: Callable[[], object]) -> None:
@@ -129,6 +178,7 @@ class ActionContext:
     step: str
     action: str
     flow_run_id: str = ""
+    from_run_data: frozenset[str] = frozenset()  # arguments whose template reads alert, steps or incident
     dry_run: bool = False
     phase: str | None = None
     steps: dict[str, Any] = field(default_factory=dict)
@@ -192,7 +242,10 @@ def catalogue_markdown() -> str:
     for name, spec in sorted(get_registry().items()):
         args = []
         for arg, info in spec.args_model.model_fields.items():
-            required = " (required)" if info.is_required() else ""
-            args.append(f"`{arg}`{required}: {info.description or ''}".strip().rstrip(":"))
+            notes = ["required"] if info.is_required() else []
+            if arg in spec.targets:
+                notes.append(f"target: {'/'.join(spec.targets[arg].kinds(spec.args_model))}")
+            shown = f" ({', '.join(notes)})" if notes else ""
+            args.append(f"`{arg}`{shown}: {info.description or ''}".strip().rstrip(":"))
         lines.append(f"| `{name}` | {spec.summary} | {'<br>'.join(args) or '—'} |")
     return "\n".join(lines) + "\n"

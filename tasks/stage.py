@@ -19,6 +19,7 @@ from irp import templating
 from irp.errors import ActionError, IrpError, NotConfiguredError, PermanentError
 from irp.evidence import open_store
 from irp.models import Alert, Incident, Stage, StageOutcome, StepStatus, TimelineEntry, utcnow
+from tasks import targets
 from tasks.registry import ActionContext, get_registry, preflight, template_vars
 
 __all__ = ["RunContext", "StageResult", "StepRecord", "run_stage"]
@@ -44,6 +45,7 @@ class StepRecord(BaseModel):
     started_at: datetime
     ended_at: datetime
     dry_run: bool = False
+    held: str = Field("", description="Why the engine asked an approval the playbook did not (tasks/targets.py).")
     updates: dict[str, Any] = Field(default_factory=dict, exclude=True)
     timeline: list[TimelineEntry] = Field(default_factory=list, exclude=True)
 
@@ -97,8 +99,8 @@ def execute_step(step: Any, stage: Stage, phase: str | None, incident: Incident,
     spec = get_registry()[step.action]
     try:
         args = rendered_args(step, template_context(run, incident, stage, phase))
-    except templating.TemplateError as exc:
-        raise StepInputError(f"step {step.id}: cannot render args: {exc}") from None
+    except Exception as exc:  # whatever a template does is this step's failure
+        raise StepInputError(f"step {step.id}: cannot render args: {_error_text(exc)}") from None
     try:
         parsed = spec.args_model.model_validate(args)
     except ValidationError as exc:
@@ -112,6 +114,7 @@ def execute_step(step: Any, stage: Stage, phase: str | None, incident: Incident,
         step=step.id,
         action=step.action,
         flow_run_id=str(flow_run.id or ""),
+        from_run_data=targets.run_data_args(step.args),
         dry_run=run.dry_run,
         phase=phase,
         steps=run.steps,
@@ -141,15 +144,16 @@ def execute_step(step: Any, stage: Stage, phase: str | None, incident: Incident,
 
 
 def rendered_args(step: Any, context: dict[str, Any]) -> dict[str, Any]:
-    """The step's arguments rendered; an argument that renders to None is left out (its default applies)."""
-    rendered = templating.render_value(step.args, context)
+    """The step's arguments rendered within the step's time limit; an argument that renders to None is
+    left out (its default applies)."""
+    rendered = templating.render_value(step.args, context, timeout=step.timeout_seconds)
     return {key: value for key, value in rendered.items() if value is not None}
 
 
 def _error_text(exc: BaseException | None) -> str:
     if exc is None:
         return "failed"
-    if isinstance(exc, IrpError):
+    if isinstance(exc, IrpError | templating.TemplateError):
         return str(exc)
     if isinstance(exc, TimeoutError):
         return f"timed out ({exc})" if str(exc) else "timed out"
@@ -172,14 +176,20 @@ def run_stage(stage: Stage, incident: Incident, run: RunContext, phase: str | No
         step_started = utcnow()
         record = None
         if step.when is not None:
-            try:
-                run_it = bool(templating.evaluate(step.when, template_context(run, incident, stage, phase)))
-            except templating.TemplateError as exc:
-                run_it, record = False, _failed(step, stage, phase, step_started, f"cannot evaluate when: {exc}", run)
+            try:  # bounded by the step's time limit; any failure is this step's, never the run's
+                context = template_context(run, incident, stage, phase)
+                run_it = bool(templating.evaluate(step.when, context, timeout=step.timeout_seconds))
+            except Exception as exc:
+                run_it, record = False, _failed(step, stage, phase, step_started,
+                                                f"cannot evaluate when: {_error_text(exc)}", run)
             if not run_it and record is None:
                 record = _skipped(step, stage, phase, step_started, f"condition is false: {step.when}", run)
-        if record is None and step.approval is not None:
-            record = _gate(step, stage, phase, incident, run, step_started, timeline, store)
+        verdict = None
+        if record is None:
+            record, verdict = _judge_targets(step, stage, phase, incident, run, step_started)
+        held = verdict.held if verdict and step.approval is None else ""
+        if record is None and (step.approval is not None or held):
+            record = _gate(step, stage, phase, incident, run, step_started, timeline, store, verdict)
         if record is None:
             runner = execute_step.with_options(
                 name=f"{stage.value}.{step.id}",
@@ -194,6 +204,8 @@ def run_stage(stage: Stage, incident: Incident, run: RunContext, phase: str | No
             else:
                 record = _failed(step, stage, phase, step_started, _error_text(state.result(raise_on_failure=False)), run)
 
+        if held:
+            record.held = held
         records.append(record)
         run.steps[step.id] = record
         if record.updates:
@@ -225,9 +237,26 @@ def run_stage(stage: Stage, incident: Incident, run: RunContext, phase: str | No
     )
 
 
+def _judge_targets(step: Any, stage: Stage, phase: str | None, incident: Incident, run: RunContext,
+                   started: datetime) -> tuple[StepRecord | None, targets.Verdict | None]:
+    """The targets rule (tasks/targets.py): the failed record of a step on a protected target, and the verdict."""
+    spec = get_registry()[step.action]
+    if not spec.targets:
+        return None, None
+    try:
+        parsed = spec.args_model.model_validate(rendered_args(step, template_context(run, incident, stage, phase)))
+    except Exception:  # noqa: BLE001 (bad arguments are the step's own failure, reported when it runs)
+        return None, None
+    try:
+        verdict = targets.judge(spec, step.args, parsed)
+    except IrpError as exc:
+        return _failed(step, stage, phase, started, str(exc), run), None
+    return (_failed(step, stage, phase, started, verdict.refused, run) if verdict.refused else None), verdict
+
+
 def _gate(step: Any, stage: Stage, phase: str | None, incident: Incident, run: RunContext,
-          started: datetime, timeline: list[TimelineEntry], store: Any) -> StepRecord | None:
-    """Ask for approval; None when the step may run, else the record of the skipped or failed step."""
+          started: datetime, timeline: list[TimelineEntry], store: Any, verdict: Any = None) -> StepRecord | None:
+    """Ask for approval (the step's, or the one its targets need); None when the step may run, else its record."""
     from tasks.approval import request_approval
 
     try:
@@ -238,9 +267,11 @@ def _gate(step: Any, stage: Stage, phase: str | None, incident: Incident, run: R
         return _failed(step, stage, phase, started, f"not configured: {exc}", run)
     try:
         args = rendered_args(step, template_context(run, incident, stage, phase))
-    except templating.TemplateError as exc:
-        return _failed(step, stage, phase, started, f"cannot render args: {exc}", run)
-    outcome = request_approval(step, stage, incident, args, run.dry_run)
+    except Exception as exc:  # whatever a template does is this step's failure
+        return _failed(step, stage, phase, started, f"cannot render args: {_error_text(exc)}", run)
+    held = verdict.held if verdict and step.approval is None else ""
+    outcome = request_approval(step, stage, incident, args, run.dry_run, why=held,
+                               targets=verdict.targets if verdict else [])
     timeline.extend(outcome.timeline)
     if outcome.decisions or outcome.timed_out:
         store.put_json(incident.id, f"approvals/{stage.value}/{step.id}.json",

@@ -8,6 +8,8 @@
     deadlines the regulatory clocks: what is due, to whom and when (--all adds those met);
               with --obligation OB --late-reason TEXT, record why a notification is late (GDPR Art. 33(1))
     notify    send the notification of an obligation now (outside a run), e.g. after a delay
+    confirm-clients ID --clients a,b --by NAME
+              a responder confirms Clients only alert data named: their §7 letters may then go
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ def show(
     echo(f"  status     {incident.status.value}{'  escalated' if incident.escalated else ''}")
     echo(f"  detected   {incident.detected_at:%Y-%m-%d %H:%M:%S} UTC   aware {incident.aware_at:%Y-%m-%d %H:%M:%S} UTC")
     echo(f"  reporter   {incident.reporter or '—'}")
+    echo(f"  clients    {'; '.join(_client_origin(incident, c) for c in incident.affected_clients) or '—'}")
     if incident.playbook:
         p = incident.playbook
         echo(f"  playbook   {p.name} v{p.version} (policy {p.policy_version}) {p.path} sha256 {p.sha256}")
@@ -143,6 +146,20 @@ def show(
     for r in rows:
         by = f"  [{r.by}]" if r.by and r.by != "irp" else ""
         echo(f"  {r.at:%Y-%m-%d %H:%M:%S}  {r.kind:<12} {r.what}{by}")
+
+
+def _client_origin(incident, client: str) -> str:
+    """A Client with where it comes from and whether letters may go to it, e.g. acme (routing route x)."""
+    origins = [o for o in incident.client_origins if o.client == client]
+    origin = next((o for o in origins if o.confirmed), origins[0] if origins else None)
+    where = f"{origin.source} {origin.by}".strip() if origin else "origin unknown"
+    confirmed = [e.data.get("by") or e.actor for e in incident.timeline
+                 if e.kind == "clients_confirmed" and client in (e.data.get("clients") or [])]
+    if confirmed:
+        where += f", confirmed by {confirmed[0]}"
+    elif not incident.client_confirmed(client):
+        where += ", NOT confirmed: letters held"
+    return f"{client} ({where})"
 
 
 def _flow_runs(incident, entries) -> dict[str, str]:
@@ -330,3 +347,34 @@ def notify(
     typer.echo(f"archived: {record.evidence}")
     if record.status == "failed":
         raise fail(record.reason)
+
+
+@incidents_app.command("confirm-clients")
+def confirm_clients(
+    incident_id: Annotated[str, typer.Argument(metavar="ID", help="Incident id.")],
+    clients: Annotated[str, typer.Option("--clients", metavar="A,B", help="Client ids the incident affects, comma-separated.")],
+    by: Annotated[str, typer.Option("--by", metavar="NAME", help="Who confirms (recorded in the timeline and audit log).")],
+) -> None:
+    """Confirm Clients of an incident that only alert data named, so that their §7 letters may go (audited)."""
+    from irp import audit
+    from irp.models import TimelineEntry, utcnow
+    from irp.text import split_list
+
+    names = split_list(clients)
+    who = " ".join(by.split())
+    if not names or not who:
+        raise fail("give --clients with at least one Client id and --by with your name")
+    store = open_evidence_store()
+    incident = _incident(store, incident_id)
+    unknown = [c for c in names if c not in incident.affected_clients]
+    if unknown:
+        raise fail(f"incident {incident_id} does not name {', '.join(map(repr, unknown))}; its Clients: "
+                   f"{', '.join(incident.affected_clients) or 'none'}")
+    store.append_event(incident_id, TimelineEntry(
+        at=utcnow(), kind="clients_confirmed", actor=who, message=f"Clients confirmed by {who}: {', '.join(names)}",
+        data={"clients": names, "by": who}))
+    audit.record(store, incident_id, "clients_confirmed", actor=who, details={"clients": names})
+    typer.echo(f"confirmed by {who}: {', '.join(names)}")
+    held = [o.id for o in incident.obligations if o.recipient in names and o.audience in ("client", "data_subjects")]
+    for obligation in held:
+        typer.echo(f"  send now: irp incidents notify {incident_id} {obligation}")

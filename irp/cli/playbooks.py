@@ -52,10 +52,11 @@ def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or f
             problems = validate_routing(file)
         else:
             try:
-                load_playbook(file)
-                problems = []
+                problems, notes = [], load_playbook(file).notes
             except PlaybookError as exc:
-                problems = exc.problems
+                problems, notes = exc.problems, ()
+            for note in notes:  # not a problem: the run holds such a step for an approval
+                typer.echo(str(note))
         failed += bool(problems)
         for problem in problems:
             typer.echo(str(problem))
@@ -100,6 +101,7 @@ def route(
                      "labels": alert.labels, "route": routed.route if routed else None,
                      "incident_type": routed.incident_type.value if routed else None,
                      "severity_hint": routed.severity.value if routed and routed.severity else None,
+                     "clients": list(routed.clients) if routed else [],
                      "group_key": routed.group_key if routed else None})
     if as_json:
         echo_json({"routing": str(routing), "sha256": router.sha256, "alerts": rows})
@@ -114,7 +116,8 @@ def route(
                        "GET /alerts/unrouted")
             continue
         severity = f", severity {row['severity_hint']}" if row["severity_hint"] else ""
-        typer.echo(f"    route {row['route']} -> {row['incident_type']}{severity}")
+        clients = f", Clients {', '.join(row['clients'])} (stated by the route: trusted)" if row["clients"] else ""
+        typer.echo(f"    route {row['route']} -> {row['incident_type']}{severity}{clients}")
         typer.echo(f"    group {row['group_key']}: repeats within the dedup window join one incident")
 
 

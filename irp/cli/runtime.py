@@ -150,10 +150,12 @@ def webhook(
     import uvicorn
 
     from irp.intake.app import create_app
+    from irp.intake.server import server_config
     from irp.intake.service import IntakeService
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = IntakeService(get_settings(), local=local)
+    settings = get_settings()
+    service = IntakeService(settings, local=local)
     try:
         service.check_startup(host)
     except Exception:
@@ -162,6 +164,4 @@ def webhook(
     typer.echo(f"irp webhook: http://{host}:{port}  routing {service.routing_file}  journal "
                f"{service.journal.location}{'  (local: sources without credentials are open)' if local else ''}")
     signal.signal(signal.SIGHUP, lambda signum, frame: service.request_routing_reload())
-    config = uvicorn.Config(create_app(service), host=host, port=port, log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run()
+    uvicorn.Server(server_config(create_app(service), settings, host, port)).run()

@@ -1,9 +1,12 @@
 """The HTTP side of the intake (FastAPI): one POST endpoint per source, health, metrics, status.
 
-Every POST goes the same way: size check (413), authentication (401), JSON (422), the source's
-schema (422 with the field path), normalisation to Alerts, routing, then the journal; 202 only
-once the journal has it on disk. Nothing a client sends can produce a 5xx; 503 means the journal
-or a certificate fetch is unavailable and the sender should retry.
+Every POST goes the same way: size check (413), what the headers decide before any body byte is
+read (a bearer token, else 401; --local: this machine only, 403/415), the body (a signature over it
+checked then: 401), JSON (422), the source's schema (422 with the field path), normalisation to
+Alerts, routing, then the journal; 202 only once the journal has it on disk. Nothing a client sends
+can produce a 500; 503 means the journal or a certificate fetch is unavailable, or too many
+unverified bodies are being read, and the sender should retry. Header size, read deadlines and
+the connection cap are the server's (irp/intake/server.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import FastAPI, Request
@@ -29,6 +33,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from irp.intake import normalise
+from irp.intake.auth import PENDING
 from irp.intake.journal import AcceptResult, Delivery, JournalError, Outcome
 from irp.intake.normalise import PayloadError
 from irp.intake.payloads import (
@@ -44,6 +49,7 @@ from irp.intake.payloads import (
     SnsMessage,
     UnroutedAlert,
 )
+from irp.intake.service import is_loopback
 from irp.intake.sns import CertificateUnavailable
 from irp.models import Alert
 
@@ -96,7 +102,8 @@ _ERRORS = {
     "401": {"description": "Unauthenticated (whatever the reason).", "model": ErrorBody},
     "413": {"description": "Body larger than IRP_WEBHOOK_MAX_BODY_BYTES.", "model": ErrorBody},
     "422": {"description": "Invalid JSON or payload; `errors` give each field path.", "model": ErrorBody},
-    "503": {"description": "The journal or SNS certificate is unavailable: retry later.", "model": ErrorBody},
+    "503": {"description": "The journal or SNS certificate is unavailable, or too many unverified bodies are "
+                           "being read: retry later.", "model": ErrorBody},
 }
 
 
@@ -167,6 +174,37 @@ def alerts_in(source: Source, body: bytes) -> list[tuple[Alert, str]]:
     return source.normalise(payload, document)
 
 
+def _local_refusal(request: Request, alert: bool) -> tuple[str, int, str] | None:
+    """(reason, status, detail) when a request passing as local (--local, no credential) is not from this
+    machine's own tools: its Host must be a loopback name with the intake's port (a DNS-rebound name is
+    not), its Origin absent or loopback (a page of another site is not) and, for an alert, its
+    Content-Type application/json (which a cross-site form cannot send without a CORS preflight)."""
+    port = (request.scope.get("server") or ("", None))[1] or 80
+    host = request.headers.get("host", "")
+    try:
+        parts = urlsplit(f"//{host}")
+        name, host_port = parts.hostname or "", parts.port or 80
+    except ValueError:
+        name, host_port = "", None
+    if not is_loopback(name) or host_port != port or any(c in host for c in "@/?#\\"):
+        return ("not_local", 403, f"--local accepts requests from this machine only: Host must be 127.0.0.1:{port}, "
+                                  f"localhost:{port} or [::1]:{port}, not {host[:100]!r}")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        try:
+            origin_host = urlsplit(origin).hostname or ""
+        except ValueError:
+            origin_host = ""
+        if not is_loopback(origin_host):
+            return ("not_local", 403, f"--local refuses requests from web pages of other sites: Origin {origin[:100]!r} "
+                                      "is not a loopback origin")
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if alert and media != "application/json":
+        return ("unsupported_media_type", 415, "--local accepts alerts only as Content-Type: application/json, "
+                                               f"not {media[:100] or '(none)'!r}")
+    return None
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body from the ASGI messages (most alerts come in one); _TooLarge as soon as it passes `limit`."""
     chunks: list[bytes] = []
@@ -197,6 +235,11 @@ class _Handlers:
     def unauthenticated(self, source: str, reason: str = "unauthenticated") -> Response:
         return self.reject(source, reason, 401, "unauthenticated", headers={"WWW-Authenticate": "Bearer"})
 
+    def too_large(self, source: str, limit: int) -> Response:
+        """413; the connection stays open: the server reads and drops the rest of the body (bounded), so a
+        sender still sending reads this answer instead of a connection reset."""
+        return self.reject(source, "too_large", 413, f"request body larger than {limit} bytes")
+
     async def ingest(self, source: Source, request: Request) -> Response:
         started = time.perf_counter()
         service = self.service
@@ -204,20 +247,30 @@ class _Handlers:
         limit = service.settings.webhook_max_body_bytes
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            return self.reject(name, "too_large", 413, f"request body larger than {limit} bytes",
-                               headers={"Connection": "close"})
+            return self.too_large(name, limit)
+        auth = service.auth.before_body(name, request.headers)  # a bearer token is checked before any body byte
+        if auth is None:
+            return self.unauthenticated(name)
+        if auth.method == "local" and (refusal := _local_refusal(request, alert=True)):
+            return self.reject(name, *refusal)
+        reserved = 0
+        if auth is PENDING:  # only the body can tell: it counts against what unverified requests may hold
+            reserved = min(int(length), limit) if length.isdigit() else limit
+            if not service.unverified.take(reserved):
+                return self.reject(name, "busy", 503, "too many unverified request bodies being read now; retry",
+                                   headers={"Retry-After": "5"})
         try:
             body = await _read_body(request, limit)
+            if auth is PENDING and not service.auth.wants_sns(name):
+                auth = service.auth.check(name, request.headers, body)
         except _TooLarge:
-            return self.reject(name, "too_large", 413, f"request body larger than {limit} bytes",
-                               headers={"Connection": "close"})
+            return self.too_large(name, limit)
         except ClientDisconnect:
             return self.reject(name, "client_disconnected", 400, "client disconnected")
-        auth = None
-        if not service.auth.wants_sns(name):
-            auth = service.auth.check(name, request.headers, body)
-            if auth is None:
-                return self.unauthenticated(name)
+        finally:
+            service.unverified.give(reserved)
+        if auth is None:
+            return self.unauthenticated(name)
         try:
             document = _parse(body)
         except RecursionError:
@@ -340,11 +393,14 @@ class _Handlers:
         return _json({"delivery_id": result.delivery_id, "repeat_delivery": result.repeat_delivery,
                       "alerts": [self.outcome(outcome) for outcome in result.outcomes]}, status)
 
-    def reader_ok(self, request: Request) -> bool:
+    def reader_refusal(self, request: Request) -> Response | None:
+        """None when the caller may read the journal: the bearer token, or --local without a token
+        and a request from this machine; else the answer (401, 403)."""
         auth = self.service.auth
         if auth.local and not auth.configured("token"):
-            return True
-        return auth.check_token(request.headers)
+            refusal = _local_refusal(request, alert=False)
+            return self.reject("", *refusal) if refusal else None
+        return None if auth.check_token(request.headers) else self.unauthenticated("")
 
 
 class _AlertPosts:
@@ -435,23 +491,30 @@ def create_api(service=None) -> FastAPI:
         valid = ", ".join(s.path for s in SOURCES.values())
         return handlers.reject("", "unknown_source", 404, f"unknown source {source[:100]!r}; valid: {valid}")
 
-    @app.get("/healthz", response_model=Health, tags=["operations"], responses={503: {"model": ErrorBody}})
-    def healthz() -> Response:
+    @app.get("/healthz", response_model=Health, tags=["operations"], responses={503: {"model": Health}})
+    def healthz(request: Request) -> Response:
         """Alive and able to read the journal; `degraded` while the outbox has failing items or the
-        routing file on disk has problems (the routes loaded before stay in force)."""
+        routing file on disk has problems (the routes loaded before stay in force). Without the bearer
+        token only `status` is given: the journal, the routing file and errors are for operators."""
         service = handlers.service
+        detailed = service.auth.check_token(request.headers)
         try:
             backlog = service.journal.backlog()
             last_error = service.journal.last_error()
         except Exception as exc:
-            return _error(503, f"journal unreadable: {type(exc).__name__}")
+            if not detailed:
+                return JSONResponse({"status": "degraded"}, 503)
+            return JSONResponse({"status": "degraded", "last_error": f"journal unreadable: {type(exc).__name__}"},
+                                503)
         router, problems = service.router, service.routing_problems
+        status = "degraded" if last_error or problems else "ok"
+        if not detailed:
+            return JSONResponse({"status": status})
         routing = {"file": str(service.routing_file), "sha256": router.sha256, "routes": len(router.routing.routes),
                    "loaded_at": datetime.fromtimestamp(service.routing_loaded_at, UTC).isoformat(),
                    "problems": problems}
-        return JSONResponse({"status": "degraded" if last_error or problems else "ok",
-                             "journal": service.journal.location, "backlog": backlog, "last_error": last_error,
-                             "routing": routing})
+        return JSONResponse({"status": status, "journal": service.journal.location, "backlog": backlog,
+                             "last_error": last_error, "routing": routing})
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, 503: {"model": ErrorBody}})
@@ -469,8 +532,8 @@ def create_api(service=None) -> FastAPI:
              responses={"401": _ERRORS["401"]})
     def unrouted(request: Request, limit: int = 100) -> Response:
         """Alerts no route matched, most recent first (bearer token required)."""
-        if not handlers.reader_ok(request):
-            return handlers.unauthenticated("")
+        if refusal := handlers.reader_refusal(request):
+            return refusal
         rows = handlers.service.journal.unrouted(max(1, min(limit, 1000)))
         for row in rows:
             for key in ("first_seen", "last_seen"):
@@ -483,8 +546,8 @@ def create_api(service=None) -> FastAPI:
         """Route the unrouted alerts again (after an edit of routing.yaml): those a route now matches are
         accepted as if they had just come, once each, and leave the list (bearer token required). Up to
         1,000 alerts per call; `source` and `fingerprint` pick some."""
-        if not handlers.reader_ok(request):
-            return handlers.unauthenticated("")
+        if refusal := handlers.reader_refusal(request):
+            return refusal
         try:
             return JSONResponse(handlers.replay_unrouted(source, fingerprint))
         except JournalError as exc:
@@ -495,8 +558,8 @@ def create_api(service=None) -> FastAPI:
              responses={"401": _ERRORS["401"], "404": {"model": ErrorBody}})
     def delivery(request: Request, delivery_id: str) -> Response:
         """What became of an accepted request: incident ids and flow runs (bearer token required)."""
-        if not handlers.reader_ok(request):
-            return handlers.unauthenticated("")
+        if refusal := handlers.reader_refusal(request):
+            return refusal
         result = handlers.service.journal.delivery(delivery_id[:100])
         if result is None:
             return _error(404, "no such delivery")

@@ -22,7 +22,7 @@ from irp.errors import ConfigurationError
 from irp.settings import Settings
 from irp.text import split_list
 
-__all__ = ["AuthResult", "Authenticator", "DEFAULT_METHODS", "METHODS", "Method"]
+__all__ = ["PENDING", "AuthResult", "Authenticator", "DEFAULT_METHODS", "METHODS", "Method"]
 
 Method = Literal["token", "hmac", "pagerduty", "sns"]
 METHODS: tuple[str, ...] = ("token", "hmac", "pagerduty", "sns")
@@ -44,6 +44,9 @@ class AuthResult:
 
     method: str
     delivery_key: str | None = None
+
+
+PENDING = AuthResult("pending")  # before_body: only the body can tell (a signature over it)
 
 
 def _revealed(secret: SecretStr | None) -> str | None:
@@ -98,6 +101,21 @@ class Authenticator:
     def unusable_sources(self) -> list[str]:
         """Sources none of whose methods has a credential (they answer 401 unless local)."""
         return [s for s, methods in self.methods.items() if not any(self.configured(m) for m in methods)]
+
+    def before_body(self, source: str, headers) -> AuthResult | None:
+        """What the headers alone decide, before the body is read: a passed check (local, token), PENDING when a
+        method that signs the body may still pass (its secret is configured and its header sent; SNS: its topics
+        are configured), None when nothing can pass (401 without reading the body)."""
+        if self.open_source(source):
+            return AuthResult("local")
+        methods = self.methods[source]
+        if "token" in methods and self._token_ok(headers):
+            return AuthResult("token")
+        if ("hmac" in methods and self._webhooks and headers.get("webhook-id") and headers.get("webhook-signature")
+                or "pagerduty" in methods and self._pagerduty and headers.get("x-pagerduty-signature")
+                or "sns" in methods and self.sns_topics):
+            return PENDING
+        return None
 
     def check(self, source: str, headers, body: bytes) -> AuthResult | None:
         """The first method of `source` that passes on these headers and body (SNS is checked on the body later)."""

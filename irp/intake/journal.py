@@ -517,7 +517,7 @@ class Journal:
         self._outbox(conn, "run", incident_id, delivery, {
             "deployment": f"{routed.incident_type.value}/respond",
             "parameters": {"alert": alert.model_dump(mode="json"), "incident_id": incident_id,
-                           "severity_hint": hint},
+                           "severity_hint": hint, **({"clients": routed.run_clients()} if routed.clients else {})},
             "idempotency_key": idempotency_key(routed.group_key, incident_id),
             "flow_run_name": f"{incident_id} {routed.incident_type.value}",
             "tags": ["irp-intake", f"source:{alert.source.value}", f"route:{routed.route}"],

@@ -311,11 +311,13 @@ class RoutingHealth(BaseModel):
 
 
 class Health(BaseModel):
+    """The service's health; everything but `status` only with the bearer token."""
+
     status: Literal["ok", "degraded"]
-    journal: str
-    backlog: dict[str, int]
-    last_error: str | None = None
-    routing: RoutingHealth
+    journal: str | None = Field(None, description="Where the journal is (with the token).")
+    backlog: dict[str, int] | None = Field(None, description="Outbox items waiting, per kind (with the token).")
+    last_error: str | None = Field(None, description="The outbox's last error (with the token).")
+    routing: RoutingHealth | None = Field(None, description="The routing in force (with the token).")
 
 
 class UnroutedAlert(BaseModel):

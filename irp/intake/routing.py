@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.playbook import Problem, load_yaml, schema_problems
 from irp.errors import PlaybookError
-from irp.models import Alert, AlertSource, IncidentType, Severity
+from irp.models import Alert, AlertSource, ClientOrigin, IncidentType, Severity
 
 __all__ = ["Route", "Routed", "Router", "Routing", "load_routing", "routing_json_schema", "validate_routing"]
 
@@ -51,6 +51,10 @@ class Route(_Strict):
     group_by: list[str] | None = Field(
         None, description="Labels whose values group alerts into one incident; default: one incident per "
                           "alert fingerprint.")
+    clients: list[str] = Field(
+        default_factory=list, description="The Clients every alert this route matches concerns, as the administrator "
+        "states them: trusted for §7 letters (an alert's own tenant label is not). Match on what authenticates the "
+        "sender, e.g. an SNS topic or an alert source owned by one Client.")
 
     def sources(self) -> set[AlertSource] | None:
         if self.source is None:
@@ -81,6 +85,12 @@ class Routed:
     incident_type: IncidentType
     severity: Severity | None
     group_key: str
+    clients: tuple[str, ...] = ()
+
+    def run_clients(self) -> list[dict]:
+        """The run's `clients` parameter: the Clients this route states, trusted for §7 letters."""
+        return [ClientOrigin.of(client, "routing", by=f"route {self.route}").model_dump(mode="json")
+                for client in self.clients]
 
 
 def routing_json_schema() -> dict:
@@ -194,7 +204,7 @@ class Router:
                 if value not in IncidentType.__members__:
                     continue
                 incident_type = IncidentType(value)
-            return Routed(route.name, incident_type, route.severity, _group_key(alert, route))
+            return Routed(route.name, incident_type, route.severity, _group_key(alert, route), tuple(route.clients))
         if self.routing.default is not None:
             default = self.routing.default
             return Routed("default", default.incident_type, default.severity, _group_key(alert, None))

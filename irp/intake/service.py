@@ -28,7 +28,8 @@ from irp.models import TimelineEntry
 from irp.prefect_ui import flow_run_url, ui_base
 from irp.settings import Settings
 
-__all__ = ["IntakeService", "RunLauncher", "append_event", "confirm_subscription", "routing_path"]
+__all__ = ["ByteBudget", "IntakeService", "RunLauncher", "append_event", "confirm_subscription", "is_loopback",
+           "routing_path"]
 
 log = logging.getLogger("irp.intake")
 _PURGE_EVERY = 600.0
@@ -130,7 +131,25 @@ def confirm_subscription(url: str, ca_bundle: Path | None = None) -> None:
     response.raise_for_status()
 
 
-def _is_loopback(host: str) -> bool:
+class ByteBudget:
+    """Bytes that requests may hold together; taken and given back on the event loop (no lock)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:
@@ -154,6 +173,7 @@ class IntakeService:
         self.settings = settings
         self.local = local
         self.auth = Authenticator(settings, local=local)
+        self.unverified = ByteBudget(settings.webhook_max_unverified_bytes)  # bodies read before their check
         self.routing_file = routing_path(settings)
         self._routing_stat = _stat(self.routing_file)
         self.router = Router.from_file(self.routing_file)
@@ -185,7 +205,7 @@ class IntakeService:
 
     def check_startup(self, host: str) -> None:
         """Refuse to serve without any credential unless local, and local only on loopback."""
-        if self.local and not _is_loopback(host):
+        if self.local and not is_loopback(host):
             raise ConfigurationError(
                 f"--local serves sources without credentials: bind it to 127.0.0.1, not {host}")
         if not self.auth.any_configured and not self.local:

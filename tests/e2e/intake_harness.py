@@ -92,7 +92,10 @@ class Intake:
                 self.kill()
 
     def health(self) -> dict:
-        return httpx.get(f"{self.url}/healthz", timeout=5).json()
+        """/healthz as an operator sees it (with the token, when there is one: details need it)."""
+        token = self.env.get("IRP_WEBHOOK_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(f"{self.url}/healthz", headers=headers, timeout=5).json()
 
     def wait_drained(self, timeout: float = 120) -> dict:
         """Wait until the outbox is empty; returns the last health document."""

@@ -4,6 +4,7 @@ moto's server over HTTP; then `irp actions undo`; a failing provider escalated; 
 from __future__ import annotations
 
 # ruff: noqa: F811  (pytest fixtures imported from service_fixtures are parameters here)
+import json
 import shutil
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def cloud(aws: str, monkeypatch: pytest.MonkeyPatch) -> dict:
     arn = boto("wafv2", aws).create_ip_set(Name="edge-blocklist", Scope="REGIONAL", IPAddressVersion="IPV4",
                                            Addresses=[])["Summary"]["ARN"]
     monkeypatch.setenv("IRP_AWS_WAF_IP_SET_ARN", arn)
+    # The alert chooses these targets: the deployment allows them, or each step would wait for a person.
+    monkeypatch.setenv("IRP_ACTION_TARGETS", json.dumps({
+        "access_key": {"allow": ["AKIA*"]}, "bucket": {"allow": ["acme-*"]}, "cidr": {"allow": ["203.0.113.0/24"]}}))
     get_settings.cache_clear()
     return {"iam": iam, "s3": s3, "key": key, "ip_set": arn}
 

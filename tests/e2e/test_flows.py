@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -336,3 +337,68 @@ class TestIntegrationsNotConfigured:
         assert block.state.is_completed() and block.run_count == 1
         incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
         assert any(e.step == "block" and "skipped: not configured: AWS" in e.message for e in incident.timeline)
+
+
+# Expressions that would exhaust the worker (memory, CPU) if computed: each must fail its own step at once.
+BOMBS = {
+    "long_string": "'a' * 10**10",
+    "huge_power": "10 ** (10 ** 9) > 1",
+    "huge_range": "range(10**9) | list",
+    "repeated_twice": "'x' * 10**6 * 10**3",
+    "huge_width": "'%*d' % (10**9, 1)",
+}
+DOUBLING = "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}"
+SLOW = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+class TestExpressionBombs:
+    def _step(self, step_id: str, message: str, **extra) -> dict:
+        return {"id": step_id, "action": "timeline.record", "on_failure": "continue", "args": {"message": message}, **extra}
+
+    def test_bombs_in_when_and_args_fail_their_step_and_the_run_goes_on(self, playbooks: Path, evidence_root: Path) -> None:
+        def add(document) -> None:
+            bombs = [self._step(f"when_{name}", "ran", when=expression) for name, expression in BOMBS.items()]
+            bombs += [self._step(f"args_{name}", "{{ " + expression + " }}") for name, expression in BOMBS.items()]
+            bombs += [self._step("args_doubling", DOUBLING),
+                      self._step("args_gated", "{{ 'a' * 10**10 }}", approval={"timeout_minutes": 1}),
+                      self._step("args_slow", SLOW, timeout_seconds=1),
+                      self._step("after_bombs", "contain goes on")]
+            document["stages"]["contain"][0:0] = bombs
+
+        edit_playbook(playbooks, "data_leak", add)
+        summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json")).result()
+        assert summary.status == IncidentStatus.closed
+        assert [(s.stage.value, s.phase, s.status) for s in summary.stages][-4:] == [
+            ("restore", None, StepStatus.completed), ("notify", "initial", StepStatus.completed),
+            ("review", None, StepStatus.completed), ("notify", "final", StepStatus.completed)]
+        incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
+        failed = {e.step: e.message for e in incident.timeline if e.kind == "step" and "failed (continue)" in e.message}
+        for name in BOMBS:
+            assert "cannot evaluate when: expression too large: " in failed.pop(f"when_{name}")
+            assert "cannot render args: expression too large: " in failed.pop(f"args_{name}")
+        assert "cannot render args: expression too large: ~ would make 2097152 characters" in failed.pop("args_doubling")
+        assert "cannot render args: expression too large: " in failed.pop("args_gated")
+        assert "cannot render args: still running after 1 s" in failed.pop("args_slow")
+        assert not failed
+        assert any(e.step == "after_bombs" and "completed" in e.message for e in incident.timeline)
+        folder = evidence_root / summary.incident_id / "objects" / "steps" / "contain"
+        for record in (json.loads(p.read_text()) for p in folder.glob("*.json") if p.stem.startswith(("when_", "args_"))):
+            seconds = (datetime.fromisoformat(record["ended_at"]) - datetime.fromisoformat(record["started_at"]))
+            assert seconds.total_seconds() < (3 if record["id"] == "args_slow" else 1), record
+
+    def test_a_broken_classification_rule_is_reported_and_skipped(self, playbooks: Path) -> None:
+        def add(document) -> None:
+            document["classification"]["rules"][0:0] = [
+                {"when": "'a' * 10**10", "severity": "critical", "reason": "broken"},
+                {"when": "1 / 0", "severity": "critical", "reason": "broken too"},
+                {"when": "true", "severity": "minor", "reason": "the next rule still applies"}]
+
+        edit_playbook(playbooks, "data_leak", add)
+        summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json")).result()
+        assert summary.status == IncidentStatus.closed and summary.severity.value == "minor"
+        incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
+        skipped = [e.message for e in incident.timeline if e.kind == "classification" and "rule skipped" in e.message]
+        assert skipped == [
+            "classification.rules.0.when ('a' * 10**10) cannot be evaluated, rule skipped: expression too large: "
+            "'a' * 10000000000 would make 10000000000 characters; at most 1048576 are allowed",
+            "classification.rules.1.when (1 / 0) cannot be evaluated, rule skipped: ZeroDivisionError: division by zero"]

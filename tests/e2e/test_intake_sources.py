@@ -342,7 +342,8 @@ class TestStartup:
         service.env.pop("IRP_WEBHOOK_TOKEN")
         service.start()
         try:
-            response = _post(service, "/alerts/generic", {"title": "local test", "labels": {}}, {})
+            response = _post(service, "/alerts/generic", {"title": "local test", "labels": {}},
+                             {"content-type": "application/json"})
             assert response.status_code == 202
         finally:
             service.stop()

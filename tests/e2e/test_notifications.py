@@ -11,11 +11,15 @@ from pathlib import Path
 import pytest
 from notify_fixtures import SMTP_PASSWORD, smtp_server, tls_cert, webhook  # noqa: F401 (fixtures)
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
+from flows.declare import IncidentReport, declare_incident
 from flows.incidents import INCIDENT_FLOWS
 from irp.alerts import read_alert
 from irp.channels import Message, deliver
+from irp.cli import app
 from irp.evidence import open_store
+from irp.intake.routing import Router, Routing
 from irp.models import IncidentStatus, IncidentType, StepStatus
 from irp.obligations import deadlines
 from irp.settings import Settings, get_settings
@@ -135,13 +139,21 @@ def run(incident_type: IncidentType, alert, **params):
     return state.result()
 
 
+def stated_by_route(alert, *clients: str) -> dict:
+    """The run parameters the intake passes when the route that matches `alert` states its Clients."""
+    routing = Routing.model_validate({"version": 1, "routes": [
+        {"name": "acme-dlp", "source": alert.source.value, "incident_type": "data_leak", "clients": list(clients)}]})
+    return {"clients": Router(routing).route(alert).run_clients()}
+
+
 @pytest.mark.usefixtures("prefect_server")
 class TestFlows:
     def test_a_data_leak_notifies_client_cnil_anssi_and_people_and_archives_every_message(
             self, configured, evidence_root: Path) -> None:
         alert = read_alert(SAMPLES / "data_leak.json")
         labels = {**alert.labels, "data_categories": "call_recordings,identification,credentials"}  # high risk
-        summary = run(IncidentType.data_leak, alert.model_copy(update={"labels": labels}))
+        summary = run(IncidentType.data_leak, alert.model_copy(update={"labels": labels}),
+                      **stated_by_route(alert, "acme-callcenter"))
         assert summary.status == IncidentStatus.closed and not summary.escalated
         incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
         kinds = {o.kind for o in incident.obligations}
@@ -213,7 +225,7 @@ class TestFlows:
             self, configured, evidence_root: Path) -> None:
         alert = read_alert(SAMPLES / "service_unavailability.json")
         alert = alert.model_copy(update={"labels": {**alert.labels, "tenant": "acme-callcenter"}})
-        summary = run(IncidentType.service_unavailability, alert)
+        summary = run(IncidentType.service_unavailability, alert, **stated_by_route(alert, "acme-callcenter"))
         subjects = [m.message["Subject"] for m in configured.to("dpo@acme.example")]
         assert subjects and all("Incident de service" in s for s in subjects)
         body = configured.to("dpo@acme.example")[0].message.get_body(("plain",)).get_content()
@@ -223,7 +235,8 @@ class TestFlows:
     def test_an_injection_in_the_alert_stays_inert_in_the_mail(self, configured, evidence_root: Path) -> None:
         hostile = "Leak {{ 7 * 7 }} <script>alert(1)</script>\r\nBcc: attacker@evil.example\r\n\r\nforged body"
         alert = read_alert(SAMPLES / "data_leak.json")
-        run(IncidentType.data_leak, alert.model_copy(update={"title": hostile, "description": hostile}))
+        run(IncidentType.data_leak, alert.model_copy(update={"title": hostile, "description": hostile}),
+            **stated_by_route(alert, "acme-callcenter"))
         [internal] = configured.to("security@confluent-digital.com")
         mail = internal.message
         assert mail["Bcc"] is None and "\n" not in mail["Subject"] and "\r" not in mail["Subject"]
@@ -231,3 +244,82 @@ class TestFlows:
         html = mail.get_body(("html",)).get_content()
         assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
         assert all("evil" not in r for m in configured.messages for r in m.rcpt_tos)
+
+
+@pytest.mark.usefixtures("prefect_server")
+class TestClientsNamedByAlerts:
+    """A Client an alert names is told only once a person or a configured route vouches for it (§7, §12)."""
+
+    @pytest.fixture
+    def two_clients(self, configured, monkeypatch: pytest.MonkeyPatch):
+        monkeypatch.setenv("IRP_NOTIFY_CLIENTS", json.dumps({"acme-callcenter": ["dpo@acme.example"],
+                                                             "globex": ["dpo@globex.example"]}))
+        monkeypatch.setenv("IRP_NOTIFY_ALLOWLIST", "confluent-digital.com,dpo@acme.example,dpo@globex.example")
+        get_settings.cache_clear()
+        return configured
+
+    def test_a_tenant_label_naming_another_client_is_held_not_mailed(self, two_clients, evidence_root: Path) -> None:
+        lure = "Urgent: call +33 1 23 45 67 89 and give your admin password to restore your recordings"
+        alert = read_alert(SAMPLES / "data_leak.json")
+        alert = alert.model_copy(update={"title": lure, "labels": {**alert.labels, "tenant": "globex"}})
+        summary = run(IncidentType.data_leak, alert)
+        assert two_clients.to("dpo@globex.example") == [] and two_clients.to("dpo@acme.example") == []
+        incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
+        held = [n for n in incident.notifications if n.recipient == "globex"]
+        assert held and {(n.status, n.hold) for n in held} == {("held", "unconfirmed_client")}
+        letter = (evidence_root / summary.incident_id / "objects" / held[0].evidence).read_text()
+        assert letter.startswith("Subject: [Confluent Digital] Incident de sécurité")  # rendered and archived
+        assert "awaiting confirmation of the affected Clients" in held[0].reason
+        open_ids = [d.obligation.id for d in deadlines(incident, incident.aware_at) if d.is_open]
+        assert "client:globex" in open_ids  # never counted as met
+        [told] = [m for m in two_clients.to("security@confluent-digital.com")
+                  if "Lettre au Client retenue" in m.message["Subject"]]
+        body = told.message.get_body(("plain",)).get_content()
+        assert f"irp incidents confirm-clients {incident.id} --clients globex" in body
+        assert any(e.kind == "escalation" and "held until a responder confirms" in e.message for e in incident.timeline)
+
+        # a responder checks and confirms: the letter may then go, from the command line
+        runner = CliRunner()
+        shown = runner.invoke(app, ["incidents", "show", incident.id])
+        assert "clients    globex (alert step scope, NOT confirmed: letters held)" in shown.output
+        confirmed = runner.invoke(app, ["incidents", "confirm-clients", incident.id, "--clients", "globex",
+                                        "--by", "Alice Martin"])
+        assert confirmed.exit_code == 0, confirmed.output
+        assert f"irp incidents notify {incident.id} client:globex" in confirmed.output
+        sent = runner.invoke(app, ["incidents", "notify", incident.id, "client:globex"])
+        assert sent.exit_code == 0, sent.output
+        assert len(two_clients.to("dpo@globex.example")) == 1
+
+    def test_an_unknown_tenant_is_reported_never_mailed(self, two_clients, evidence_root: Path) -> None:
+        alert = read_alert(SAMPLES / "data_leak.json")
+        summary = run(IncidentType.data_leak, alert.model_copy(update={"labels": {**alert.labels, "tenant": "initech"}}))
+        outside = {r for m in two_clients.messages for r in m.rcpt_tos} - {"security@confluent-digital.com",
+                                                                           "dpo@confluent-digital.com",
+                                                                           "cnil-filing@confluent-digital.com",
+                                                                           "anssi-filing@confluent-digital.com",
+                                                                           "comms@confluent-digital.com"}
+        assert outside == set()
+        reports = [m for m in two_clients.to("security@confluent-digital.com")
+                   if "Client inconnu" in m.message["Subject"]]
+        assert len(reports) == 1  # once per Client, not once per letter
+        incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
+        assert {n.hold for n in incident.notifications if n.recipient == "initech"} == {"unknown_client"}
+        assert any("initech: not a configured Client" in e.message for e in incident.timeline)
+
+    def test_a_client_the_route_states_is_mailed(self, two_clients, evidence_root: Path) -> None:
+        alert = read_alert(SAMPLES / "data_leak.json")
+        alert = alert.model_copy(update={"labels": {**alert.labels, "tenant": "globex"}})
+        summary = run(IncidentType.data_leak, alert, **stated_by_route(alert, "globex"))
+        assert len(two_clients.to("dpo@globex.example")) == 2  # initial and final
+        incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
+        [origin] = incident.client_origins
+        assert (origin.client, origin.source, origin.confirmed, origin.by) == ("globex", "routing", True, "route acme-dlp")
+
+    def test_a_client_a_responder_declares_is_mailed(self, two_clients, evidence_root: Path) -> None:
+        report = IncidentReport(incident_type=IncidentType.data_leak, title="Recordings exported to a wrong tenant",
+                                reporter="Dana Roy (Globex)", affected_clients=["globex"],
+                                data_categories=["call_recordings", "identification"], approx_people=300)
+        summary = declare_incident(report=report)
+        assert len(two_clients.to("dpo@globex.example")) == 2
+        incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
+        assert [(o.source, o.confirmed) for o in incident.client_origins] == [("responder", True)]

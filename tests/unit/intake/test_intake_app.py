@@ -125,7 +125,7 @@ class TestRoutingReload:
 
     @staticmethod
     def _health(service: IntakeService) -> dict:
-        return _request(service, "GET", "/healthz").json()
+        return _request(service, "GET", "/healthz", headers={"Authorization": f"Bearer {TOKEN}"}).json()
 
     def test_a_changed_file_is_taken(self, routed: tuple[IntakeService, Path]) -> None:
         service, routing = routed
@@ -240,3 +240,47 @@ class TestOneAlertDocument:
                            headers={"Authorization": f"Bearer {TOKEN}"})
         assert refused.status_code == 422
         assert "source 'grafana' does not match this endpoint (/alerts/generic)" in refused.text
+
+@pytest.fixture
+def local_service(tmp_path: Path) -> Iterator[IntakeService]:
+    """--local without any credential: every source open to this machine's own tools."""
+    settings = Settings(intake_journal=str(tmp_path / "journal.sqlite3"))
+    service = IntakeService(settings, local=True, create_run=lambda payload: "run",
+                            append_event=lambda incident, entry: None)
+    yield service
+    service.journal.close()
+
+
+class TestLocalRequests:
+    """In-process the server is 127.0.0.1:80: the Host must name a loopback address with that port."""
+
+    @pytest.mark.parametrize("host", ["127.0.0.1", "localhost:80", "[::1]", "127.0.0.2:80"])
+    def test_loopback_host_accepted(self, local_service: IntakeService, host: str) -> None:
+        answer = _request(local_service, "POST", "/alerts/generic", content=b'{"title": "t"}',
+                          headers={"Host": host, "Content-Type": "application/json"})
+        assert answer.status_code == 202, answer.text
+
+    @pytest.mark.parametrize("host", ["evil.example", "127.0.0.1:8080", "evil.example@127.0.0.1", "127.0.0.1:x",
+                                      "localhost.", "127.0.0.1.nip.io", ""])
+    def test_other_hosts_refused(self, local_service: IntakeService, host: str) -> None:
+        answer = _request(local_service, "POST", "/alerts/generic", content=b'{"title": "t"}',
+                          headers={"Host": host, "Content-Type": "application/json"})
+        assert answer.status_code == 403
+        assert answer.json()["detail"].startswith("--local accepts requests from this machine only: Host must be")
+        reader = _request(local_service, "GET", "/alerts/unrouted", headers={"Host": host})
+        assert reader.status_code == 403
+
+    @pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://127.0.0.1.evil.example", "file://"])
+    def test_foreign_origin_refused(self, local_service: IntakeService, origin: str) -> None:
+        answer = _request(local_service, "POST", "/alerts/generic", content=b'{"title": "t"}',
+                          headers={"Origin": origin, "Content-Type": "application/json"})
+        assert answer.status_code == 403
+        assert "is not a loopback origin" in answer.json()["detail"]
+
+    @pytest.mark.parametrize("media", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None])
+    def test_only_json_alerts(self, local_service: IntakeService, media: str | None) -> None:
+        headers = {"Content-Type": media} if media else {}
+        answer = _request(local_service, "POST", "/alerts/generic", content=b'{"title": "t"}', headers=headers)
+        assert answer.status_code == 415
+        assert "accepts alerts only as Content-Type: application/json" in answer.json()["detail"]
+        assert local_service.journal.unrouted(10) == []

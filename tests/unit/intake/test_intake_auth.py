@@ -11,7 +11,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from irp.errors import ConfigurationError
-from irp.intake.auth import Authenticator
+from irp.intake.auth import PENDING, Authenticator
 from irp.intake.payloads import SnsMessage
 from irp.intake.sns import SnsVerifier, string_to_sign
 from irp.settings import Settings
@@ -159,3 +159,28 @@ class TestSns:
     def test_certificate_hosts(self, url: str | None, ok: bool) -> None:
         verifier = SnsVerifier({"t"}, Settings().sns_host_pattern)
         assert verifier.allowed_url(url) is ok
+
+
+class TestBeforeBody:
+    """What the headers alone decide: a bearer token before any body byte, a signature only with the body."""
+
+    def test_token_decides_before_the_body(self) -> None:
+        auth = _auth(webhook_token="s3cret", webhook_secret=NEW)
+        assert auth.before_body("generic", {"authorization": "Bearer s3cret"}).method == "token"
+        assert auth.before_body("generic", {"authorization": "Bearer wrong"}) is None
+
+    def test_signature_headers_need_the_body(self) -> None:
+        auth = _auth(webhook_token="s3cret", webhook_secret=NEW, pagerduty_secret="pd",
+                     sns_topic_arns="arn:aws:sns:eu-west-3:123456789012:t")
+        assert auth.before_body("generic", _signed([NEW])) is PENDING
+        assert auth.before_body("generic", {"webhook-signature": "v1,x"}) is None  # no webhook-id
+        assert auth.before_body("pagerduty", {"x-pagerduty-signature": "v1=00"}) is PENDING
+        assert auth.before_body("sns", {}) is PENDING
+        assert auth.before_body("grafana", {"x-pagerduty-signature": "v1=00"}) is None  # not one of its methods
+
+    def test_signature_without_its_secret_refused_at_once(self) -> None:
+        assert _auth(webhook_token="s3cret").before_body("generic", _signed([NEW])) is None
+
+    def test_local_open_source(self) -> None:
+        assert _auth(local=True).before_body("generic", {}).method == "local"
+        assert _auth(local=True, webhook_token="t").before_body("generic", {}) is None

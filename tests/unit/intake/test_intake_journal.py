@@ -78,6 +78,16 @@ class TestDecisions:
         assert run.payload["parameters"]["severity_hint"] == "major"
         assert run.payload["idempotency_key"] == idempotency_key("alertmanager:a", first.incident_id)
 
+    def test_clients_a_route_states_are_passed_to_the_run_as_trusted(self, journal: Journal) -> None:
+        alert, routed, status = _alert("c")
+        _deliver(journal, (alert, Routed("acme-sns", routed.incident_type, None, routed.group_key, ("acme",)), status))
+        _deliver(journal, _alert("d"))
+        first, second = [i.payload["parameters"] for i in journal.due(time.time() + 1) if i.kind == "run"]
+        [origin] = first["clients"]
+        assert (origin["client"], origin["source"], origin["confirmed"], origin["by"]) == \
+            ("acme", "routing", True, "route acme-sns")
+        assert "clients" not in second  # a route that states none: the alert's own labels are not trusted
+
     def test_resolved_joins_and_resolved_alone_opens_nothing(self, journal: Journal) -> None:
         assert _deliver(journal, _alert("b", "resolved")).outcomes[0].outcome == "no_incident"
         opened = _deliver(journal, _alert("b")).outcomes[0]

@@ -70,6 +70,13 @@ class TestMatching:
         return Router(Routing.model_validate({"version": 1, "routes": [
             {"name": "r", "incident_type": "malware", **route}]}))
 
+    def test_a_route_may_state_the_clients_of_its_alerts(self) -> None:
+        routed = self.router(source="sns", labels={"topic": "acme-alarms"}, clients=["acme"]).route(
+            Alert(source=AlertSource.sns, title="t", labels={"topic": "acme-alarms", "tenant": "globex"}))
+        assert routed.clients == ("acme",)  # the route's word, not the alert's tenant label
+        assert [(c["client"], c["source"], c["confirmed"]) for c in routed.run_clients()] == [("acme", "routing", True)]
+        assert self.router().route(_alert(tenant="globex")).clients == ()
+
     def test_first_match_wins(self) -> None:
         router = Router(Routing.model_validate({"version": 1, "routes": [
             {"name": "a", "labels": {"x": "1"}, "incident_type": "malware"},
@@ -123,7 +130,7 @@ class TestErrors:
         problems = [str(p) for p in validate_routing(path)]
         assert f"{path}:4:5: routes.0.incident_typ: unknown key 'incident_typ'; valid keys: name, description, " \
                "source, labels, labels_regex, title_regex, incident_type, incident_type_label, severity, " \
-               "group_by" in problems
+               "group_by, clients" in problems
         assert any(p.startswith(f"{path}:6:5: routes.1.incident_type: Input should be 'unauthorized_access'")
                    for p in problems)
 
@@ -144,6 +151,17 @@ class TestErrors:
         with pytest.raises(PlaybookError) as raised:
             load_routing(path)
         assert str(raised.value).startswith(f"{path}:3:1: YAML syntax error")
+
+    def test_yaml_tags_and_recursive_merges_are_refused_where_they_are(self, tmp_path: Path) -> None:
+        path = _write(tmp_path, "version: 1\nroutes:\n  - name: a\n    incident_type: !!python/object/apply:os.system [id]\n")
+        assert [str(p) for p in validate_routing(path)] == [
+            f"{path}:4:20: routes.0.incident_type: YAML tag !!python/object/apply:os.system is not allowed: "
+            "only plain values are (strings, numbers, booleans, null, lists, mappings)"]
+        path = _write(tmp_path, "version: 1\nroutes:\n  - &r\n    name: a\n    <<: *r\n")
+        with pytest.raises(PlaybookError) as raised:
+            load_routing(path)
+        assert str(raised.value) == (f"{path}:5:5: routes.0.<<: recursive alias: this value refers to a node "
+                                     "that contains it (an anchor used inside itself)")
 
     def test_wrong_version(self, tmp_path: Path) -> None:
         path = _write(tmp_path, "version: 2\nroutes: []\n")

@@ -20,7 +20,7 @@ from irp.cli.incidents import incidents_app
 from irp.cli.report import report_app
 from irp.evidence import LocalEvidenceStore
 from irp.evidence.custody import RawEntry, check_chain
-from irp.models import ActionItem, IncidentStatus, IncidentType, Severity, Stage
+from irp.models import ActionItem, ClientOrigin, IncidentStatus, IncidentType, Severity, Stage
 
 runner = CliRunner()
 NOV = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
@@ -258,3 +258,38 @@ class TestMonthlyReport:
     def test_a_bad_month_is_an_error(self, store) -> None:
         result = invoke(report_app, "monthly", "--month", "2026-13")
         assert result.exit_code == 1 and "--month '2026-13': not a month; use YYYY-MM" in result.output
+
+
+class TestConfirmClients:
+    @pytest.fixture
+    def named(self, store) -> str:
+        incident = build_incident("INC-20261129-FFFFFF", detected=NOV + timedelta(days=26)).model_copy(update={
+            "affected_clients": ["globex"], "client_origins": [ClientOrigin.of("globex", "alert", by="step scope")]})
+        save(store, incident)
+        return incident.id
+
+    def test_a_responder_confirms_and_it_is_audited(self, store, named) -> None:
+        assert not store.load_incident(named).client_confirmed("globex")
+        result = invoke(incidents_app, "confirm-clients", named, "--clients", "globex", "--by", "Alice Martin")
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("confirmed by Alice Martin: globex")
+        assert store.load_incident(named).client_confirmed("globex")
+        [entry] = [e for e in audit.entries(store, named) if e.details.get("act") == "clients_confirmed"]
+        assert entry.actor == "Alice Martin" and entry.details["clients"] == ["globex"]
+        shown = invoke(incidents_app, "show", named)
+        assert "clients    globex (alert step scope, confirmed by Alice Martin)" in shown.output
+
+    @pytest.mark.parametrize(("args", "message"), [
+        (["--clients", "initech", "--by", "Alice"],
+         "error: incident INC-20261129-FFFFFF does not name 'initech'; its Clients: globex"),
+        (["--clients", " , ", "--by", "Alice"], "error: give --clients with at least one Client id and --by"),
+        (["--clients", "globex", "--by", "  "], "error: give --clients with at least one Client id and --by"),
+    ])
+    def test_bad_requests_are_one_line_errors(self, store, named, args, message) -> None:
+        result = invoke(incidents_app, "confirm-clients", named, *args)
+        assert result.exit_code == 1 and result.output.startswith(message)
+        assert not store.load_incident(named).client_confirmed("globex")
+
+    def test_an_unknown_incident_is_a_one_line_error(self, store) -> None:
+        result = invoke(incidents_app, "confirm-clients", "INC-20261129-000000", "--clients", "a", "--by", "Alice")
+        assert result.exit_code == 1 and "no incident 'INC-20261129-000000'" in result.output
