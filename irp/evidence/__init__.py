@@ -7,19 +7,18 @@ name, so nothing archived is ever replaced. Every event on the evidence is a has
 entry (custody.py); `verify` re-hashes everything and checks the chain.
 """
 
-from irp.evidence.base import (
+from irp.evidence.base import EvidenceStore, with_events
+from irp.evidence.local import LocalEvidenceStore, remove_tree, temporary_store
+from irp.evidence.models import (
     CollectedBy,
+    CustodyEntry,
     EvidenceItem,
-    EvidenceStore,
     ExportedUrl,
     FlushReport,
-    Problem,
+    IntegrityProblem,
     TarExport,
     VerifyReport,
-    with_events,
 )
-from irp.evidence.custody import CustodyEntry
-from irp.evidence.local import LocalEvidenceStore, remove_tree, temporary_store
 from irp.evidence.stores import close_stores, open_store
 
 __all__ = [
@@ -30,7 +29,7 @@ __all__ = [
     "ExportedUrl",
     "FlushReport",
     "LocalEvidenceStore",
-    "Problem",
+    "IntegrityProblem",
     "TarExport",
     "VerifyReport",
     "close_stores",

@@ -48,15 +48,7 @@ from pydantic import ValidationError
 
 from irp.errors import ConfigurationError, EvidenceError
 from irp.evidence.base import (
-    CollectedBy,
-    EvidenceItem,
     EvidenceStore,
-    ExportedUrl,
-    FlushReport,
-    Problem,
-    StoredObject,
-    TarExport,
-    VerifyReport,
     check_id,
     check_name,
     collector,
@@ -67,7 +59,19 @@ from irp.evidence.base import (
     retention_until,
     with_events,
 )
-from irp.evidence.custody import GENESIS, CustodyEntry, RawEntry, encode, head_of, seal
+from irp.evidence.custody import GENESIS, encode, head_of, seal
+from irp.evidence.models import (
+    CollectedBy,
+    CustodyEntry,
+    EvidenceItem,
+    ExportedUrl,
+    FlushReport,
+    IntegrityProblem,
+    RawEntry,
+    StoredObject,
+    TarExport,
+    VerifyReport,
+)
 from irp.evidence.spool import Spool, SpoolOp
 from irp.models import Incident, Severity, TimelineEntry, utcnow
 
@@ -981,7 +985,7 @@ class S3EvidenceStore(EvidenceStore):
         except _Unavailable as exc:
             raise EvidenceError(f"evidence store {self.url} unreachable ({exc}): cannot verify {incident_id}") from None
 
-    def _manifest_for_verify(self, incident_id: str) -> tuple[list[EvidenceItem], list[Problem]]:
+    def _manifest_for_verify(self, incident_id: str) -> tuple[list[EvidenceItem], list[IntegrityProblem]]:
         base = self._base(incident_id)
         items, problems = [], []
         for key, state in sorted(self._states(base).items()):
@@ -991,26 +995,26 @@ class S3EvidenceStore(EvidenceStore):
                 continue
             if top != "manifest" or not relative.endswith(".json"):
                 if not state.deleted:
-                    problems.append(Problem(kind="unexpected", subject=relative,
+                    problems.append(IntegrityProblem(kind="unexpected", subject=relative,
                                             detail="not part of the evidence layout"))
                 continue
             name = relative[len("manifest/"):-len(".json")]
             if state.deleted or state.current is None:
-                problems.append(Problem(kind="missing", subject=f"manifest entry of {name}",
+                problems.append(IntegrityProblem(kind="missing", subject=f"manifest entry of {name}",
                                         detail="deleted out of band"))
                 continue
             try:
                 item = EvidenceItem.model_validate_json(self._get_bytes(key, state.current.get("VersionId")))
             except ValidationError:
-                problems.append(Problem(kind="altered", subject=f"manifest entry of {name}",
+                problems.append(IntegrityProblem(kind="altered", subject=f"manifest entry of {name}",
                                         detail="not a valid manifest entry"))
                 continue
             if item.name != name:
-                problems.append(Problem(kind="altered", subject=f"manifest entry of {name}",
+                problems.append(IntegrityProblem(kind="altered", subject=f"manifest entry of {name}",
                                         detail=f"names {item.name!r}"))
                 continue
             if len(state.versions) > 1:
-                problems.append(Problem(kind="altered", subject=f"manifest entry of {name}",
+                problems.append(IntegrityProblem(kind="altered", subject=f"manifest entry of {name}",
                                         detail=f"overwritten out of band ({len(state.versions)} versions)"))
             items.append(item)
         items.sort(key=lambda item: (item.collected_at, item.name))
@@ -1032,7 +1036,7 @@ class S3EvidenceStore(EvidenceStore):
                                        note=note)
         return found
 
-    def _rehash(self, incident_id: str, item: EvidenceItem, stored: StoredObject) -> tuple[str, int, list[Problem]]:
+    def _rehash(self, incident_id: str, item: EvidenceItem, stored: StoredObject) -> tuple[str, int, list[IntegrityProblem]]:
         key = self._key(incident_id, "objects", item.name)
         version = {"VersionId": stored.version_id} if stored.version_id and stored.version_id != "null" else {}
         response = self._call("get_object", Key=key, **version)
@@ -1041,11 +1045,11 @@ class S3EvidenceStore(EvidenceStore):
         problems = []
         until = response.get("ObjectLockRetainUntilDate")
         if item.retention_until and (until is None or until < item.retention_until - timedelta(seconds=1)):
-            problems.append(Problem(kind="unprotected", subject=item.name,
+            problems.append(IntegrityProblem(kind="unprotected", subject=item.name,
                                     detail=f"Object Lock retention {until or 'none'}, archived until "
                                            f"{item.retention_until.isoformat()}"))
         if self._sse != "off" and not response.get("ServerSideEncryption"):
-            problems.append(Problem(kind="unprotected", subject=item.name, detail="not encrypted at rest"))
+            problems.append(IntegrityProblem(kind="unprotected", subject=item.name, detail="not encrypted at rest"))
         grants = []
         if self._acl_readable:
             try:
@@ -1059,7 +1063,7 @@ class S3EvidenceStore(EvidenceStore):
             uri = grant.get("Grantee", {}).get("URI", "")
             if uri in _PUBLIC_GROUPS:
                 group = uri.rsplit("/", 1)[-1]
-                problems.append(Problem(kind="exposed", subject=item.name,
+                problems.append(IntegrityProblem(kind="exposed", subject=item.name,
                                         detail=f"public ACL grant: {grant.get('Permission')} to {group}"))
         return sha, size, problems
 

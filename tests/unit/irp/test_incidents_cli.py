@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from irp import audit
 from irp.actions_cli import actions_app
 from irp.evidence import LocalEvidenceStore
-from irp.evidence.custody import RawEntry, check_chain
+from irp.evidence.custody import check_chain
+from irp.evidence.models import RawEntry
 from irp.incidents_cli import incidents_app
 from irp.models import ActionItem, IncidentStatus, IncidentType, Severity, Stage
 from irp.report_cli import report_app
