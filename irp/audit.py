@@ -174,14 +174,14 @@ def verify_incident(store: EvidenceStore, incident_id: str) -> IncidentAudit:
         incident = None
     except ValueError as exc:  # a record that no longer parses
         problems.append(IntegrityProblem(kind="altered", subject="incident.json", detail=f"not a valid incident record: "
-                                f"{str(exc).splitlines()[0]}"))
+                                         f"{str(exc).splitlines()[0]}"))
         incident = None
     if not raws and incident is None and not problems:
         raise EvidenceError(f"no incident {incident_id} in {store.url}; `irp incidents list` shows the known ones")
     states = [(label, entry) for label, entry in audited if entry.sha256]
     if incident is not None and not states:
         problems.append(IntegrityProblem(kind="missing", subject="incident.json",
-                                detail="the incident has a record but no audited state"))
+                                         detail="the incident has a record but no audited state"))
     elif incident is not None:
         label, last = states[-1]
         if record_digest(incident) != last.sha256:

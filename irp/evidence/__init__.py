@@ -1,7 +1,7 @@
 """The evidence store: archived items with their SHA-256, a per-incident manifest and a chain of custody (§10, §12).
 
 `open_store(url)` picks the backend from IRP_EVIDENCE_URL: `file://` (local folder, the embedded
-default, local.py) or `s3://bucket/prefix` (AWS S3, MinIO, Ceph RGW; s3.py). Items are written once:
+default, local.py) or `s3://bucket/prefix` (AWS S3, MinIO, Ceph RGW; the s3/ package). Items are written once:
 the same name with the same content is a no-op, other content under a taken name gets a numbered
 name, so nothing archived is ever replaced. Every event on the evidence is a hash-chained custody
 entry (custody.py); `verify` re-hashes everything and checks the chain.

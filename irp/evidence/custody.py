@@ -95,7 +95,7 @@ def check_chain(incident_id: str, raws: list[RawEntry]) -> tuple[list[CustodyEnt
         reasons = [raw.note] if raw.note else []
         if raw.text is None:
             problems.append(IntegrityProblem(kind="broken", subject=raw.label,
-                                    detail="; ".join(reasons) or "entry missing"))
+                                             detail="; ".join(reasons) or "entry missing"))
             prev_hash, prev_label = None, raw.label
             expected += 1
             continue
@@ -104,7 +104,7 @@ def check_chain(incident_id: str, raws: list[RawEntry]) -> tuple[list[CustodyEnt
             entry = CustodyEntry.model_validate(record)
         except (ValueError, ValidationError):
             problems.append(IntegrityProblem(kind="broken", subject=raw.label,
-                                    detail="; ".join([*reasons, "not a valid custody entry"])))
+                                             detail="; ".join([*reasons, "not a valid custody entry"])))
             prev_hash, prev_label = None, raw.label
             expected += 1
             continue
@@ -147,12 +147,12 @@ def cross_check(items: list[EvidenceItem], entries: list[CustodyEntry]) -> list[
         entry = archived.get(item.name)
         if entry is None:
             problems.append(IntegrityProblem(kind="broken", subject=f"custody of {item.name}",
-                                    detail="no 'archived' entry for this manifest item"))
+                                             detail="no 'archived' entry for this manifest item"))
         elif entry.sha256 != item.sha256:
             problems.append(IntegrityProblem(kind="altered", subject=item.name,
-                                    detail=f"manifest sha256 {item.sha256} differs from the custody log's "
+                                             detail=f"manifest sha256 {item.sha256} differs from the custody log's "
                                            f"{entry.sha256} (entry {entry.seq})"))
     for name in sorted(set(archived) - names):
         problems.append(IntegrityProblem(kind="missing", subject=name,
-                                detail=f"archived per custody entry {archived[name].seq} but not in the manifest"))
+                                         detail=f"archived per custody entry {archived[name].seq} but not in the manifest"))
     return problems

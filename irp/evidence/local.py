@@ -241,7 +241,7 @@ class LocalEvidenceStore(EvidenceStore):
                 items.append(EvidenceItem.model_validate_json(line))
             except ValidationError:
                 problems.append(IntegrityProblem(kind="altered", subject=f"manifest.jsonl line {n}",
-                                        detail="not a valid manifest entry"))
+                                                 detail="not a valid manifest entry"))
         return items, problems
 
     def _inventory(self, incident_id: str) -> dict[str, StoredObject]:
