@@ -29,7 +29,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from irp.intake import normalise
-from irp.intake.journal import AcceptResult, Delivery, JournalError, Outcome
+from irp.intake.journal import AcceptResult, AlertDecision, AlertDelivery, JournalError
 from irp.intake.normalise import PayloadError
 from irp.intake.payloads import (
     Accepted,
@@ -269,7 +269,7 @@ class _Handlers:
             return self.reject(name, "invalid_payload", 422, f"invalid {name} payload", _validation_errors(exc))
 
         routed = [(alert, service.router.route(alert), event) for alert, event in alerts]
-        delivery = Delivery(source=name, body=body, alerts=routed, delivery_key=delivery_key, repeat=repeat,
+        delivery = AlertDelivery(source=name, body=body, alerts=routed, delivery_key=delivery_key, repeat=repeat,
                             confirm_url=confirm_url)
         try:
             result: AcceptResult = await service.journal.accept_async(delivery)
@@ -286,7 +286,7 @@ class _Handlers:
         metrics.child(metrics.ack_latency, name).observe(time.perf_counter() - started)
         return response
 
-    def count(self, name: str, outcomes: list[Outcome]) -> None:
+    def count(self, name: str, outcomes: list[AlertDecision]) -> None:
         metrics = self.service.metrics
         child = metrics.child
         for outcome in outcomes:
@@ -321,7 +321,7 @@ class _Handlers:
             if not alerts or any(routed is None for _, routed, _ in alerts):
                 still_unrouted += 1
                 continue
-            delivery = Delivery(source=name, body=body, alerts=alerts, repeat="same",
+            delivery = AlertDelivery(source=name, body=body, alerts=alerts, repeat="same",
                                 delivery_key=f"replay:{row['last_delivery_id']}:{row['fingerprint']}",
                                 replays=(row["source"], row["fingerprint"], row["last_delivery_id"]))
             result = journal.accept(delivery).result()
@@ -333,7 +333,7 @@ class _Handlers:
         return {"routing_sha256": router.sha256, "replayed": replayed, "still_unrouted": still_unrouted,
                 "purged": purged}
 
-    def outcome(self, outcome: Outcome) -> dict:
+    def outcome(self, outcome: AlertDecision) -> dict:
         return {**vars(outcome), "ui_url": self.service.run_url(outcome.flow_run_id)}
 
     def accepted(self, result: AcceptResult, status: int = 202) -> Response:

@@ -1,0 +1,29 @@
+"""The deployment contract between the intake and the flows: what the intake starts, and with what.
+
+Each incident type's flow (flows/incidents.py) is deployed as `<type>/respond` (prefect.yaml); the
+intake starts it with the parameters RESPOND_PARAMETERS names. A test checks prefect.yaml and the
+flows' signatures against this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from irp.models import Alert, IncidentType
+
+__all__ = ["RESPOND_DEPLOYMENT", "RESPOND_PARAMETERS", "respond_call", "respond_deployment"]
+
+RESPOND_DEPLOYMENT = "respond"  # the deployment name of every incident flow
+RESPOND_PARAMETERS = ("alert", "incident_id", "severity_hint")  # what the intake passes to it
+
+
+def respond_deployment(incident_type: IncidentType) -> str:
+    """`<flow>/<deployment>` of the flow that responds to `incident_type`."""
+    return f"{incident_type.value}/{RESPOND_DEPLOYMENT}"
+
+
+def respond_call(incident_type: IncidentType, alert: Alert, incident_id: str,
+                 severity_hint: str | None) -> tuple[str, dict[str, Any]]:
+    """(deployment, parameters) that start the response to a new incident opened by `alert`."""
+    values = (alert.model_dump(mode="json"), incident_id, severity_hint)
+    return respond_deployment(incident_type), dict(zip(RESPOND_PARAMETERS, values, strict=True))
