@@ -5,17 +5,9 @@ In the same transaction the dedup decision is taken and the work it implies is q
 outbox: create a run (new incident), append a timeline entry (repeat, resolved, update) or confirm
 an SNS subscription. The outbox worker (irp.intake.outbox) carries the work out, with retries.
 
-`Journal` holds the logic, in SQL both databases run: the dedup decision is one upsert on the
-alert's group, so it is atomic however many intakes share the database. It commits in groups: one
-writer thread takes every queued operation, runs each in a savepoint and commits them together, so
-concurrent requests share one fsync. Two backends:
-
-- `SQLiteJournal`: one file (WAL, synchronous=FULL), owned by one intake process (a lock file
-  says so to a second one);
-- `PostgresJournal`: one database shared by several intake replicas. Each transaction first takes
-  transaction-level advisory locks on the groups it touches, in a fixed order, so replicas never
-  deadlock; outbox items are leased (`FOR UPDATE SKIP LOCKED`), so each is carried out by one
-  replica, and the items of a replica that died are taken over when their lease expires.
+`AlertJournal` (dedup.py) holds the logic, in SQL both databases run; writer.py commits in groups,
+outbox_table.py leases and finishes the outbox's items, databases.py has the two backends:
+`SQLiteJournal` (one file, one intake process) and `PostgresJournal` (shared by replicas).
 """
 
 from irp.intake.journal.databases import PostgresJournal, SQLiteJournal, open_journal
