@@ -71,7 +71,7 @@ def list_incidents(
 ) -> None:
     """List incidents from the evidence store, newest first (works without Prefect's database)."""
     from irp.history import incident_row, rows_csv
-    from irp.metrics import format_duration
+    from irp.reports.kpis import format_duration
 
     with _user_errors():
         if as_json and as_csv:
@@ -105,7 +105,7 @@ def show(
     """Show one incident: timeline, flow runs (Prefect UI links), playbook version, metrics, actions."""
     from irp import audit
     from irp.history import describe_measures, find_incident, flow_run_url, full_timeline, ui_base
-    from irp.metrics import measure_incident
+    from irp.reports.kpis import measure_incident
 
     with _user_errors():
         store = _store()
@@ -201,7 +201,7 @@ def metrics(
         "--json", help="Print per-incident measures and aggregates as JSON.")] = False,
 ) -> None:
     """Time to acknowledge, contain, restore, notify per incident; MTTA/MTTC/MTTR/MTTN by type and severity."""
-    from irp.metrics import METRICS, aggregate, aggregate_rows, format_duration, measure_incident
+    from irp.reports.kpis import METRICS, aggregate, aggregate_rows, format_duration, measure_incident
 
     with _user_errors():
         _, incidents = _selected(type_, severity, status, since)

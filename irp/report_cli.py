@@ -30,7 +30,7 @@ def monthly(
     from irp.evidence import open_store
     from irp.history import load_incidents
     from irp.models import utcnow
-    from irp.reports import monthly_report, parse_month, render_monthly_html
+    from irp.reports.monthly import monthly_report, parse_month, render_monthly_html
     from irp.settings import get_settings
 
     try:
@@ -53,7 +53,7 @@ def monthly(
     for line in skipped:
         typer.echo(f"warning: skipped {line}", err=True)
     overall = report.aggregates[0]
-    from irp.metrics import format_duration
+    from irp.reports.kpis import format_duration
 
     typer.echo(f"{report.title}: {len(report.incidents)} incident(s), MTTR "
                f"{format_duration(overall.mean_seconds['restore'])}; written to {path}")

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
                     "collecting local files is disabled. Never /proc, /sys, /dev nor credentials (/etc/shadow, "
                     "SSH keys...), even below a root.")
 
-    # Audit, metrics and reports (irp/metrics.py, irp/audit.py, irp report): see docs/audit.md.
+    # Audit, metrics and reports (irp/reports/kpis.py, irp/audit.py, irp report): see docs/audit.md.
     response_targets_minutes: dict[str, dict] = Field(
         default_factory=dict,
         description='Response targets in minutes per severity, JSON: {"critical": {"acknowledge": 15, '
