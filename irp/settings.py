@@ -123,7 +123,7 @@ class Settings(BaseSettings):
         description='Hosts each Prefect Secret block may be sent to by http.request (auth_block), JSON: '
                     '{"irp-status-page-token": ["api.statuspage.io"]}; a block not listed is sent nowhere.')
 
-    # Notifications and regulatory clocks (tasks/notify.py, irp/obligations.py): see docs/notifications.md.
+    # Notifications and regulatory clocks (tasks/notify.py, irp/notifications/obligations.py): see docs/notifications.md.
     smtp_url: SecretStr | None = Field(
         None, description="Mail server: smtp+starttls://user:pass@host:587, smtps://user:pass@host:465 or "
                           "smtp://host:25 (no TLS: loopback only); unset: messages are archived, not sent.")

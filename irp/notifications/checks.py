@@ -1,233 +1,21 @@
-"""Notifications: render a template, send it to the configured recipients, archive both (§7, §12, §14).
-
-`dispatch` is the one path every message takes, from a run (tasks/notify.py), from the deadline
-watch (flows/deadlines.py) or from `irp incidents notify`: recipients are looked up in the
-configuration by audience and key (a Client id, an authority), never taken from alert data; the
-rendered message and each delivery result are archived in the evidence store; a notification past
-its deadline goes only with the reasons for the delay (GDPR Art. 33(1)).
-
-`validate_templates` is what `irp playbooks validate` checks in playbooks/templates/: every message
-template renders on sample incidents, sets a subject, and says what the rules require (§7's five
-contents in Client letters, Art. 33(3)(a)–(d) in authority notifications, Art. 34(2) to people,
-NIS2 Art. 23(4) in the NIS2 reports).
+"""The message templates' checks (`irp playbooks validate`): each renders on sample incidents, sets a subject,
+and says what the rules require (§7's five contents in Client letters, Art. 33(3)(a)–(d) in authority
+notifications, Art. 34(2) to people, NIS2 Art. 23(4) in the NIS2 reports).
 """
 
 from __future__ import annotations
 
 import re
-import secrets as _secrets
-from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from jinja2 import TemplateNotFound, TemplateSyntaxError
-from jinja2.exceptions import TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateSyntaxError
 
-from irp.channels import Message, deliver
-from irp.errors import ActionError
-from irp.evidence import CollectedBy, EvidenceStore
-from irp.models import Delivery, Incident, NotificationRecord, Obligation, utcnow
-from irp.obligations import deadlines, late_reasons
-from irp.settings import Settings
-from irp.templating import file_environment
+from irp.models import ActionItem, Alert, Incident, IncidentType, PersonalData, Severity, Stage
+from irp.notifications.letters import CONTACTS, HTML_LAYOUT, NotificationError, letter_environment, render
 
-__all__ = [
-    "Audience",
-    "NotificationError",
-    "Rendered",
-    "dispatch",
-    "outside_context",
-    "recipients_for",
-    "render",
-    "validate_templates",
-]
-
-Audience = Literal["client", "authority", "internal", "data_subjects"]
-HTML_LAYOUT = "email.html.j2"
-CONTACTS = {"security": "security@confluent-digital.com", "dpo": "dpo@confluent-digital.com"}
-
-
-class NotificationError(ActionError):
-    """Raised when a message cannot be rendered: missing template, template error."""
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """A rendered message."""
-
-    subject: str
-    text: str
-    html: str | None
-
-
-def _when(value: Any, language: str = "fr") -> str:
-    """An ISO timestamp (or datetime) as a readable UTC time: 20/11/2026 09:14 UTC (fr)."""
-    if value in (None, ""):
-        return "—"
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return f"{moment:%d/%m/%Y %H:%M} UTC" if language == "fr" else f"{moment:%Y-%m-%d %H:%M} UTC"
-
-
-@lru_cache(maxsize=8)
-def _environment(folder: Path) -> SandboxedEnvironment:
-    """One environment per folder: compiled templates are cached, and reloaded when a file changes."""
-    env = file_environment(str(folder))
-    env.filters["when"] = _when
-    return env
-
-
-def render(folder: Path, template: str, language: str, context: dict[str, Any]) -> Rendered:
-    """Render `<template>.<language>.md.j2` to a subject, a text body and an HTML alternative (autoescaped)."""
-    name = f"{template}.{language}.md.j2"
-    env = _environment(folder)
-    try:
-        module = env.get_template(name).make_module(context)
-    except TemplateNotFound:
-        raise NotificationError(f"no template {name} in {folder}") from None
-    except TemplateError as exc:
-        raise NotificationError(f"template {name}: {exc}") from None
-    subject = " ".join(str(getattr(module, "subject", "")).split())  # one line: no CR/LF injection
-    if not subject:
-        raise NotificationError(f"template {name} sets no subject ({{% set subject = ... %}})")
-    text = str(module)
-    html = None
-    if (folder / HTML_LAYOUT).is_file():
-        try:
-            html = env.get_template(HTML_LAYOUT).render(subject=subject, body=text, language=language)
-        except TemplateError as exc:
-            raise NotificationError(f"template {HTML_LAYOUT}: {exc}") from None
-    return Rendered(subject, text, html)
-
-
-def recipients_for(settings: Settings, audience: str, key: str) -> tuple[list[str], str]:
-    """The configured recipients of `audience`/`key` and the setting they come from."""
-    if audience == "internal":
-        return list(settings.notify_internal), "IRP_NOTIFY_INTERNAL"
-    if audience == "client":
-        return list(settings.notify_clients.get(key, [])), "IRP_NOTIFY_CLIENTS"
-    if audience == "authority":
-        return list(settings.notify_authorities.get(key, [])), "IRP_NOTIFY_AUTHORITIES"
-    found = settings.notify_data_subjects.get(key) or settings.notify_data_subjects.get("*", [])
-    return list(found), "IRP_NOTIFY_DATA_SUBJECTS"
-
-
-def outside_context(incident: Incident, phase: str) -> dict[str, Any]:
-    """The template variables of a message sent outside a run (deadline watch, `irp incidents notify`)."""
-    playbook = incident.playbook
-    return {
-        "incident": incident.model_dump(mode="json"),
-        "alert": {},
-        "steps": {},
-        "playbook": {"name": playbook.name if playbook else "", "version": playbook.version if playbook else "",
-                     "incident_type": incident.type.value},
-        "stage": "notify",
-        "phase": phase,
-        "dry_run": False,
-    }
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or "x"
-
-
-def _status(deliveries: list[Delivery]) -> str:
-    states = {d.status for d in deliveries}
-    if states <= {"sent"} and states:
-        return "sent"
-    if "sent" in states:
-        return "partial"
-    if states & {"failed", "refused"}:
-        return "failed"
-    return "not_sent"
-
-
-def dispatch(
-    store: EvidenceStore,
-    incident: Incident,
-    settings: Settings,
-    *,
-    template: str,
-    language: str,
-    audience: str,
-    recipient: str,
-    phase: str,
-    context: dict[str, Any],
-    obligation: Obligation | None = None,
-    late_reason: str = "",
-    dry_run: bool = False,
-    collected_by: CollectedBy | None = None,
-    now: datetime | None = None,
-    extra: dict[str, Any] | None = None,
-    archived: list[Any] | None = None,
-) -> NotificationRecord:
-    """Render, check the deadline, send to the configured recipients, archive; the record says what happened.
-
-    The evidence items written (message, delivery record) are appended to `archived` when given.
-    """
-    now = now or utcnow()
-    due = None
-    if obligation is not None:
-        due = next((d.due_at for d in deadlines(incident, now) if d.obligation.id == obligation.id), obligation.due_at)
-        late_reason = late_reason.strip() or "; ".join(late_reasons(incident, obligation.id))
-    late = due is not None and now > due
-    variables = {
-        **context,
-        "recipient": recipient,
-        "obligation": obligation.model_dump(mode="json") if obligation else None,
-        "notification": {"phase": phase, "late": late, "late_reason": late_reason,
-                         "due_at": due.isoformat() if due else None, "sent_at": now.isoformat()},
-        "contacts": CONTACTS,
-        **(extra or {}),
-    }
-    rendered = render(settings.playbooks_dir / "templates", template, language, variables)
-    record_id = f"N-{now:%Y%m%d%H%M%S}-{_secrets.token_hex(3).upper()}"
-    addresses, setting = recipients_for(settings, audience, recipient)
-    reason = ""
-    if late and not late_reason:
-        deliveries: list[Delivery] = []
-        status = "failed"
-        reason = (f"late by {_hours(now - due)}: not sent without the reasons for the delay (GDPR Art. 33(1)); "
-                  f"record them with: irp incidents deadlines {incident.id} --obligation {obligation.id} "
-                  f"--late-reason TEXT, then: irp incidents notify {incident.id} {obligation.id}")
-    elif dry_run:
-        deliveries, status, reason = [], "dry_run", "dry run: rendered, not sent"
-    elif not addresses:
-        deliveries = [Delivery(channel="none", recipient=recipient or audience, status="not_sent",
-                               detail=f"not sent: no recipient configured for {audience} {recipient!r} ({setting})")]
-        status, reason = "not_sent", deliveries[0].detail
-    else:
-        message = Message(rendered.subject, rendered.text, rendered.html, reference=f"{incident.id} {record_id}")
-        deliveries = deliver(message, addresses, settings)
-        status = _status(deliveries)
-        if status != "sent":
-            reason = "; ".join(f"{d.recipient}: {d.status} {d.detail}".strip() for d in deliveries
-                               if d.status != "sent")
-    folder = f"notifications/{_safe(phase)}"
-    stem = f"{template}.{language}"  # a second message under the same name gets a numbered name (store)
-    item = store.put(incident.id, f"{folder}/{stem}.md", f"Subject: {rendered.subject}\n\n{rendered.text}".encode(),
-                     content_type="text/markdown; charset=utf-8", collected_by=collected_by, source_system="irp")
-    record = NotificationRecord(
-        id=record_id, at=now, phase=phase, audience=audience, recipient=recipient, template=template,
-        language=language, subject=rendered.subject, obligation=obligation.id if obligation else None,
-        status=status, reason=reason, late_reason=late_reason if late else "", deliveries=deliveries,
-        evidence=item.name,
-    )
-    delivery = store.put_json(incident.id, f"{folder}/{stem}.delivery.json", record.model_dump(mode="json"),
-                              collected_by=collected_by, source_system="irp")
-    if archived is not None:
-        archived.extend([item, delivery])
-    return record
-
-
-def _hours(delta: Any) -> str:
-    hours = delta.total_seconds() / 3600
-    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
-
-
-# ---- template checks (irp playbooks validate) -------------------------------------------------
+__all__ = ["REQUIRED", "sample_contexts", "validate_templates"]
 
 # What each kind of template must say, per language: (the rule's words, a heading the message has).
 REQUIRED: dict[str, tuple[str, dict[str, list[tuple[str, str]]]]] = {
@@ -294,8 +82,6 @@ _TEMPLATE_NAME = re.compile(r"^(?P<name>[a-z0-9_]+)\.(?P<lang>[a-z]{2})\.md\.j2$
 
 def sample_contexts() -> list[tuple[str, dict[str, Any]]]:
     """Contexts covering the branches templates take: with and without personal data, each phase, late."""
-    from irp.models import ActionItem, Alert, IncidentType, PersonalData, Severity, Stage
-
     aware = datetime.fromisoformat("2026-11-20T09:30:00+00:00")
     alert = Alert(title="Sample alert", observed_at=aware, labels={"tenant": "acme"})
     base = Incident(
@@ -336,7 +122,7 @@ def validate_templates(folder: Path) -> list[Any]:
     problems: list[Problem] = []
     if not folder.is_dir():
         return problems
-    env = _environment(folder)
+    env = letter_environment(folder)
     contexts = sample_contexts()
     for path in sorted(folder.glob("*.j2")):
         file = str(path)
