@@ -34,6 +34,19 @@ def _cell(text: Any) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _actions_table(actions: list[Any], *, with_stage: bool) -> list[str]:
+    """Markdown rows of tracked actions (the stage column for response measures), or a line saying none."""
+    if not actions:
+        return ["_None assigned._"]
+    stage, rule, word = ("Stage | ", "---|", "Measure") if with_stage else ("", "", "Action")
+    lines = [f"| Id | {stage}{word} | Owner | Due (UTC) | Status |", f"|---|{rule}---|---|---|---|"]
+    for a in actions:
+        due = f"{a.due_at:%Y-%m-%d %H:%M}" if a.due_at else "—"
+        column = f"{a.stage.value} | " if with_stage else ""
+        lines.append(f"| {a.id} | {column}{_cell(a.title)} | {_cell(a.owner)} | {due} | {a.status} |")
+    return lines
+
+
 def observed(incident: Incident, metrics: IncidentMetrics) -> tuple[list[str], list[str]]:
     """What the record shows went well and what did not: deadlines, steps, escalations, decisions."""
     worked: list[str] = []
@@ -113,22 +126,8 @@ def report_markdown(incident: Incident, args: ReviewNotes, evidence: list[Any], 
         lines += [f"## {title}", ""]
         lines += [f"- {_cell(item)}" for item in items] or ["_Nothing recorded._"]
         lines.append("")
-    lines += ["## Corrective actions", ""]
-    if review["corrective"]:
-        lines += ["| Id | Action | Owner | Due (UTC) | Status |", "|---|---|---|---|---|"]
-        for a in review["corrective"]:
-            due = f"{a.due_at:%Y-%m-%d %H:%M}" if a.due_at else "—"
-            lines.append(f"| {a.id} | {_cell(a.title)} | {_cell(a.owner)} | {due} | {a.status} |")
-    else:
-        lines.append("_None assigned._")
-    lines += ["", "## Response measures", ""]
-    if review["measures"]:
-        lines += ["| Id | Stage | Measure | Owner | Due (UTC) | Status |", "|---|---|---|---|---|---|"]
-        for a in review["measures"]:
-            due = f"{a.due_at:%Y-%m-%d %H:%M}" if a.due_at else "—"
-            lines.append(f"| {a.id} | {a.stage.value} | {_cell(a.title)} | {_cell(a.owner)} | {due} | {a.status} |")
-    else:
-        lines.append("_None assigned._")
+    lines += ["## Corrective actions", "", *_actions_table(review["corrective"], with_stage=False)]
+    lines += ["", "## Response measures", "", *_actions_table(review["measures"], with_stage=True)]
     lines += ["", "## Stages", "", "| Stage | Status | Started | Ended |", "|---|---|---|---|"]
     for s in incident.stages:
         label = f"{s.stage.value} ({s.phase})" if s.phase else s.stage.value
