@@ -20,6 +20,7 @@ watch flow and `irp incidents deadlines` see the same thing.
 from __future__ import annotations
 
 import calendar
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -50,6 +51,102 @@ def add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month, day=day)
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What the rules look at: the incident's facts and the configuration's clocks and authorities."""
+
+    aware: datetime
+    prompt: datetime  # awareness + the Client notice delay
+    personal: bool
+    clients: list[str]
+    controller: bool
+    risk: bool
+    high_risk: bool
+    significant: bool
+    hours: float
+    language: str
+    gdpr_authority: str
+    nis2_authority: str
+
+    def obligation(self, **fields: Any) -> Obligation:
+        return Obligation(language=self.language, **fields)
+
+
+def _client_rule(f: _Facts) -> tuple[list[Obligation], Decision]:
+    """§7 and Art. 33(2): the Client, controller of its data, hears from us first."""
+    rule = "client"
+    if not f.personal:
+        return [], Decision(rule=rule, basis="Politique §7", due=False, why="no personal data involved")
+    if not f.risk:
+        return [], Decision(rule=rule, basis="Politique §7", due=False,
+                            why="personal data involved, but no risk to people's rights and freedoms")
+    if not f.clients:
+        return [], Decision(rule=rule, basis="Politique §7", due=False,
+                            why="no Client concerned: the data is Confluent Digital's own")
+    found = [f.obligation(id=f"client:{client}", kind="client", audience="client", recipient=client,
+                          template="client_notification", basis="Politique §7 ; RGPD art. 33(2)", due_at=f.prompt,
+                          clock=f"{f.hours:g} h after awareness (§7: dans les meilleurs délais)")
+             for client in f.clients]
+    return found, Decision(rule=rule, basis="Politique §7 ; RGPD art. 33(2)", due=True,
+                           why=f"personal data at risk; Clients concerned: {', '.join(f.clients)}")
+
+
+def _gdpr_authority_rule(f: _Facts) -> tuple[list[Obligation], Decision]:
+    """Art. 33(1): the supervisory authority, within 72 hours, unless the breach is unlikely to be a risk."""
+    rule, basis = "gdpr_authority", "RGPD art. 33(1)"
+    if not f.personal or not f.risk:
+        why = "no personal data involved" if not f.personal else "unlikely to result in a risk (documented, Art. 33(5))"
+        return [], Decision(rule=rule, basis=basis, due=False, why=why)
+    if not f.controller:
+        return [], Decision(rule=rule, basis=basis, due=False,
+                            why="Confluent Digital is processor: the Client, controller, notifies the "
+                                "authority; we assist it (Art. 28(3)(f))")
+    found = [f.obligation(id="gdpr_authority", kind="gdpr_authority", audience="authority",
+                          recipient=f.gdpr_authority, template="authority_notification", basis=basis,
+                          due_at=f.aware + timedelta(hours=72), clock="72 h after awareness")]
+    return found, Decision(rule=rule, basis=basis, due=True, why="personal data breach likely to be a risk")
+
+
+def _data_subjects_rule(f: _Facts) -> tuple[list[Obligation], Decision]:
+    """Art. 34: the people themselves, when the risk is high."""
+    rule, basis = "data_subjects", "RGPD art. 34"
+    if not f.personal or not f.high_risk:
+        return [], Decision(rule=rule, basis=basis, due=False, why="no high risk to the people concerned")
+    if not f.controller:
+        return [], Decision(rule=rule, basis=basis, due=False,
+                            why="high risk, but the Client, controller, informs the people; the §7 letter says so")
+    found = [f.obligation(id=f"data_subjects:{key}", kind="data_subjects", audience="data_subjects", recipient=key,
+                          template="data_subject_communication", basis=basis, due_at=f.prompt,
+                          clock=f"{f.hours:g} h after awareness (Art. 34: sans retard injustifié)")
+             for key in f.clients or ["*"]]
+    return found, Decision(rule=rule, basis=basis, due=True, why="high risk to the people concerned")
+
+
+def _nis2_rule(f: _Facts, told: set[str]) -> tuple[list[Obligation], Decision]:
+    """NIS2 Art. 23: significant incidents, in three steps, to the CSIRT or competent authority; the service's
+    recipients (Clients not `told` already) without undue delay."""
+    rule, basis = "nis2", "NIS2 art. 23"
+    if not f.significant:
+        return [], Decision(rule=rule, basis=basis, due=False, why="not a significant incident (Art. 23(3))")
+    found = [
+        f.obligation(id="nis2_early_warning", kind="nis2_early_warning", audience="authority",
+                     recipient=f.nis2_authority, template="nis2_early_warning", basis="NIS2 art. 23(4)(a)",
+                     due_at=f.aware + timedelta(hours=24), clock="24 h after awareness"),
+        f.obligation(id="nis2_notification", kind="nis2_notification", audience="authority",
+                     recipient=f.nis2_authority, template="nis2_incident_notification", basis="NIS2 art. 23(4)(b)",
+                     due_at=f.aware + timedelta(hours=72), clock="72 h after awareness"),
+        f.obligation(id="nis2_final_report", kind="nis2_final_report", audience="authority",
+                     recipient=f.nis2_authority, template="nis2_final_report", basis="NIS2 art. 23(4)(d)",
+                     phase="final", due_at=add_months(f.aware + timedelta(hours=72), 1), after="nis2_notification",
+                     clock="1 month after the incident notification"),
+    ]
+    found += [f.obligation(id=f"service:{client}", kind="service_recipients", audience="client", recipient=client,
+                           template="client_service_notice", basis="NIS2 art. 23(1)", due_at=f.prompt,
+                           clock=f"{f.hours:g} h after awareness (sans retard injustifié)")
+              for client in f.clients if client not in told]
+    return found, Decision(rule=rule, basis=basis, due=True, why="significant incident (Art. 23(3))")
+
+
 def decide(
     incident: Incident,
     *,
@@ -63,87 +160,19 @@ def decide(
     nis2_authority: str = "anssi",
 ) -> tuple[list[Obligation], list[Decision]]:
     """The notifications `incident` calls for under these facts, and the reason for each decision."""
-    aware = incident.aware_at
-    prompt = aware + timedelta(hours=client_notice_hours)
-    personal = incident.personal_data.involved
-    clients = list(dict.fromkeys(incident.affected_clients))
+    facts = _Facts(aware=incident.aware_at, prompt=incident.aware_at + timedelta(hours=client_notice_hours),
+                   personal=incident.personal_data.involved, clients=list(dict.fromkeys(incident.affected_clients)),
+                   controller=controller, risk=risk, high_risk=high_risk, significant=significant,
+                   hours=client_notice_hours, language=language, gdpr_authority=gdpr_authority,
+                   nis2_authority=nis2_authority)
     obligations: list[Obligation] = []
     decisions: list[Decision] = []
-
-    def add(**fields: Any) -> None:
-        obligations.append(Obligation(language=language, **fields))
-
-    # §7 and Art. 33(2): the Client, controller of its data, hears from us first.
-    rule = "client"
-    if not personal:
-        decisions.append(Decision(rule=rule, basis="Politique §7", due=False, why="no personal data involved"))
-    elif not risk:
-        decisions.append(Decision(rule=rule, basis="Politique §7", due=False,
-                                  why="personal data involved, but no risk to people's rights and freedoms"))
-    elif not clients:
-        decisions.append(Decision(rule=rule, basis="Politique §7", due=False,
-                                  why="no Client concerned: the data is Confluent Digital's own"))
-    else:
-        for client in clients:
-            add(id=f"client:{client}", kind="client", audience="client", recipient=client,
-                template="client_notification", basis="Politique §7 ; RGPD art. 33(2)", due_at=prompt,
-                clock=f"{client_notice_hours:g} h after awareness (§7: dans les meilleurs délais)")
-        decisions.append(Decision(rule=rule, basis="Politique §7 ; RGPD art. 33(2)", due=True,
-                                  why=f"personal data at risk; Clients concerned: {', '.join(clients)}"))
-
-    # Art. 33(1): the supervisory authority, within 72 hours, unless the breach is unlikely to be a risk.
-    rule, basis = "gdpr_authority", "RGPD art. 33(1)"
-    if not personal or not risk:
-        why = "no personal data involved" if not personal else "unlikely to result in a risk (documented, Art. 33(5))"
-        decisions.append(Decision(rule=rule, basis=basis, due=False, why=why))
-    elif not controller:
-        decisions.append(Decision(rule=rule, basis=basis, due=False,
-                                  why="Confluent Digital is processor: the Client, controller, notifies the "
-                                      "authority; we assist it (Art. 28(3)(f))"))
-    else:
-        add(id="gdpr_authority", kind="gdpr_authority", audience="authority", recipient=gdpr_authority,
-            template="authority_notification", basis=basis, due_at=aware + timedelta(hours=72),
-            clock="72 h after awareness")
-        decisions.append(Decision(rule=rule, basis=basis, due=True, why="personal data breach likely to be a risk"))
-
-    # Art. 34: the people themselves, when the risk is high.
-    rule, basis = "data_subjects", "RGPD art. 34"
-    if not personal or not high_risk:
-        decisions.append(Decision(rule=rule, basis=basis, due=False, why="no high risk to the people concerned"))
-    elif not controller:
-        decisions.append(Decision(rule=rule, basis=basis, due=False,
-                                  why="high risk, but the Client, controller, informs the people; the §7 "
-                                      "letter says so"))
-    else:
-        for key in clients or ["*"]:
-            add(id=f"data_subjects:{key}", kind="data_subjects", audience="data_subjects", recipient=key,
-                template="data_subject_communication", basis=basis, due_at=prompt,
-                clock=f"{client_notice_hours:g} h after awareness (Art. 34: sans retard injustifié)")
-        decisions.append(Decision(rule=rule, basis=basis, due=True, why="high risk to the people concerned"))
-
-    # NIS2 Art. 23: significant incidents, in three steps, to the CSIRT or competent authority.
-    rule, basis = "nis2", "NIS2 art. 23"
-    if not significant:
-        decisions.append(Decision(rule=rule, basis=basis, due=False, why="not a significant incident (Art. 23(3))"))
-    else:
-        add(id="nis2_early_warning", kind="nis2_early_warning", audience="authority", recipient=nis2_authority,
-            template="nis2_early_warning", basis="NIS2 art. 23(4)(a)", due_at=aware + timedelta(hours=24),
-            clock="24 h after awareness")
-        add(id="nis2_notification", kind="nis2_notification", audience="authority", recipient=nis2_authority,
-            template="nis2_incident_notification", basis="NIS2 art. 23(4)(b)", due_at=aware + timedelta(hours=72),
-            clock="72 h after awareness")
-        add(id="nis2_final_report", kind="nis2_final_report", audience="authority", recipient=nis2_authority,
-            template="nis2_final_report", basis="NIS2 art. 23(4)(d)", phase="final",
-            due_at=add_months(aware + timedelta(hours=72), 1), after="nis2_notification",
-            clock="1 month after the incident notification")
-        told = {o.recipient for o in obligations if o.kind == "client"}
-        for client in clients:
-            if client not in told:
-                add(id=f"service:{client}", kind="service_recipients", audience="client", recipient=client,
-                    template="client_service_notice", basis="NIS2 art. 23(1)", due_at=prompt,
-                    clock=f"{client_notice_hours:g} h after awareness (sans retard injustifié)")
-        decisions.append(Decision(rule=rule, basis=basis, due=True, why="significant incident (Art. 23(3))"))
-    return obligations, decisions
+    for rule in (_client_rule, _gdpr_authority_rule, _data_subjects_rule):
+        found, decision = rule(facts)
+        obligations += found
+        decisions.append(decision)
+    found, decision = _nis2_rule(facts, {o.recipient for o in obligations if o.kind == "client"})
+    return obligations + found, [*decisions, decision]
 
 
 def notifications_of(incident: Incident) -> list[NotificationRecord]:

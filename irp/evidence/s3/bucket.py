@@ -57,6 +57,7 @@ class Bucket:
         self.name = name
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._object_lock: bool | None = None
 
     @property
     def client(self) -> Any:
@@ -138,6 +139,17 @@ class Bucket:
         response = self.call("get_object", Key=key, **extra)
         with self.errors("GetObject", self.where(key)):
             return response["Body"].read()
+
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock (asked once)."""
+        if self._object_lock is None:
+            try:
+                config = self.call("get_object_lock_configuration")
+                enabled = config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            except KeyNotFound:
+                enabled = False
+            self._object_lock = enabled
+        return self._object_lock
 
     def put_bytes(self, key: str, data: bytes, content_type: str, *, exclusive: bool = True,
                   **protection: Any) -> str | None:

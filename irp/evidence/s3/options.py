@@ -1,8 +1,10 @@
-"""The S3 store's settings, checked once: encryption, Object Lock retention, presigned URLs, uploads."""
+"""The S3 store's settings, checked once (encryption, Object Lock retention, presigned URLs, uploads), and the
+protection arguments every write-once object is created with."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from irp.errors import ConfigurationError
@@ -22,6 +24,17 @@ class S3Options:
     presign_expiry: int
     part_size: int
     concurrency: int
+
+    def protection(self, retention: tuple[str, datetime] | None) -> dict[str, Any]:
+        """PutObject / CreateMultipartUpload arguments: encryption, and Object Lock when `retention` is given."""
+        args: dict[str, Any] = {}
+        if self.sse != "off":
+            args["ServerSideEncryption"] = self.sse
+            if self.kms_key_id:
+                args["SSEKMSKeyId"] = self.kms_key_id
+        if retention:
+            args["ObjectLockMode"], args["ObjectLockRetainUntilDate"] = retention
+        return args
 
 
 def _one_of(name: str, value: str, valid: tuple[str, ...]) -> str:

@@ -63,17 +63,12 @@ class S3EvidenceStore(EvidenceStore):
         self.url = url
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        options = s3_options(settings)
-        self._retention_mode = options.retention_mode
-        self._retention_days = options.retention_days
-        self._sse = options.sse
-        self._kms_key_id = options.kms_key_id
-        self._presign_expiry = options.presign_expiry
+        self._options = options = s3_options(settings)
         spool_name = bucket + ("~" + self.prefix.replace("/", "~") if self.prefix else "")
         self.spool = Spool(Path(settings.evidence_spool_dir) / spool_name)
 
         self._bucket = Bucket(bucket)
-        self._inspector = Inspector(self._bucket, url, self._sse)
+        self._inspector = Inspector(self._bucket, url, self._options.sse)
         self._uploader = Uploader(self._bucket, self.spool, options.part_size, options.concurrency)
         self._lock = threading.RLock()          # manifest and custody appends, name reservations
         self._route_lock = threading.Lock()     # direct or spooled, decided one put at a time
@@ -82,7 +77,6 @@ class S3EvidenceStore(EvidenceStore):
         self._reserved: dict[str, set[str]] = {}
         self._heads: dict[str, tuple[int, str]] = {}
         self._severities: dict[str, Severity | None] = {}
-        self._object_lock: bool | None = None
         self._flusher = BackgroundFlush(url, self.flush, self._spool_empty)
 
     # ---- plumbing ------------------------------------------------------------------------------
@@ -100,22 +94,12 @@ class S3EvidenceStore(EvidenceStore):
 
     # ---- protection: encryption and Object Lock ------------------------------------------------
 
-    def _lock_enabled(self) -> bool:
-        if self._object_lock is None:
-            try:
-                config = self._bucket.call("get_object_lock_configuration")
-                enabled = config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
-            except KeyNotFound:
-                enabled = False
-            self._object_lock = enabled
-        return self._object_lock
-
     def _retention(self, incident_id: str) -> tuple[str, datetime] | None:
         """(mode, retain-until) for an object archived now, or None without Object Lock."""
-        if self._retention_mode == "off" or not self._lock_enabled():
+        if self._options.retention_mode == "off" or not self._bucket.object_lock_enabled():
             return None
-        until = retention_until(self._severity(incident_id), self._retention_mode, self._retention_days)
-        return (self._retention_mode, until) if until else None
+        until = retention_until(self._severity(incident_id), self._options.retention_mode, self._options.retention_days)
+        return (self._options.retention_mode, until) if until else None
 
     def _severity(self, incident_id: str) -> Severity | None:
         """The incident's severity (None before its record exists: the longest retention applies)."""
@@ -127,21 +111,11 @@ class S3EvidenceStore(EvidenceStore):
                 self._severities[incident_id] = None  # until save_incident tells
         return self._severities[incident_id]
 
-    def _protection(self, retention: tuple[str, datetime] | None) -> dict[str, Any]:
-        args: dict[str, Any] = {}
-        if self._sse != "off":
-            args["ServerSideEncryption"] = self._sse
-            if self._kms_key_id:
-                args["SSEKMSKeyId"] = self._kms_key_id
-        if retention:
-            args["ObjectLockMode"], args["ObjectLockRetainUntilDate"] = retention
-        return args
-
     # ---- uploads -------------------------------------------------------------------------------
 
     def _put_bytes(self, key: str, data: bytes, content_type: str, *,
                    retention: tuple[str, datetime] | None = None, exclusive: bool = True) -> str | None:
-        return self._bucket.put_bytes(key, data, content_type, exclusive=exclusive, **self._protection(retention))
+        return self._bucket.put_bytes(key, data, content_type, exclusive=exclusive, **self._options.protection(retention))
 
     # ---- put: the archive pipeline -------------------------------------------------------------
 
@@ -224,8 +198,8 @@ class S3EvidenceStore(EvidenceStore):
             if not progress.get("archived"):
                 self._append_custody(incident_id, "archived", actor=actor, object=item.name, sha256=item.sha256,
                                      details={"location": f"s3://{self.bucket}/{done['key']}",
-                                              "version_id": item.version_id, "sse": self._sse,
-                                              "kms_key_id": self._kms_key_id or None,
+                                              "version_id": item.version_id, "sse": self._options.sse,
+                                              "kms_key_id": self._options.kms_key_id or None,
                                               "retention_mode": item.retention_mode,
                                               "retention_until": until.isoformat() if until else None,
                                               "multipart": done.get("multipart", False)})
@@ -261,7 +235,7 @@ class S3EvidenceStore(EvidenceStore):
                     sha, size, multipart = digest, len(source.data), False
                 else:  # a taken key shows at CompleteMultipartUpload (If-None-Match): the upload is aborted
                     sha, size, version = self._uploader.put_stream(key, source.rewind(), source.size, op.content_type,
-                                                                  retention, self._protection(retention))
+                                                                  retention, self._options.protection(retention))
                     multipart = True
             except KeyTaken:
                 with self._lock:
@@ -596,9 +570,9 @@ class S3EvidenceStore(EvidenceStore):
     def export_urls(self, incident_id: str, *, expires_in: int | None = None,
                     actor: str | None = None) -> list[ExportedUrl]:
         check_id(incident_id)
-        expiry = expires_in or self._presign_expiry
-        if not 1 <= expiry <= self._presign_expiry:
-            raise EvidenceError(f"--expires {expiry}: presigned URLs live at most {self._presign_expiry} s "
+        expiry = expires_in or self._options.presign_expiry
+        if not 1 <= expiry <= self._options.presign_expiry:
+            raise EvidenceError(f"--expires {expiry}: presigned URLs live at most {self._options.presign_expiry} s "
                                 "(IRP_EVIDENCE_PRESIGN_EXPIRY_SECONDS)")
         self._require_uploaded(incident_id)
         try:
