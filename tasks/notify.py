@@ -5,7 +5,8 @@ regulatory clock waits for containment), the final one after review.
 Side effects: messages sent by email or chat to configured recipients only
 (irp/notifications/channels.py), each rendered message and its delivery result archived as evidence,
 the incident's notifications, timeline entries, and an escalation to the security team when a
-delivery fails. With no channel configured a message is rendered and archived with the result "not sent: no channel configured"; the run goes on.
+delivery fails. With no channel configured a message is rendered and archived with the result
+"not sent: no channel configured"; the run goes on.
 """
 
 from __future__ import annotations
