@@ -22,12 +22,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from irp import audit
-from irp.charts import timeline_svg
 from irp.errors import EvidenceError, IrpError
 from irp.evidence.base import EvidenceStore, local_actor
 from irp.evidence.custody import check_chain
-from irp.metrics import METRICS, IncidentMetrics, format_duration, measure_incident
 from irp.models import Incident, IncidentStatus, IncidentType, Severity
+from irp.reports.charts import timeline_svg
+from irp.reports.kpis import METRICS, IncidentMetrics, format_duration, measure_incident
+from irp.reports.review import ReviewNotes, report_html, report_markdown
 
 __all__ = [
     "BundleResult",
@@ -210,8 +211,6 @@ def export_bundle(store: EvidenceStore, incident_id: str, path: Path, *, actor: 
 
     The export is itself an audit entry (`exported`, with the bundle's SHA-256).
     """
-    from tasks.review import ReportArgs, report_html, report_markdown
-
     incident = find_incident(store, incident_id)
     evidence = store.manifest(incident_id)
     names = {item.name for item in evidence}
@@ -229,8 +228,8 @@ def export_bundle(store: EvidenceStore, incident_id: str, path: Path, *, actor: 
         origin = "as archived by the review stage"
     else:
         origin = "generated at export: no review was archived"
-        reports = {"review/report.html": report_html(incident, ReportArgs(), evidence).encode(),
-                   "review/report.md": report_markdown(incident, ReportArgs(), evidence).encode()}
+        reports = {"review/report.html": report_html(incident, ReviewNotes(), evidence).encode(),
+                   "review/report.md": report_markdown(incident, ReviewNotes(), evidence).encode()}
     rows = full_timeline(incident, evidence, entries)
     files["incident.json"] = incident.model_dump_json(indent=2).encode()
     files["timeline.json"] = json.dumps([r.model_dump(mode="json") for r in rows], indent=2,

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
                     "collecting local files is disabled. Never /proc, /sys, /dev nor credentials (/etc/shadow, "
                     "SSH keys...), even below a root.")
 
-    # Audit, metrics and reports (irp/metrics.py, irp/audit.py, irp report): see docs/audit.md.
+    # Audit, metrics and reports (irp/reports/kpis.py, irp/audit.py, irp report): see docs/audit.md.
     response_targets_minutes: dict[str, dict] = Field(
         default_factory=dict,
         description='Response targets in minutes per severity, JSON: {"critical": {"acknowledge": 15, '
@@ -158,7 +158,7 @@ class Settings(BaseSettings):
         description='Hosts each Prefect Secret block may be sent to by http.request (auth_block), JSON: '
                     '{"irp-status-page-token": ["api.statuspage.io"]}; a block not listed is sent nowhere.')
 
-    # Notifications and regulatory clocks (tasks/notify.py, irp/obligations.py): see docs/notifications.md.
+    # Notifications and regulatory clocks (tasks/notify.py, irp/notifications/obligations.py): see docs/notifications.md.
     smtp_url: SecretStr | None = Field(
         None, description="Mail server: smtp+starttls://user:pass@host:587, smtps://user:pass@host:465 or "
                           "smtp://host:25 (no TLS: loopback only); unset: messages are archived, not sent.")

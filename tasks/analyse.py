@@ -96,7 +96,7 @@ class ObligationsArgs(ActionArgs):
 @action("incident")
 def assess_obligations(args: ObligationsArgs, ctx: ActionContext) -> dict[str, Any]:
     """Decide which notifications are due, to whom and by when (§7; GDPR Art. 33, 34; NIS2 Art. 23)."""
-    from irp.obligations import decide
+    from irp.notifications.obligations import decide
     from irp.settings import get_settings
 
     settings = get_settings()

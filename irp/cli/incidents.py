@@ -56,7 +56,7 @@ def list_incidents(
 ) -> None:
     """List incidents from the evidence store, newest first (works without Prefect's database)."""
     from irp.history import incident_row, rows_csv
-    from irp.metrics import format_duration
+    from irp.reports.kpis import format_duration
 
     with user_errors():
         if as_json and as_csv:
@@ -90,8 +90,8 @@ def show(
     """Show one incident: timeline, flow runs (Prefect UI links), playbook version, metrics, actions."""
     from irp import audit
     from irp.history import describe_measures, find_incident, full_timeline
-    from irp.metrics import measure_incident
     from irp.prefect_ui import flow_run_url, ui_base
+    from irp.reports.kpis import measure_incident
 
     with user_errors():
         store = open_evidence_store()
@@ -202,7 +202,7 @@ def metrics(
         "--json", help="Print per-incident measures and aggregates as JSON.")] = False,
 ) -> None:
     """Time to acknowledge, contain, restore, notify per incident; MTTA/MTTC/MTTR/MTTN by type and severity."""
-    from irp.metrics import METRICS, aggregate, aggregate_rows, format_duration, measure_incident
+    from irp.reports.kpis import METRICS, aggregate, aggregate_rows, format_duration, measure_incident
 
     with user_errors():
         _, incidents = _selected(type_, severity, status, since)
@@ -250,7 +250,7 @@ def deadlines(
     """List notification deadlines (GDPR 72 h, NIS2 24 h / 72 h / 1 month, §7 Clients): what is due and when."""
     from flows.deadlines import remaining_text
     from irp.models import TimelineEntry, utcnow
-    from irp.obligations import deadlines as compute
+    from irp.notifications.obligations import deadlines as compute
 
     store = open_evidence_store()
     now = utcnow()

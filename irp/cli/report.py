@@ -29,9 +29,9 @@ def monthly(
 ) -> None:
     """Write the monthly summary: incidents by type and severity, MTTR trend, deadlines met (SVG charts)."""
     from irp.history import load_incidents
-    from irp.metrics import format_duration
     from irp.models import utcnow
-    from irp.reports import monthly_report, parse_month, render_monthly_html
+    from irp.reports.kpis import format_duration
+    from irp.reports.monthly import monthly_report, parse_month, render_monthly_html
     from irp.settings import get_settings
 
     with user_errors():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from irp.errors import ConfigurationError, PlaybookError
 from irp.intake.auth import Authenticator
-from irp.intake.journal import Journal, open_journal
+from irp.intake.journal import AlertJournal, open_journal
 from irp.intake.metrics import Metrics
 from irp.intake.outbox import Outbox
 from irp.intake.routing import Router
@@ -166,7 +166,7 @@ class IntakeService:
         settings: Settings,
         *,
         local: bool = False,
-        journal: Journal | None = None,
+        journal: AlertJournal | None = None,
         create_run: Callable[[dict], str] | None = None,
         append_event: Callable[[str, TimelineEntry], None] = append_event,
     ) -> None:

@@ -19,7 +19,8 @@ from irp.cli.actions import actions_app
 from irp.cli.incidents import incidents_app
 from irp.cli.report import report_app
 from irp.evidence import LocalEvidenceStore
-from irp.evidence.custody import RawEntry, check_chain
+from irp.evidence.custody import check_chain
+from irp.evidence.models import RawEntry
 from irp.models import ActionItem, ClientOrigin, IncidentStatus, IncidentType, Severity, Stage
 
 runner = CliRunner()
