@@ -37,21 +37,24 @@ def undo(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Roll back what STEP changed in INCIDENT (e.g. release a quarantined instance after a false positive)."""
+    from irp.actions.actions import find_step_record, undo_recorded_step
     from irp.evidence import open_store
     from irp.settings import get_settings
-    from tasks.integrations import find_step_record, undo_step
 
     try:
         store = open_store(get_settings().evidence_url)
         name, record = find_step_record(store, incident, step, stage)
         output = record.get("output") if isinstance(record.get("output"), dict) else {}
         plan = output.get("undo")
-        typer.echo(f"step {step} ({record.get('action')}, {name}): {output.get('message', record.get('status'))}")
+        said = output.get("message", record.get("status"))
+        if record.get("dry_run"):
+            said = f"ran as a dry run and changed nothing ({said})"
+        typer.echo(f"step {step} ({record.get('action')}, {name}): {said}")
         if plan:
             typer.echo(f"undo: {plan['action']} {json.dumps(plan.get('args', {}), sort_keys=True)}")
         if plan and not dry_run and not yes:
             typer.confirm("Run this undo now?", abort=True)
-        result = undo_step(store, incident, step, stage=stage, dry_run=dry_run)
+        result = undo_recorded_step(store, incident, step, stage=stage, dry_run=dry_run)
     except IrpError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

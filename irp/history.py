@@ -236,7 +236,7 @@ def export_bundle(store: EvidenceStore, incident_id: str, path: Path, *, actor: 
 
     The export is itself an audit entry (`exported`, with the bundle's SHA-256).
     """
-    from tasks.review import ReportArgs, report_html, report_markdown
+    from irp.actions.review import ReportArgs, report_html, report_markdown
 
     incident = find_incident(store, incident_id)
     evidence = store.manifest(incident_id)

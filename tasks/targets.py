@@ -29,9 +29,9 @@ from jinja2 import TemplateSyntaxError, meta
 from pydantic import BaseModel
 
 from irp import templating
+from irp.actions.registry import ActionSpec, get_registry
 from irp.errors import ConfigurationError, ProtectedTargetError
 from irp.settings import TargetRule, get_settings
-from tasks.registry import ActionSpec, get_registry
 
 __all__ = ["TargetValue", "Verdict", "check_protected", "judge", "reads_run_data", "run_data_args"]
 
