@@ -111,6 +111,14 @@ class Journal:
         dry = "/dry-run" if ctx.dry_run else ""
         self.prefix = f"actions/{ctx.stage.value}/{ctx.step}{dry}/{slug(target)}"
 
+    @classmethod
+    def begin(cls, ctx: ActionContext, target: str, state: Any, *, source_system: str = "") -> tuple[Journal, Any, bool]:
+        """The target's journal, the state recorded as `before` by the step's first attempt (`state` when this is
+        it), and whether an earlier attempt recorded it."""
+        journal = cls(ctx, target)
+        before, replayed = journal.first("before", state, source_system=source_system)
+        return journal, before, replayed
+
     def _read(self, name: str) -> dict[str, Any] | None:
         full = f"{self.prefix}/{name}"
         if full not in {item.name for item in self.ctx.store.manifest(self.ctx.incident.id)}:

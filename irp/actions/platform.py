@@ -121,8 +121,7 @@ def _toggle(
     method, path, body = write
     with PlatformApi(ctx) as api:
         current = _target_get(api, read_path, target)
-        journal = Journal(ctx, target)
-        before, replayed = journal.first("before", current, source_system=PROVIDER)
+        journal, before, replayed = Journal.begin(ctx, target, current, source_system=PROVIDER)
         plan = undo(before) if undo and not is_done(before) else None
 
         def change() -> dict[str, Any]:
@@ -152,28 +151,29 @@ class AccountArgs(ActionArgs):
     reason: str = Field("security incident", min_length=1, max_length=500, description="Shown to the Client's admins.")
 
 
+def _set_account(args: AccountArgs, ctx: ActionContext, verb: Literal["suspend", "reactivate"]) -> Outcome:
+    def reactivation(before: dict[str, Any]) -> UndoPlan:
+        return UndoPlan(action="platform.reactivate_account", args={
+            "client_id": args.client_id, "reason": f"undo of incident {ctx.incident.id} containment"})
+
+    return _toggle(
+        ctx, target=f"client/{args.client_id}", read_path=f"clients/{args.client_id}", scope="clients:suspend",
+        is_done=lambda c: c.get("status") == ("suspended" if verb == "suspend" else "active"),
+        write=("POST", f"clients/{args.client_id}/{verb}", {"reason": args.reason, "incident_id": ctx.incident.id}),
+        describe=f"{verb} Client account {args.client_id}", undo=reactivation if verb == "suspend" else None,
+    )
+
+
 @action
 def suspend_account(args: AccountArgs, ctx: ActionContext) -> Outcome:
     """Suspend a Client account on the platform: its users and API calls are refused (reversible)."""
-    return _toggle(
-        ctx, target=f"client/{args.client_id}", read_path=f"clients/{args.client_id}", scope="clients:suspend",
-        is_done=lambda c: c.get("status") == "suspended",
-        write=("POST", f"clients/{args.client_id}/suspend", {"reason": args.reason, "incident_id": ctx.incident.id}),
-        describe=f"suspend Client account {args.client_id}",
-        undo=lambda before: UndoPlan(action="platform.reactivate_account", args={
-            "client_id": args.client_id, "reason": f"undo of incident {ctx.incident.id} containment"}),
-    )
+    return _set_account(args, ctx, "suspend")
 
 
 @action
 def reactivate_account(args: AccountArgs, ctx: ActionContext) -> Outcome:
     """Reactivate a suspended Client account (undo of platform.suspend_account)."""
-    return _toggle(
-        ctx, target=f"client/{args.client_id}", read_path=f"clients/{args.client_id}", scope="clients:suspend",
-        is_done=lambda c: c.get("status") == "active",
-        write=("POST", f"clients/{args.client_id}/reactivate", {"reason": args.reason, "incident_id": ctx.incident.id}),
-        describe=f"reactivate Client account {args.client_id}",
-    )
+    return _set_account(args, ctx, "reactivate")
 
 
 class UserArgs(ActionArgs):
@@ -232,8 +232,7 @@ def revoke_api_tokens(args: RevokeTokensArgs, ctx: ActionContext) -> Outcome:
                                      f"{', '.join(sorted(tokens)) or 'none'}", provider=PROVIDER, code="404")
         wanted = args.token_ids or list(tokens)
         active = [tid for tid in wanted if tokens[tid].get("status") == "active"]
-        journal = Journal(ctx, target)
-        before, _ = journal.first("before", listed, source_system=PROVIDER)
+        journal, before, _ = Journal.begin(ctx, target, listed, source_system=PROVIDER)
 
         def revoke() -> list[dict[str, Any]]:
             for token_id in active:

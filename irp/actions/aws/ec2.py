@@ -105,8 +105,7 @@ def quarantine_instance(args: QuarantineArgs, ctx: ActionContext) -> Outcome:
         raise PermanentError(f"instance {args.instance_id} has no network interface", provider="AWS ec2",
                              code="NoNetworkInterface")
     group_id, group = _isolation_group(ctx, ec2, group_setting, current["vpc_id"])
-    journal = Journal(ctx, f"ec2-instance/{args.instance_id}")
-    before, replayed = journal.first("before", current, source_system="aws-ec2")
+    journal, before, replayed = Journal.begin(ctx, f"ec2-instance/{args.instance_id}", current, source_system="aws-ec2")
     warnings = []
     if group.get("IpPermissions") or group.get("IpPermissionsEgress"):
         warnings.append(f"isolation group {group_id} has {len(group.get('IpPermissions', []))} inbound and "
@@ -164,8 +163,7 @@ def release_instance(args: ReleaseArgs, ctx: ActionContext) -> Outcome:
     """Put a quarantined instance's security groups, protection and tags back (undo of quarantine_instance)."""
     ec2 = aws_client("ec2")
     current = _instance_state(ctx, ec2, args.instance_id)
-    journal = Journal(ctx, f"ec2-instance/{args.instance_id}")
-    before, _ = journal.first("before", current, source_system="aws-ec2")
+    journal, before, _ = Journal.begin(ctx, f"ec2-instance/{args.instance_id}", current, source_system="aws-ec2")
     missing = [eni for eni in args.interfaces if eni not in current["interfaces"]]
     moves = {eni: sorted(groups) for eni, groups in args.interfaces.items()
              if eni in current["interfaces"] and current["interfaces"][eni] != sorted(groups)}
@@ -212,8 +210,8 @@ def snapshot_volumes(args: SnapshotArgs, ctx: ActionContext) -> Outcome:
         raise PermanentError(f"instance {args.instance_id} has no EBS volume to snapshot", provider="AWS ec2",
                              code="NoVolume")
     target = f"ec2-instance/{args.instance_id}/volumes"
-    journal = Journal(ctx, target)
-    before, _ = journal.first("before", {"instance_id": args.instance_id, "volumes": volumes}, source_system="aws-ec2")
+    journal, before, _ = Journal.begin(ctx, target,
+                                            {"instance_id": args.instance_id, "volumes": volumes}, source_system="aws-ec2")
     snapshots, created = [], 0
     checks = []
     for volume_id, device in volumes.items():

@@ -52,8 +52,8 @@ def _set_key(args: AccessKeyArgs, ctx: ActionContext, wanted: Literal["Active", 
     user, status = _key_status(ctx, iam, args)
     if args.user_name is None:  # the owner was looked up: the engine could not check it before the step
         check_protected(f"aws.{'deactivate' if wanted == 'Inactive' else 'activate'}_access_key", "iam_user", user)
-    journal = Journal(ctx, f"iam-user/{user}/{args.access_key_id}")
-    before, replayed = journal.first("before", {"user_name": user, "status": status}, source_system="aws-iam")
+    journal, before, replayed = Journal.begin(ctx, f"iam-user/{user}/{args.access_key_id}",
+                                                   {"user_name": user, "status": status}, source_system="aws-iam")
     verb = "deactivate" if wanted == "Inactive" else "reactivate"
     undo = None
     if wanted == "Inactive" and before["status"] == "Active":
@@ -134,8 +134,8 @@ def _apply_inline(ctx: ActionContext, kind: Principal, name: str, policy: str, w
     iam = aws_client("iam")
     arn = _check_principal(ctx, iam, kind, name)
     current = _get_inline(ctx, iam, kind, name, policy)
-    journal = Journal(ctx, f"iam-{kind}/{name}/{policy}")
-    before, replayed = journal.first("before", {"arn": arn, "policy": current}, source_system="aws-iam")
+    journal, before, replayed = Journal.begin(ctx, f"iam-{kind}/{name}/{policy}",
+                                                   {"arn": arn, "policy": current}, source_system="aws-iam")
     undo = None
     if not undo_of and before["policy"] != wanted:
         undo = UndoPlan(action="aws.restore_inline_policy",

@@ -98,7 +98,6 @@ def _ip_set(ctx: ActionContext, arn: str | None) -> tuple[Any, str, dict[str, st
 
 def _waf_change(args: BlockIpArgs | UnblockIpArgs, ctx: ActionContext, add: bool) -> Outcome:
     waf, arn, ident = _ip_set(ctx, args.ip_set_arn)
-    journal = Journal(ctx, f"wafv2-ipset/{ident['Name']}/{args.cidr}")
     network = ipaddress.ip_network(args.cidr)
 
     def read() -> tuple[list[str], str, str, str | None]:
@@ -112,8 +111,8 @@ def _waf_change(args: BlockIpArgs | UnblockIpArgs, ctx: ActionContext, add: bool
         raise PermanentError(f"IP set {ident['Name']} holds {version} addresses, not {args.cidr}",
                              provider="AWS wafv2", code="WAFInvalidParameterException")
     present = any(ipaddress.ip_network(a, strict=False) == network for a in addresses)
-    before, replayed = journal.first("before", {"ip_set_arn": arn, "present": present, "addresses": addresses},
-                                     source_system="aws-wafv2")
+    journal, before, replayed = Journal.begin(ctx, f"wafv2-ipset/{ident['Name']}/{args.cidr}", {
+        "ip_set_arn": arn, "present": present, "addresses": addresses}, source_system="aws-wafv2")
     undo = None
     if add and not before["present"]:
         undo = UndoPlan(action="aws.unblock_ip", args={"cidr": args.cidr, "method": "waf", "ip_set_arn": arn})
@@ -190,10 +189,9 @@ def _block_nacl(args: BlockIpArgs, ctx: ActionContext) -> Outcome:
     acl_id = _nacl_acl(args)
     ec2 = aws_client("ec2")
     entries = _nacl_entries(ctx, ec2, acl_id)
-    journal = Journal(ctx, f"network-acl/{acl_id}/{args.cidr}")
     directions = ["ingress", "egress"] if args.direction == "both" else [args.direction]
     present = {d: _deny_entry(entries, args.cidr, d == "egress") for d in directions}
-    before, replayed = journal.first("before", {
+    journal, before, replayed = Journal.begin(ctx, f"network-acl/{acl_id}/{args.cidr}", {
         "network_acl_id": acl_id, "denied": {d: bool(e) for d, e in present.items()}, "entries": entries,
     }, source_system="aws-ec2")
     plan: dict[str, int] = {}
@@ -232,8 +230,8 @@ def _unblock_nacl(args: UnblockIpArgs, ctx: ActionContext) -> Outcome:
     acl_id = _nacl_acl(args)
     ec2 = aws_client("ec2")
     entries = _nacl_entries(ctx, ec2, acl_id)
-    journal = Journal(ctx, f"network-acl/{acl_id}/{args.cidr}")
-    before, _ = journal.first("before", {"network_acl_id": acl_id, "entries": entries}, source_system="aws-ec2")
+    journal, before, _ = Journal.begin(ctx, f"network-acl/{acl_id}/{args.cidr}",
+                                            {"network_acl_id": acl_id, "entries": entries}, source_system="aws-ec2")
     wanted = args.rule_numbers or {"ingress": None, "egress": None}
     found = {d: _deny_entry(entries, args.cidr, d == "egress", n) for d, n in wanted.items()}
     delete = {d: e["RuleNumber"] for d, e in found.items() if e}

@@ -40,8 +40,8 @@ def _set_public_access_block(ctx: ActionContext, bucket: str, wanted: dict[str, 
                              undo_of: bool) -> Outcome:
     s3 = aws_client("s3")
     current = _public_access_block(ctx, s3, bucket)
-    journal = Journal(ctx, f"s3-bucket/{bucket}/public-access-block")
-    before, replayed = journal.first("before", {"configuration": current}, source_system="aws-s3")
+    journal, before, replayed = Journal.begin(ctx, f"s3-bucket/{bucket}/public-access-block",
+                                                   {"configuration": current}, source_system="aws-s3")
     undo = None
     if not undo_of and before["configuration"] != wanted:
         undo = UndoPlan(action="aws.restore_public_access_block",
@@ -115,8 +115,8 @@ def restore_object_version(args: ObjectVersionArgs, ctx: ActionContext) -> Outco
         raise PermanentError(f"version {args.version_id} is larger than 5 GiB: restore it with a multipart copy",
                              provider="AWS s3", code="EntityTooLarge")
     latest = _head(ctx, s3, args.bucket, args.key)
-    journal = Journal(ctx, f"s3-object/{args.bucket}/{args.key}")
-    before, _ = journal.first("before", {"latest": latest, "restoring": good}, source_system="aws-s3")
+    journal, before, _ = Journal.begin(ctx, f"s3-object/{args.bucket}/{args.key}",
+                                            {"latest": latest, "restoring": good}, source_system="aws-s3")
     same = latest is not None and latest["ETag"] == good["ETag"]
     created = journal.load("created")
 
@@ -154,8 +154,8 @@ def remove_object_version(args: ObjectVersionArgs, ctx: ActionContext) -> Outcom
     """Delete one S3 object version, e.g. the copy aws.restore_object_version made (its undo)."""
     s3 = aws_client("s3")
     found = _head(ctx, s3, args.bucket, args.key, args.version_id)
-    journal = Journal(ctx, f"s3-object/{args.bucket}/{args.key}/{args.version_id}")
-    before, _ = journal.first("before", {"version": found, "latest": _head(ctx, s3, args.bucket, args.key)},
+    journal, before, _ = Journal.begin(ctx, f"s3-object/{args.bucket}/{args.key}/{args.version_id}",
+                                            {"version": found, "latest": _head(ctx, s3, args.bucket, args.key)},
                               source_system="aws-s3")
 
     def write() -> dict[str, Any]:

@@ -46,8 +46,7 @@ def rotate_secret(args: RotateSecretArgs, ctx: ActionContext) -> Outcome:
     """Rotate a Secrets Manager secret (its rotation function, or a new random value); values never recorded."""
     sm = aws_client("secretsmanager")
     current = _secret_state(ctx, sm, args.secret_id)
-    journal = Journal(ctx, f"secret/{current['name']}")
-    before, _ = journal.first("before", current, source_system="aws-secretsmanager")
+    journal, before, _ = Journal.begin(ctx, f"secret/{current['name']}", current, source_system="aws-secretsmanager")
     token = str(uuid.uuid5(uuid.NAMESPACE_URL, f"irp:{ctx.incident.id}:{ctx.stage.value}:{ctx.step}:{current['arn']}"))
     mode = args.mode
     if mode == "auto":
@@ -123,8 +122,7 @@ def restore_secret_version(args: SecretVersionArgs, ctx: ActionContext) -> Outco
     """Make an earlier secret version current again (undo of aws.rotate_secret)."""
     sm = aws_client("secretsmanager")
     current = _secret_state(ctx, sm, args.secret_id)
-    journal = Journal(ctx, f"secret/{current['name']}")
-    before, _ = journal.first("before", current, source_system="aws-secretsmanager")
+    journal, before, _ = Journal.begin(ctx, f"secret/{current['name']}", current, source_system="aws-secretsmanager")
     if args.version_id not in current["versions"]:
         raise PermanentError(f"secret {current['name']} has no version {args.version_id} any more",
                              provider="AWS secretsmanager", code="ResourceNotFoundException")
