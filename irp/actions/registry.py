@@ -10,6 +10,7 @@ An argument that names what a state-changing action changes is marked once, next
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import itertools
@@ -32,7 +33,6 @@ PACKAGE = "irp.actions"  # every module below it is imported by get_registry(); 
 
 _REGISTRY: dict[str, ActionSpec] = {}
 _PREFLIGHTS: dict[str, Callable[[], object]] = {}
-_LOADED: list[str] = []
 
 
 class ActionArgs(BaseModel):
@@ -122,7 +122,8 @@ def action(fn: Callable[..., Any] | None = None, *, namespace: str | None = None
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         space = namespace or _namespace(fn.__module__)
         if not space:
-            raise TypeError(f"action {fn.__module__}.{fn.__name__}: outside {PACKAGE}: give namespace=")
+            raise TypeError(f"action {fn.__module__}.{fn.__name__} is defined outside {PACKAGE}: name its namespace, "
+                            'e.g. @action(namespace="bench")')
         name = f"{space}.{fn.__name__}"
         first = next(iter(inspect.signature(fn).parameters))
         args_model = get_type_hints(fn)[first]
@@ -166,13 +167,17 @@ def preflight(action_name: str) -> None:
         check()
 
 
+@functools.cache
+def _import_package() -> None:
+    """Import every module below irp.actions: importing a module registers its actions."""
+    package = importlib.import_module(PACKAGE)
+    for module in pkgutil.walk_packages(package.__path__, PACKAGE + "."):
+        importlib.import_module(module.name)
+
+
 def get_registry() -> dict[str, ActionSpec]:
-    """Every registered action by name, importing every module of irp.actions (once)."""
-    if not _LOADED:
-        package = importlib.import_module(PACKAGE)
-        for module in pkgutil.walk_packages(package.__path__, PACKAGE + "."):
-            importlib.import_module(module.name)
-        _LOADED.append(PACKAGE)
+    """Every registered action by name, every module of irp.actions imported."""
+    _import_package()
     return dict(_REGISTRY)
 
 
