@@ -23,7 +23,7 @@ from tasks.approval import describe, request_approval
 from tasks.targets import TargetValue, judge, reads_run_data
 
 REPO = Path(__file__).resolve().parents[3]
-# Actions of tasks/aws.py and tasks/platform.py that change nothing they are pointed at.
+# Actions of irp/actions/aws/ and irp/actions/http.py that change nothing they are pointed at.
 READ_ONLY = {"aws.lookup_cloudtrail_events", "aws.snapshot_volumes", "http.request"}
 
 
