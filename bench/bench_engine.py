@@ -27,14 +27,14 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from ruamel.yaml import YAML  # noqa: E402
 
-from tasks.registry import ActionArgs, ActionContext, action  # noqa: E402
+from irp.actions.registry import ActionArgs, ActionContext, action  # noqa: E402
 
 
 class NoopArgs(ActionArgs):
     pass
 
 
-@action("bench")
+@action(namespace="bench")
 def noop(args: NoopArgs, ctx: ActionContext) -> None:
     """Do nothing (benchmark only)."""
 

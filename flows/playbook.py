@@ -405,7 +405,7 @@ def _visible_steps(playbook: Playbook) -> dict[tuple[Stage, int], set[str]]:
 
 def semantic_problems(playbook: Playbook, file: str, positions: _Positions) -> list[Problem]:
     """What the schema cannot check: names, arguments, templates, references, ids."""
-    from tasks.registry import get_registry
+    from irp.actions.registry import get_registry
 
     registry = get_registry()
     problems: list[Problem] = []
@@ -508,7 +508,7 @@ def target_notes(playbook: Playbook, file: str, positions: _Positions) -> list[P
     Notes, not errors: the engine holds such a step safely, and a deployment may allow the values
     (IRP_ACTION_TARGETS); the note tells the author which steps will wait for a person.
     """
-    from tasks.registry import get_registry
+    from irp.actions.registry import get_registry
     from tasks.targets import reads_run_data
 
     registry = get_registry()
@@ -570,7 +570,7 @@ def load_playbook_for_run(path: Path) -> LoadedPlaybook:
     unchanged one skips the YAML parse and the template checks (0.1–0.5 s on the 2-core machine).
     Each run gets its own copy of the checked playbook.
     """
-    from tasks.registry import get_registry
+    from irp.actions.registry import get_registry
 
     try:
         data = path.read_bytes()

@@ -6,6 +6,7 @@
     ├── AlertError              an alert file or payload cannot be read or is invalid
     ├── ActionError             an action failed while running a step
     │   ├── NotConfiguredError  the integration an action needs is not configured
+    │   ├── InvalidArgumentsError  an action's arguments do not validate against its model
     │   ├── TransientError      a third party failed in a way that may pass (throttling, 5xx, timeout)
     │   └── PermanentError      a third party refused (access denied, invalid request, no such target)
     │       └── ProtectedTargetError  a step would change a target IRP_ACTION_TARGETS protects
@@ -41,6 +42,10 @@ class ActionError(IrpError):
 
 class NotConfiguredError(ActionError):
     """Raised when the integration an action needs is not configured."""
+
+
+class InvalidArgumentsError(ActionError):
+    """Raised when an action's arguments do not validate against its model (every problem listed)."""
 
 
 class TransientError(ActionError):

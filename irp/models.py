@@ -148,7 +148,7 @@ class DataCategory(StrEnum):
 
 
 class TargetKind(StrEnum):
-    """What a state-changing action changes (an argument marked `Target` in tasks/registry.py).
+    """What a state-changing action changes (an argument marked `Target` in irp/actions/registry.py).
 
     IRP_ACTION_TARGETS allows or protects targets per kind (glob patterns; CIDR ranges for cidr).
     """

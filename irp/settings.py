@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     routing_reload_seconds: float = Field(
         2.0, ge=0, description="How often the intake checks the routing file for changes (0: only on SIGHUP).")
 
-    # Containment and restore actions (tasks/aws.py, tasks/platform.py): how they reach third parties.
+    # Containment and restore actions (irp/actions/aws/, irp/actions/platform.py): how they reach third parties.
     action_attempts: int = Field(4, ge=1, le=10, description="Attempts per provider call (throttling, 5xx, timeouts).")
     action_retry_base_seconds: float = Field(0.5, ge=0, description="First backoff delay; doubles, full jitter.")
     action_retry_max_seconds: float = Field(10, ge=0, description="Longest single backoff delay.")
@@ -158,7 +158,7 @@ class Settings(BaseSettings):
         description='Hosts each Prefect Secret block may be sent to by http.request (auth_block), JSON: '
                     '{"irp-status-page-token": ["api.statuspage.io"]}; a block not listed is sent nowhere.')
 
-    # Notifications and regulatory clocks (tasks/notify.py, irp/notifications/obligations.py): see docs/notifications.md.
+    # Notifications and regulatory clocks (irp/actions/notification.py, irp/notifications/): docs/notifications.md.
     smtp_url: SecretStr | None = Field(
         None, description="Mail server: smtp+starttls://user:pass@host:587, smtps://user:pass@host:465 or "
                           "smtp://host:25 (no TLS: loopback only); unset: messages are archived, not sent.")

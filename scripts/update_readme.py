@@ -29,7 +29,7 @@ def settings_markdown() -> str:
 
 
 def readme_with_tables(text: str) -> str:
-    from tasks.registry import catalogue_markdown
+    from irp.actions.registry import catalogue_markdown
 
     text = _block("actions").sub(lambda m: m[1] + catalogue_markdown() + m[2], text)
     return _block("settings").sub(lambda m: m[1] + settings_markdown() + m[2], text)

@@ -1,87 +1,16 @@
-"""Review (policy §11): write the post-incident review and publish the incident's response metrics.
+"""Review (policy §11): the post-incident review stage.
 
-The review holds the summary, the timeline (table and SVG chart), the response metrics against
-their targets, the root cause, what worked and what did not (as the playbook says, plus what the
-run shows: deadlines, failed steps, escalations, rejections), and the corrective actions with
-owners and due dates (tracked until closed: `irp actions list`, `irp actions close`).
-
-Side effects (not in dry runs): review/report.md, review/report.html, review/timeline.svg and
-review/metrics.json archived as evidence; Prefect artifacts: markdown `review-<id>`, table
-`metrics-<id>`, and the aggregates over every incident of the store by type and severity as
-markdown `incident-metrics` and table `incident-metrics-table`; a timeline entry.
+Side effects: those of the steps' actions (review.write_report: the review report and the response
+metrics, irp/actions/review.py; response.assign_action: corrective actions with owners).
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from irp.errors import EvidenceError
-from irp.history import load_incidents
-from irp.models import Incident, Stage, utcnow
-from irp.reports.charts import timeline_svg
-from irp.reports.kpis import aggregate, aggregate_markdown, aggregate_rows, measure_cell, measure_incident, metrics_rows
-from irp.reports.review import ReviewNotes, compose, render_review_html, report_markdown
-from tasks.registry import ActionArgs, ActionContext, action
+from irp.models import Incident, Stage
 from tasks.stage import RunContext, StageResult, run_stage
-
-log = logging.getLogger(__name__)
-
-
-class ReportArgs(ReviewNotes, ActionArgs):
-    """review.write_report's arguments: the review's notes."""
-
-
-def _publish_aggregates(ctx: ActionContext, incident: Incident) -> None:
-    """Aggregated metrics over every incident of the store (this one as it is now) as Prefect artifacts."""
-    try:
-        incidents, _ = load_incidents(ctx.store)
-    except EvidenceError as exc:
-        log.warning("aggregate metrics not published: %s", exc)
-        return
-    incidents = [i for i in incidents if i.id != incident.id] + [incident]
-    aggregates = aggregate(measure_incident(i) for i in incidents)
-    create_markdown_artifact(
-        key="incident-metrics", description="Response metrics by type and severity (irp incidents metrics)",
-        markdown="# Response metrics by type and severity\n\n" + aggregate_markdown(aggregates))
-    create_table_artifact(key="incident-metrics-table", table=aggregate_rows(aggregates),
-                          description="MTTA, MTTC, MTTR, MTTN and deadlines met, by type and severity")
-
-
-@action("review")
-def write_report(args: ReportArgs, ctx: ActionContext) -> dict[str, Any]:
-    """Write the post-incident review (markdown, HTML with a timeline chart) and publish the metrics."""
-    incident = ctx.incident
-    now = utcnow()
-    evidence = ctx.store.manifest(incident.id)
-    markdown = report_markdown(incident, args, evidence, now=now)
-    metrics = measure_incident(incident, now=now)
-    chart = timeline_svg(incident)
-    item = ctx.archive("review/report.md", markdown.encode(), content_type="text/markdown; charset=utf-8",
-                       source_system="irp")
-    ctx.archive("review/timeline.svg", chart.encode(), content_type="image/svg+xml", source_system="irp")
-    html = render_review_html(compose(incident, args, evidence, now=now), chart)
-    page = ctx.archive("review/report.html", html.encode(), content_type="text/html; charset=utf-8",
-                       source_system="irp")
-    ctx.archive_json("review/metrics.json", metrics.model_dump(mode="json"), source_system="irp")
-    key = f"review-{incident.id.lower()}"
-    if not ctx.dry_run:
-        create_markdown_artifact(key=key, markdown=markdown, description=f"Post-incident review of {incident.id}")
-        create_table_artifact(key=f"metrics-{incident.id.lower()}", table=metrics_rows(metrics),
-                              description=f"Response metrics of {incident.id} against the {incident.severity.value} "
-                                          "targets")
-        _publish_aggregates(ctx, incident)
-    ctx.record("post-incident review report written", kind="review", evidence=item.name, html=page.name)
-    return {
-        "evidence": item.name,
-        "html": page.name,
-        "artifact_key": None if ctx.dry_run else key,
-        "metrics": {name: measure_cell(m) for name, m in metrics.measures.items()},
-    }
 
 
 @task(name="review", cache_policy=NO_CACHE)

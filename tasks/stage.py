@@ -12,15 +12,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 
 from irp import templating
-from irp.errors import ActionError, IrpError, NotConfiguredError, PermanentError
+from irp.actions.registry import ActionContext, get_registry, preflight, template_vars
+from irp.errors import ActionError, InvalidArgumentsError, IrpError, NotConfiguredError, PermanentError
 from irp.evidence import open_store
 from irp.models import Alert, Incident, Stage, StageOutcome, StepStatus, TimelineEntry, utcnow
 from tasks import targets
-from tasks.registry import ActionContext, get_registry, preflight, template_vars
 
 __all__ = ["RunContext", "StageResult", "StepRecord", "run_stage"]
 
@@ -101,11 +101,6 @@ def execute_step(step: Any, stage: Stage, phase: str | None, incident: Incident,
         args = rendered_args(step, template_context(run, incident, stage, phase))
     except Exception as exc:  # whatever a template does is this step's failure
         raise StepInputError(f"step {step.id}: cannot render args: {_error_text(exc)}") from None
-    try:
-        parsed = spec.args_model.model_validate(args)
-    except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise StepInputError(f"step {step.id}: invalid args for {step.action}: {details}") from None
     ctx = ActionContext(
         incident=incident,
         alert=run.alert,
@@ -121,7 +116,9 @@ def execute_step(step: Any, stage: Stage, phase: str | None, incident: Incident,
         playbook=run.playbook,
     )
     try:
-        output = spec.fn(parsed, ctx)
+        parsed, output = spec.invoke(args, ctx)
+    except InvalidArgumentsError as exc:
+        raise StepInputError(f"step {step.id}: {exc}") from None
     except NotConfiguredError as exc:
         if not step.optional:
             raise

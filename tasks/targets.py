@@ -1,7 +1,7 @@
 """Targets an alert may aim at: what a step changes, who chose it, and what configuration allows.
 
 An alert is data, never authority: it may describe what happened, not choose what irp changes.
-A target (an argument marked `Target` in tasks/registry.py) is *chosen by alert data* when the
+A target (an argument marked `Target` in irp/actions/registry.py) is *chosen by alert data* when the
 playbook's template for it reads run data: `alert`, `steps` or `incident`, that is anything but
 constants and configuration (`playbook`, `stage`, `phase`, `dry_run`). The check is static, on
 the template's Jinja AST, and conservative: a step's output or an incident field may come from
@@ -29,9 +29,9 @@ from jinja2 import TemplateSyntaxError, meta
 from pydantic import BaseModel
 
 from irp import templating
+from irp.actions.registry import ActionSpec, get_registry
 from irp.errors import ConfigurationError, ProtectedTargetError
 from irp.settings import TargetRule, get_settings
-from tasks.registry import ActionSpec, get_registry
 
 __all__ = ["TargetValue", "Verdict", "check_protected", "judge", "reads_run_data", "run_data_args"]
 

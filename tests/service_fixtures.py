@@ -25,9 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from irp.actions.registry import ActionContext
 from irp.evidence import LocalEvidenceStore
 from irp.models import Alert, Incident, IncidentType, Severity, Stage
-from tasks.registry import ActionContext
 
 REGION = "eu-west-3"
 

@@ -38,19 +38,22 @@ def undo(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Roll back what STEP changed in INCIDENT (e.g. release a quarantined instance after a false positive)."""
-    from tasks.integrations import find_step_record, undo_step
+    from irp.actions.actions import find_step_record, undo_recorded_step
 
     with user_errors():
         store = open_evidence_store()
         name, record = find_step_record(store, incident, step, stage)
         output = record.get("output") if isinstance(record.get("output"), dict) else {}
         plan = output.get("undo")
-        typer.echo(f"step {step} ({record.get('action')}, {name}): {output.get('message', record.get('status'))}")
+        said = output.get("message", record.get("status"))
+        if record.get("dry_run"):
+            said = f"ran as a dry run and changed nothing ({said})"
+        typer.echo(f"step {step} ({record.get('action')}, {name}): {said}")
         if plan:
             typer.echo(f"undo: {plan['action']} {json.dumps(plan.get('args', {}), sort_keys=True)}")
         if plan and not dry_run and not yes:
             typer.confirm("Run this undo now?", abort=True)
-        result = undo_step(store, incident, step, stage=stage, dry_run=dry_run)
+        result = undo_recorded_step(store, incident, step, stage=stage, dry_run=dry_run)
     typer.echo(result.get("message", "done") if isinstance(result, dict) else "done")
     if isinstance(result, dict):
         for check in result.get("checks", []):

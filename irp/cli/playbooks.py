@@ -153,6 +153,6 @@ def schema() -> None:
 @playbooks_app.command("actions")
 def actions() -> None:
     """Print the action catalogue (markdown), generated from the registry."""
-    from tasks.registry import catalogue_markdown
+    from irp.actions.registry import catalogue_markdown
 
     typer.echo(catalogue_markdown(), nl=False)

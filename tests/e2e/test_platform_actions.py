@@ -8,23 +8,22 @@ import json
 import pytest
 from service_fixtures import ADMIN_TOKEN, AdminApi, AsgiServer, Fault, events, make_ctx, save_secret
 
-from irp.errors import NotConfiguredError, PermanentError, TransientError
-from irp.settings import get_settings
-from tasks.platform import (
+from irp.actions.http import HttpRequestArgs, request
+from irp.actions.platform import (
     AccountArgs,
-    HttpRequestArgs,
     MaintenanceArgs,
     PasswordResetArgs,
     RevokeTokensArgs,
     UserArgs,
     logout_user,
-    request,
     reset_password,
     revoke_api_tokens,
     set_maintenance,
     suspend_account,
 )
-from tasks.registry import get_registry
+from irp.actions.registry import get_registry
+from irp.errors import NotConfiguredError, PermanentError, TransientError
+from irp.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

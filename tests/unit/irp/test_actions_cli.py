@@ -10,10 +10,10 @@ from pydantic_core import to_jsonable_python
 from service_fixtures import aws, boto, make_ctx, make_incident, moto_server  # noqa: F401  (fixtures)
 from typer.testing import CliRunner
 
+from irp.actions.aws.iam import AccessKeyArgs, deactivate_access_key
 from irp.cli.actions import actions_app
 from irp.evidence import LocalEvidenceStore
 from irp.models import Stage, StepStatus, utcnow
-from tasks.aws import AccessKeyArgs, deactivate_access_key
 from tasks.stage import StepRecord
 
 runner = CliRunner()

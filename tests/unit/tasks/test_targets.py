@@ -12,18 +12,18 @@ from service_fixtures import make_ctx, make_incident
 from typer.testing import CliRunner
 
 from flows.playbook import load_playbook
+from irp.actions.incident import ScopeArgs, set_scope
+from irp.actions.registry import get_registry
 from irp.cli import app
 from irp.errors import ConfigurationError
 from irp.models import ClientOrigin, Stage, TimelineEntry
 from irp.notifications import client_hold
 from irp.settings import Settings, get_settings
 from tasks.approval import describe, request_approval
-from tasks.detect import ScopeArgs, set_scope
-from tasks.registry import get_registry
 from tasks.targets import TargetValue, judge, reads_run_data
 
 REPO = Path(__file__).resolve().parents[3]
-# Actions of tasks/aws.py and tasks/platform.py that change nothing they are pointed at.
+# Actions of irp/actions/aws/ and irp/actions/http.py that change nothing they are pointed at.
 READ_ONLY = {"aws.lookup_cloudtrail_events", "aws.snapshot_volumes", "http.request"}
 
 
@@ -39,7 +39,8 @@ def verdict(monkeypatch: pytest.MonkeyPatch, rules: dict, action: str, args: dic
 class TestRegistry:
     def test_every_state_changing_aws_and_platform_action_declares_its_targets(self) -> None:
         registry = get_registry()
-        changing = {n for n, s in registry.items() if s.module in ("tasks.aws", "tasks.platform")} - READ_ONLY
+        changing = {n for n, s in registry.items()
+                    if s.module.startswith(("irp.actions.aws.", "irp.actions.platform", "irp.actions.http"))} - READ_ONLY
         assert changing and {n for n in changing if not registry[n].targets} == set()
         assert registry["platform.reset_password"].targets["user_id"].kind == "platform_user"
         assert set(registry["aws.block_ip"].targets) == {"cidr", "ip_set_arn", "network_acl_id"}
@@ -52,7 +53,7 @@ class TestRegistry:
         assert target.resolve(args) == "tenant"
 
     def test_the_catalogue_shows_targets(self) -> None:
-        from tasks.registry import catalogue_markdown
+        from irp.actions.registry import catalogue_markdown
 
         row = next(line for line in catalogue_markdown().splitlines() if line.startswith("| `aws.attach_deny_policy`"))
         assert "`name` (required, target: iam_user/iam_role)" in row

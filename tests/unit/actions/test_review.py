@@ -11,10 +11,10 @@ from pathlib import Path
 from history_fixtures import build_incident
 from service_fixtures import make_ctx
 
+from irp.actions.review import ReportArgs, write_report
 from irp.models import ActionItem, IncidentStatus, Stage, TimelineEntry
 from irp.reports.charts import timeline_svg
 from irp.reports.review import report_markdown
-from tasks.review import ReportArgs, write_report
 
 T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
 HOSTILE = "<img src=x onerror=alert(1)> & {{ 7*7 }}"

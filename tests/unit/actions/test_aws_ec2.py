@@ -18,20 +18,10 @@ from service_fixtures import (  # noqa: F401  (fixtures)
     query_action,
 )
 
+from irp.actions.aws.ec2 import QuarantineArgs, ReleaseArgs, SnapshotArgs, quarantine_instance, release_instance, snapshot_volumes
+from irp.actions.aws.network import BlockIpArgs, UnblockIpArgs, block_ip, unblock_ip
+from irp.actions.registry import get_registry
 from irp.errors import NotConfiguredError, PermanentError
-from tasks.aws import (
-    BlockIpArgs,
-    QuarantineArgs,
-    ReleaseArgs,
-    SnapshotArgs,
-    UnblockIpArgs,
-    block_ip,
-    quarantine_instance,
-    release_instance,
-    snapshot_volumes,
-    unblock_ip,
-)
-from tasks.registry import get_registry
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from service_fixtures import make_ctx
 
+from irp.actions.evidence import CollectArgs, collect
 from irp.errors import NotConfiguredError, PermanentError
 from irp.settings import get_settings
-from tasks.common import CollectArgs, collect
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -45,7 +45,7 @@ from pathlib import Path
 from flows.playbook import load_playbook
 from irp.evidence import LocalEvidenceStore
 from irp.models import Alert, Incident, IncidentType, Severity, Stage, utcnow
-from tasks.registry import ActionContext, get_registry
+from irp.actions.registry import ActionContext, get_registry
 playbook = load_playbook(Path(sys.argv[1])).playbook
 store = LocalEvidenceStore(Path(sys.argv[2]))
 incident = Incident(id="INC-TEST-0002", type=IncidentType.data_leak, severity=Severity.major, title="t",

@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from irp.actions.http import HttpRequestArgs, request
 from irp.errors import PermanentError, TransientError
 from irp.redaction import redact
-from tasks.platform import HttpRequestArgs, request
 
 
 class Echo:

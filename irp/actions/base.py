@@ -1,4 +1,4 @@
-"""What every action on a third party shares: retries, the outcome it returns, its journal, its undo.
+"""What every action on a third party shares: retries, its journal, one way to change, the outcome.
 
 - `with_retries` calls a provider with backoff and full jitter on throttling, 5xx and timeouts only;
   access denied and invalid requests fail at once. A provider that fails for good is written to the
@@ -7,44 +7,43 @@
 - `Journal` keeps, per incident, step and target, the state seen by the step's first attempt, so a
   retry (Prefect's or a re-run) knows what it changed and the undo restores the state from before
   the incident, not the state the first attempt left.
+- `run_change` is how every state-changing action changes one target: state recorded, dry run
+  honoured, nothing done (and said) when the target is already as wanted, write, verify, undo plan.
 - `Outcome` is what every such action returns: changed or not (and why), before and after, the
   undo plan (a registered action and its arguments) when there is something to undo.
-- `undo_step` runs the undo plan of a completed step: `irp actions undo INCIDENT STEP`.
 
-Side effects: evidence items under actions/<stage>/<step>/ and undo/<stage>/<step>.json, and
-timeline entries (events.jsonl) on the incident.
+Side effects: evidence items under actions/<stage>/<step>/ and timeline entries (events.jsonl).
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import random
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field
 
-from irp.errors import ActionError, EvidenceError, NotConfiguredError, PermanentError, TransientError
-from irp.evidence import EvidenceStore
-from irp.models import Alert, AlertSource, Stage, TimelineEntry, utcnow
+from irp.actions.registry import ActionContext
+from irp.errors import EvidenceError, NotConfiguredError, PermanentError, TransientError
+from irp.models import TimelineEntry, utcnow
 from irp.settings import get_settings
 from irp.text import split_list
-from tasks.registry import ActionContext, get_registry
 
 __all__ = [
+    "Change",
     "CommaList",
     "Failure",
     "Journal",
     "Outcome",
     "UndoPlan",
-    "find_step_record",
+    "record_outcome",
+    "run_change",
     "slug",
-    "undo_step",
     "with_retries",
 ]
 
@@ -106,6 +105,14 @@ class Journal:
         self.target = target
         dry = "/dry-run" if ctx.dry_run else ""
         self.prefix = f"actions/{ctx.stage.value}/{ctx.step}{dry}/{slug(target)}"
+
+    @classmethod
+    def begin(cls, ctx: ActionContext, target: str, state: Any, *, source_system: str = "") -> tuple[Journal, Any, bool]:
+        """The target's journal, the state recorded as `before` by the step's first attempt (`state` when this is
+        it), and whether an earlier attempt recorded it."""
+        journal = cls(ctx, target)
+        before, replayed = journal.first("before", state, source_system=source_system)
+        return journal, before, replayed
 
     def _read(self, name: str) -> dict[str, Any] | None:
         full = f"{self.prefix}/{name}"
@@ -234,80 +241,61 @@ def with_retries(
         return result
 
 
-# --- undo ----------------------------------------------------------------------------------------
-
-_STEP_RECORD = re.compile(r"^steps/(?P<stage>[a-z]+)/(?P<step>[a-z][a-z0-9_]*)(-(?P<n>\d+))?\.json$")
+# --- changing one target -------------------------------------------------------------------------
 
 
-def find_step_record(store: EvidenceStore, incident_id: str, step: str, stage: Stage | None = None
-                     ) -> tuple[str, dict[str, Any]]:
-    """The latest archived record (steps/<stage>/<step>.json) of `step` in the incident."""
-    found: list[tuple[int, str]] = []
-    seen: set[str] = set()
-    for index, item in enumerate(store.manifest(incident_id)):
-        match = _STEP_RECORD.match(item.name)
-        if match is None:
-            continue
-        seen.add(match["step"])
-        if match["step"] == step and (stage is None or match["stage"] == stage.value):
-            found.append((index, item.name))
-    if not found:
-        known = ", ".join(sorted(seen)) or "none"
-        raise ActionError(f"incident {incident_id} has no record of step {step!r}; steps recorded: {known}")
-    name = max(found)[1]
-    with store.open(incident_id, name) as handle:
-        return name, json.load(handle)
+def record_outcome(ctx: ActionContext, outcome: Outcome, journal: Journal | None = None, *,
+                   source_system: str = "") -> Outcome:
+    """Archive the state after (next to the journal, unless a dry run), put the outcome on the timeline."""
+    if journal is not None and outcome.after is not None and not outcome.dry_run:
+        journal.archive("after", outcome.after, source_system=source_system)
+    kind = "change" if outcome.changed else "note"
+    ctx.record(outcome.message, kind=kind, target=outcome.target, changed=outcome.changed, dry_run=outcome.dry_run)
+    return outcome
 
 
-def undo_step(store: EvidenceStore, incident_id: str, step: str, *, stage: Stage | None = None,
-              dry_run: bool = False, actor: str | None = None) -> dict[str, Any]:
-    """Run the undo plan recorded by a completed step; archive what it did; return the undo's output."""
-    name, record = find_step_record(store, incident_id, step, stage)
-    if record.get("status") != "completed":
-        raise ActionError(f"step {step} did not complete ({record.get('status')}): nothing it changed to undo")
-    if record.get("dry_run"):
-        raise ActionError(f"step {step} ran as a dry run and changed nothing: nothing to undo")
-    output = record.get("output") if isinstance(record.get("output"), dict) else {}
-    if not output.get("undo"):
-        why = output.get("message") or "its action has no undo"
-        raise ActionError(f"step {step} ({record.get('action')}) has nothing to undo: {why}")
-    plan = UndoPlan.model_validate(output["undo"])
-    registry = get_registry()
-    if plan.action not in registry:
-        raise ActionError(f"step {step}: undo action {plan.action!r} is not registered")
-    spec = registry[plan.action]
-    try:
-        args = spec.args_model.model_validate(plan.args)
-    except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise ActionError(f"step {step}: recorded undo arguments for {plan.action} are invalid: {details}") from None
-    incident = store.load_incident(incident_id)
-    actor = actor or getpass.getuser()
-    stage_value = Stage(record["stage"])
-    ctx = ActionContext(
-        incident=incident,
-        alert=Alert(source=AlertSource.manual, title=f"irp actions undo {incident_id} {step}",
-                    labels={"requested_by": actor}),
-        store=store,
-        stage=stage_value,
-        step=f"undo_{step}"[:63],
-        action=plan.action,
-        dry_run=dry_run,
-    )
-    started = utcnow()
-    result = spec.fn(args, ctx)
-    result_json = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-    if not dry_run:
-        store.put_json(incident_id, f"undo/{stage_value.value}/{step}.json", {
-            "step": step, "step_record": name, "undo": plan.model_dump(mode="json"), "output": result_json,
-            "requested_by": actor, "started_at": started.isoformat(), "ended_at": utcnow().isoformat(),
-            "evidence": [item.name for item in ctx.evidence],
-        }, source_system="irp")
-        for entry in ctx.timeline:
-            store.append_event(incident_id, entry.model_copy(update={"actor": actor}))
-        message = result_json.get("message", "") if isinstance(result_json, dict) else ""
-        store.append_event(incident_id, TimelineEntry(
-            kind="undo", stage=stage_value, step=step, actor=actor,
-            message=f"step {step} undone by {actor} with {plan.action}: {message}".rstrip(": "),
-        ))
-    return result_json
+@dataclass
+class Change:
+    """One change of one target, as `run_change` carries it out; the messages are the timeline's text."""
+
+    journal: Journal  # the target's journal; `before` is what its first attempt recorded there
+    source_system: str
+    before: Any
+    done: bool  # the target is already in the wanted state
+    write: Callable[[], Any]  # make the change; return the state after (it may set `undo`: what it made)
+    dry_run: str  # "dry run: would ..."
+    unchanged: str  # said when done; "{why}" becomes "already" or "by an earlier attempt of this step"
+    changed: Callable[[Any], str]  # said after the change, from the state after
+    current: Any = None  # the `after` of an unchanged outcome
+    redone: bool = False  # an earlier attempt of this step made the change
+    undo: UndoPlan | None = None
+    checks: Callable[[], list[str]] = list  # what a dry run verifies (it may ask the provider)
+    details: dict[str, Any] = field(default_factory=dict)  # in every outcome
+    dry_details: dict[str, Any] = field(default_factory=dict)
+    changed_details: dict[str, Any] = field(default_factory=dict)
+    verify: Callable[[Any], None] | None = None  # raises PermanentError when the state after is not as wanted
+
+
+def run_change(ctx: ActionContext, change: Change) -> Outcome:
+    """Honour dry run, do nothing when already done (and say so), else write and verify; the outcome."""
+    target, journal = change.journal.target, change.journal
+    if ctx.dry_run:
+        return record_outcome(ctx, Outcome(
+            target=target, changed=False, dry_run=True, before=change.before, message=change.dry_run,
+            checks=change.checks(), details={"would_change": not change.done, **change.details, **change.dry_details},
+        ), journal, source_system=change.source_system)
+    if change.done:
+        why = "by an earlier attempt of this step" if change.redone else "already"
+        return record_outcome(ctx, Outcome(
+            target=target, changed=False, before=change.before, after=change.current, undo=change.undo,
+            message=change.unchanged.replace("{why}", why), details=dict(change.details),
+        ), journal, source_system=change.source_system)
+    after = change.write()
+    if after is not None:
+        journal.archive("after", after, source_system=change.source_system)
+    if change.verify is not None:
+        change.verify(after)
+    return record_outcome(ctx, Outcome(
+        target=target, changed=True, before=change.before, after=after, undo=change.undo,
+        message=change.changed(after), details={**change.details, **change.changed_details},
+    ))

@@ -1,42 +1,35 @@
 """The action registry: playbook steps name actions registered here as `namespace.function`.
 
-An action is a function `(args: ArgsModel, ctx: ActionContext) -> output`. Its argument model is
-declared once, as the annotation of its first parameter; its docstring's first line is its summary.
+The namespace is the module's name below irp.actions (`aws.block_ip` is in irp/actions/aws/,
+`incident.set_scope` in irp/actions/incident.py): `get_registry()` imports every module of the
+package, so a new module needs no list. An action is a function `(args: ArgsModel, ctx) -> output`;
+its argument model is the annotation of its first parameter, its summary its docstring's first line.
 An argument that names what a state-changing action changes is marked once, next to its type:
 `user_id: Annotated[str, Target("platform_user")]` (tasks/targets.py says what the engine does with it).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import itertools
+import pkgutil
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal, get_args, get_origin, get_type_hints
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from irp.errors import InvalidArgumentsError
 from irp.evidence import CollectedBy, EvidenceItem, EvidenceStore
 from irp.models import Alert, Incident, Stage, TargetKind, TimelineEntry
 
-__all__ = ["ActionArgs", "ActionContext", "ActionSpec", "Target", "action", "catalogue_markdown", "get_registry",
-           "preflight", "requires", "template_vars"]
+__all__ = ["ActionArgs", "ActionContext", "ActionSpec", "Target", "action", "catalogue_markdown", "error_details",
+           "get_registry", "preflight", "requires", "template_vars"]
 
-# Modules whose import registers actions; get_registry() imports them on first use.
-ACTION_MODULES = (
-    "tasks.common",
-    "tasks.detect",
-    "tasks.analyse",
-    "tasks.contain",
-    "tasks.restore",
-    "tasks.notify",
-    "tasks.review",
-    "tasks.aws",
-    "tasks.platform",
-    "tasks.actions",
-)
+PACKAGE = "irp.actions"  # every module below it is imported by get_registry(); its first name is the namespace
 
 _REGISTRY: dict[str, ActionSpec] = {}
 _PREFLIGHTS: dict[str, Callable[[], object]] = {}
@@ -77,6 +70,11 @@ class Target:
         return self.kind
 
 
+def error_details(exc: ValidationError) -> str:
+    """Every problem of a pydantic ValidationError on one line: `loc: msg; loc: msg`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     """A registered action; `targets` maps each target argument to its `Target`."""
@@ -91,12 +89,42 @@ class ActionSpec:
     def module(self) -> str:
         return self.fn.__module__
 
+    def parse(self, args: dict[str, Any] | BaseModel) -> BaseModel:
+        """`args` validated against the action's model; InvalidArgumentsError lists every problem."""
+        try:
+            return self.args_model.model_validate(args)
+        except ValidationError as exc:
+            raise InvalidArgumentsError(f"invalid args for {self.name}: {error_details(exc)}") from None
 
-def action(namespace: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register the decorated function as the action `namespace.function_name`."""
+    def invoke(self, args: dict[str, Any] | BaseModel, ctx: ActionContext) -> tuple[BaseModel, Any]:
+        """Run the action: its validated arguments and its output, for steps, undo and the CLI alike.
+
+        InvalidArgumentsError when the arguments do not validate; NotConfiguredError (the integration
+        is not configured) and the action's own errors propagate unchanged.
+        """
+        parsed = self.parse(args)
+        return parsed, self.fn(parsed, ctx)
+
+
+def _namespace(module: str) -> str | None:
+    """`aws` for irp.actions.aws.iam, `incident` for irp.actions.incident; None outside the package."""
+    inside = module.removeprefix(PACKAGE + ".")
+    return inside.split(".")[0] if inside != module else None
+
+
+def action(fn: Callable[..., Any] | None = None, *, namespace: str | None = None) -> Any:
+    """Register the decorated function as the action `namespace.function_name`.
+
+    The namespace is the function's module below irp.actions; code outside the package (a benchmark,
+    a test) names it: `@action(namespace="bench")`.
+    """
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        name = f"{namespace}.{fn.__name__}"
+        space = namespace or _namespace(fn.__module__)
+        if not space:
+            raise TypeError(f"action {fn.__module__}.{fn.__name__} is defined outside {PACKAGE}: name its namespace, "
+                            'e.g. @action(namespace="bench")')
+        name = f"{space}.{fn.__name__}"
         first = next(iter(inspect.signature(fn).parameters))
         args_model = get_type_hints(fn)[first]
         if not (isinstance(args_model, type) and issubclass(args_model, BaseModel)):
@@ -109,7 +137,7 @@ def action(namespace: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
         _REGISTRY[name] = ActionSpec(name, fn, args_model, summary[0], _targets(name, args_model))
         return fn
 
-    return register
+    return register(fn) if fn is not None else register
 
 
 def _targets(name: str, model: type[BaseModel]) -> dict[str, Target]:
@@ -139,10 +167,17 @@ def preflight(action_name: str) -> None:
         check()
 
 
+@functools.cache
+def _import_package() -> None:
+    """Import every module below irp.actions: importing a module registers its actions."""
+    package = importlib.import_module(PACKAGE)
+    for module in pkgutil.walk_packages(package.__path__, PACKAGE + "."):
+        importlib.import_module(module.name)
+
+
 def get_registry() -> dict[str, ActionSpec]:
-    """Every registered action by name, importing the modules that define them."""
-    for module in ACTION_MODULES:
-        importlib.import_module(module)
+    """Every registered action by name, every module of irp.actions imported."""
+    _import_package()
     return dict(_REGISTRY)
 
 

@@ -22,19 +22,12 @@ from service_fixtures import (  # noqa: F401  (fixtures)
     s3_error,
 )
 
+from irp.actions.aws.cloudtrail import CloudTrailArgs, lookup_cloudtrail_events
+from irp.actions.aws.s3 import BucketArgs, ObjectVersionArgs, block_public_access, restore_object_version
+from irp.actions.aws.secretsmanager import RotateSecretArgs, rotate_secret
+from irp.actions.registry import get_registry
 from irp.errors import PermanentError, TransientError
 from irp.models import Stage
-from tasks.aws import (
-    BucketArgs,
-    CloudTrailArgs,
-    ObjectVersionArgs,
-    RotateSecretArgs,
-    block_public_access,
-    lookup_cloudtrail_events,
-    restore_object_version,
-    rotate_secret,
-)
-from tasks.registry import get_registry
 
 ALL = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
 

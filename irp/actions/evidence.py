@@ -1,6 +1,6 @@
-"""Actions usable in every stage: timeline notes, evidence collection, assigned measures.
+"""`evidence.collect`: archive a document or a local file as evidence, with its SHA-256 in the manifest.
 
-Side effects: timeline entries on the incident, items in the evidence store. `evidence.collect
+Side effects: items in the evidence store, timeline entries. `evidence.collect
 path:` reads only regular files below IRP_EVIDENCE_COLLECT_ROOTS, symlinks resolved, checking what
 was opened (not only the name); never kernel or device files, nor credentials, whatever the roots.
 """
@@ -9,35 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import stat
-from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 from pydantic import Field, model_validator
 
+from irp.actions.registry import ActionArgs, ActionContext, action
 from irp.errors import ActionError, NotConfiguredError, PermanentError
-from irp.models import ActionItem, utcnow
 from irp.settings import get_settings
-from tasks.registry import ActionArgs, ActionContext, action
 
 # Never collected, even below a root: kernel and device files, secrets mounted for services, credentials.
 _DENIED_TREES = ("/proc", "/sys", "/dev", "/run/secrets", "/var/run/secrets", "/etc/ssh", "/etc/ssl/private")
 _DENIED_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd")
 _DENIED_NAMES = {".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker", ".netrc", ".pgpass", ".git-credentials"}
-
-
-class RecordArgs(ActionArgs):
-    message: str = Field(..., min_length=1, description="What happened or was decided.")
-    kind: str = Field("note", description="Timeline entry kind, e.g. note, decision, finding.")
-
-
-@action("timeline")
-def record(args: RecordArgs, ctx: ActionContext) -> dict[str, Any]:
-    """Add an entry to the incident timeline."""
-    entry = ctx.record(args.message, kind=args.kind)
-    return {"recorded": entry.message}
 
 
 class CollectArgs(ActionArgs):
@@ -56,7 +41,7 @@ class CollectArgs(ActionArgs):
         return self
 
 
-@action("evidence")
+@action
 def collect(args: CollectArgs, ctx: ActionContext) -> dict[str, Any]:
     """Archive a document or a local file as evidence, with its SHA-256 in the manifest."""
     options = {"source_system": args.source_system, "source_time": args.source_time}
@@ -111,29 +96,3 @@ def _check_collectable(path: Path, real: str, roots: list[str]) -> None:
     if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in roots):
         raise PermanentError(f"evidence.collect: {shown} is not below IRP_EVIDENCE_COLLECT_ROOTS "
                              f"({', '.join(roots)}): refused, nothing read", code="PathNotAllowed")
-
-
-class AssignArgs(ActionArgs):
-    title: str = Field(..., min_length=1, description="The measure to carry out.")
-    owner: str = Field(..., min_length=1, description="Team or person responsible.")
-    details: str = Field("", description="How, and what to record when done.")
-    due_in_hours: float | None = Field(None, gt=0, description="Deadline from now.")
-    kind: Literal["measure", "corrective"] = Field(
-        "measure", description="measure: a response measure (§6); corrective: a review action (§11)."
-    )
-
-
-@action("response")
-def assign_action(args: AssignArgs, ctx: ActionContext) -> dict[str, Any]:
-    """Assign a manual measure or a corrective action to an owner; tracked until closed."""
-    item = ActionItem(
-        id=f"A-{secrets.token_hex(3).upper()}",
-        title=args.title,
-        owner=args.owner,
-        stage=ctx.stage,
-        details=args.details,
-        due_at=utcnow() + timedelta(hours=args.due_in_hours) if args.due_in_hours else None,
-    )
-    ctx.update_incident(actions=[*ctx.incident.actions, item])
-    ctx.record(f"{args.kind} assigned to {args.owner}: {args.title}", kind="action", action_id=item.id)
-    return item.model_dump(mode="json")

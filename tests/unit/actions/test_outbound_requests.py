@@ -15,10 +15,10 @@ from listener_fixtures import Listener
 from service_fixtures import make_ctx
 
 from irp import templating
+from irp.actions.http import HttpRequestArgs, request
 from irp.errors import NotConfiguredError, PermanentError, TransientError
 from irp.models import Alert
 from irp.settings import get_settings
-from tasks.platform import HttpRequestArgs, request
 
 TOKEN = "sp-token-7f1c0e5a9b2d4c36"
 SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"

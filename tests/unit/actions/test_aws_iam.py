@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from service_fixtures import Fault, aws, boto, events, fault_proxy, iam_error, make_ctx, moto_server, query_action  # noqa: F401  (fixtures)
 
-from irp.errors import NotConfiguredError, PermanentError, TransientError
-from tasks.aws import (
+from irp.actions.aws.iam import (
     AccessKeyArgs,
     DenyPolicyArgs,
     InlinePolicyArgs,
@@ -21,7 +20,8 @@ from tasks.aws import (
     restore_inline_policy,
     revoke_role_sessions,
 )
-from tasks.integrations import Outcome
+from irp.actions.base import Outcome
+from irp.errors import NotConfiguredError, PermanentError, TransientError
 
 TRUST = json.dumps({"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
@@ -45,7 +45,7 @@ def key_status(iam, user: str, key: str) -> str:
 
 def undo(outcome: Outcome, store_root, registry_fn, *, step: str = "undo_it"):
     """Run the undo plan of `outcome` as `irp actions undo` would."""
-    from tasks.registry import get_registry
+    from irp.actions.registry import get_registry
 
     spec = get_registry()[outcome.undo.action]
     assert spec.fn is registry_fn

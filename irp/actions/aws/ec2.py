@@ -1,0 +1,253 @@
+"""EC2 actions: quarantine an instance and release it, snapshot its volumes as evidence.
+
+Side effects, not in dry runs: network interfaces moved into the isolation security group,
+termination protection on, the irp:quarantine tag (the instance keeps running); EBS snapshots tagged
+with the incident, kept under the retention policy. Dry runs ask AWS (DryRun=True) whether each
+write would be allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from irp.actions.aws.clients import aws_client, call, check_dry_run
+from irp.actions.base import Change, CommaList, Journal, Outcome, UndoPlan, record_outcome, run_change
+from irp.actions.registry import ActionArgs, ActionContext, Target, action
+from irp.errors import NotConfiguredError, PermanentError
+from irp.settings import get_settings
+
+TAG_QUARANTINE = "irp:quarantine"
+TAG_INCIDENT = "irp:incident"
+
+Writes = list[tuple[str, dict[str, Any]]]  # EC2 operations and their arguments, run in order
+
+
+def _dry_run_all(ctx: ActionContext, ec2: Any, writes: Writes) -> list[str]:
+    return [check_dry_run(ctx, ec2, operation, **kwargs) for operation, kwargs in writes]
+
+
+def _write_all(ctx: ActionContext, ec2: Any, writes: Writes, instance_id: str) -> dict[str, Any]:
+    for operation, kwargs in writes:
+        call(ctx, ec2, operation, **kwargs)
+    return _instance_state(ctx, ec2, instance_id)
+
+
+def _describe_instance(ctx: ActionContext, ec2: Any, instance_id: str) -> dict[str, Any]:
+    reservations = call(ctx, ec2, "describe_instances", InstanceIds=[instance_id])["Reservations"]
+    if not reservations or not reservations[0]["Instances"]:
+        raise PermanentError(f"no EC2 instance {instance_id}", provider="AWS ec2", code="InvalidInstanceID.NotFound")
+    return reservations[0]["Instances"][0]
+
+
+def _instance_state(ctx: ActionContext, ec2: Any, instance_id: str) -> dict[str, Any]:
+    instance = _describe_instance(ctx, ec2, instance_id)
+    protection = call(ctx, ec2, "describe_instance_attribute", InstanceId=instance_id,
+                       Attribute="disableApiTermination")["DisableApiTermination"]["Value"]
+    return {
+        "instance_id": instance_id,
+        "state": instance["State"]["Name"],
+        "vpc_id": instance.get("VpcId"),
+        "interfaces": {
+            eni["NetworkInterfaceId"]: sorted(group["GroupId"] for group in eni.get("Groups", []))
+            for eni in instance.get("NetworkInterfaces", [])
+        },
+        "termination_protection": bool(protection),
+        "tags": {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])},
+    }
+
+
+def _isolation_group(ctx: ActionContext, ec2: Any, value: str, vpc_id: str | None) -> tuple[str, dict[str, Any]]:
+    if value.startswith("sg-"):
+        groups = call(ctx, ec2, "describe_security_groups", absent=("InvalidGroup.NotFound",),
+                       GroupIds=[value])
+        groups = groups["SecurityGroups"] if groups else []
+        if not groups:
+            raise PermanentError(f"isolation security group {value} does not exist", provider="AWS ec2",
+                                 code="InvalidGroup.NotFound")
+        if vpc_id and groups[0].get("VpcId") != vpc_id:
+            raise PermanentError(f"isolation security group {value} is in {groups[0].get('VpcId')}, the instance in "
+                                 f"{vpc_id}: give the group name to find it per VPC", provider="AWS ec2",
+                                 code="InvalidGroup.WrongVpc")
+    else:
+        filters = [{"Name": "group-name", "Values": [value]}]
+        if vpc_id:
+            filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+        groups = call(ctx, ec2, "describe_security_groups", Filters=filters)["SecurityGroups"]
+        if not groups:
+            raise PermanentError(f"no security group named {value!r} in {vpc_id}: create the isolation group there",
+                                 provider="AWS ec2", code="InvalidGroup.NotFound")
+    return groups[0]["GroupId"], groups[0]
+
+
+class QuarantineArgs(ActionArgs):
+    instance_id: Annotated[str, Target("instance")] = Field(..., pattern=r"^i-[0-9a-f]{8,17}$", description="EC2 instance id.")
+    isolation_group: Annotated[str | None, Target("security_group")] = Field(
+        None, description="sg- id or group name in the instance's VPC; default IRP_AWS_ISOLATION_SECURITY_GROUP."
+    )
+    protect_from_termination: bool = Field(True, description="Also turn on termination protection (evidence).")
+
+
+@action
+def quarantine_instance(args: QuarantineArgs, ctx: ActionContext) -> Outcome:
+    """Isolate an EC2 instance: only the isolation security group, termination protection, a tag; kept running."""
+    group_setting = args.isolation_group or get_settings().aws_isolation_security_group
+    if not group_setting:
+        raise NotConfiguredError("aws.quarantine_instance: no isolation group (argument or "
+                                 "IRP_AWS_ISOLATION_SECURITY_GROUP)")
+    ec2 = aws_client("ec2")
+    current = _instance_state(ctx, ec2, args.instance_id)
+    if current["state"] in ("shutting-down", "terminated"):
+        raise PermanentError(f"instance {args.instance_id} is {current['state']}: nothing to isolate",
+                             provider="AWS ec2", code="IncorrectInstanceState")
+    if not current["interfaces"]:
+        raise PermanentError(f"instance {args.instance_id} has no network interface", provider="AWS ec2",
+                             code="NoNetworkInterface")
+    group_id, group = _isolation_group(ctx, ec2, group_setting, current["vpc_id"])
+    journal, before, replayed = Journal.begin(ctx, f"ec2-instance/{args.instance_id}", current, source_system="aws-ec2")
+    warnings = []
+    if group.get("IpPermissions") or group.get("IpPermissionsEgress"):
+        warnings.append(f"isolation group {group_id} has {len(group.get('IpPermissions', []))} inbound and "
+                        f"{len(group.get('IpPermissionsEgress', []))} outbound rules: it should have none")
+    warnings.append("connections already tracked by security groups stay open; block them with a network ACL")
+    moves = [eni for eni, groups in current["interfaces"].items() if groups != [group_id]]
+    protect = args.protect_from_termination and not current["termination_protection"]
+    tag = current["tags"].get(TAG_QUARANTINE) != ctx.incident.id
+    writes: Writes = [("modify_network_interface_attribute", {"NetworkInterfaceId": eni, "Groups": [group_id]})
+                      for eni in moves]
+    if protect:
+        writes.append(("modify_instance_attribute", {"InstanceId": args.instance_id,
+                                                     "DisableApiTermination": {"Value": True}}))
+    if tag:
+        writes.append(("create_tags", {"Resources": [args.instance_id],
+                                       "Tags": [{"Key": TAG_QUARANTINE, "Value": ctx.incident.id}]}))
+
+    def isolated(state: dict[str, Any]) -> bool:
+        return (all(g == [group_id] for g in state["interfaces"].values())
+                and (state["termination_protection"] or not args.protect_from_termination)
+                and state["tags"].get(TAG_QUARANTINE) == ctx.incident.id)
+
+    undo = None
+    if not isolated(before):
+        undo = UndoPlan(action="aws.release_instance", args={
+            "instance_id": args.instance_id,
+            "interfaces": before["interfaces"],
+            "termination_protection": before["termination_protection"],
+            "remove_tags": [] if TAG_QUARANTINE in before["tags"] else [TAG_QUARANTINE],
+        })
+    plan = (f"move {', '.join(moves) or 'no interface'} to {group_id}"
+            + (", protect from termination" if protect else "") + (f", tag {TAG_QUARANTINE}" if tag else ""))
+    return run_change(ctx, Change(
+        journal=journal, source_system="aws-ec2", before=before, done=not writes, current=current,
+        write=lambda: _write_all(ctx, ec2, writes, args.instance_id), redone=replayed and undo is not None, undo=undo,
+        checks=lambda: ["ec2:DescribeInstances, DescribeInstanceAttribute, DescribeSecurityGroups: target found",
+                        *_dry_run_all(ctx, ec2, writes)],
+        dry_run=f"dry run: would quarantine {args.instance_id}: {plan}" if writes
+        else f"dry run: {args.instance_id} is already quarantined",
+        unchanged=f"instance {args.instance_id} is already quarantined in {group_id} ({{why}}): nothing changed",
+        changed=lambda after: f"instance {args.instance_id} quarantined ({plan}); still {after['state']} for forensics",
+        details={"isolation_group": group_id, "warnings": warnings},
+    ))
+
+
+class ReleaseArgs(ActionArgs):
+    instance_id: Annotated[str, Target("instance")] = Field(..., pattern=r"^i-[0-9a-f]{8,17}$", description="EC2 instance id.")
+    interfaces: dict[str, list[str]] = Field(..., description="Security groups to put back, per network interface.")
+    termination_protection: bool | None = Field(None, description="Value to put back; null leaves it.")
+    remove_tags: CommaList = Field(default_factory=list, description="Tag keys to remove.")
+
+
+@action
+def release_instance(args: ReleaseArgs, ctx: ActionContext) -> Outcome:
+    """Put a quarantined instance's security groups, protection and tags back (undo of quarantine_instance)."""
+    ec2 = aws_client("ec2")
+    current = _instance_state(ctx, ec2, args.instance_id)
+    journal, before, _ = Journal.begin(ctx, f"ec2-instance/{args.instance_id}", current, source_system="aws-ec2")
+    missing = [eni for eni in args.interfaces if eni not in current["interfaces"]]
+    moves = {eni: sorted(groups) for eni, groups in args.interfaces.items()
+             if eni in current["interfaces"] and current["interfaces"][eni] != sorted(groups)}
+    protection = (args.termination_protection is not None
+                  and args.termination_protection != current["termination_protection"])
+    tags = [key for key in args.remove_tags if key in current["tags"]]
+    writes: Writes = [("modify_network_interface_attribute", {"NetworkInterfaceId": eni, "Groups": groups})
+                      for eni, groups in moves.items()]
+    if protection:
+        writes.append(("modify_instance_attribute", {"InstanceId": args.instance_id,
+                                                     "DisableApiTermination": {"Value": args.termination_protection}}))
+    if tags:
+        writes.append(("delete_tags", {"Resources": [args.instance_id], "Tags": [{"Key": key} for key in tags]}))
+    return run_change(ctx, Change(
+        journal=journal, source_system="aws-ec2", before=before, done=not writes, current=current,
+        write=lambda: _write_all(ctx, ec2, writes, args.instance_id), checks=lambda: _dry_run_all(ctx, ec2, writes),
+        dry_run=f"dry run: would release {args.instance_id} (groups of {len(moves)} interface(s), "
+                f"protection {'reset' if protection else 'unchanged'}, {len(tags)} tag(s) removed)",
+        unchanged=f"instance {args.instance_id} already has its groups, protection and tags back: nothing changed",
+        changed=lambda _: f"instance {args.instance_id} released from quarantine: security groups restored on "
+                          f"{len(moves)} interface(s)",
+        details={"interfaces_gone": missing} if missing else {},
+    ))
+
+
+class SnapshotArgs(ActionArgs):
+    instance_id: str = Field(..., pattern=r"^i-[0-9a-f]{8,17}$", description="EC2 instance whose volumes to copy.")
+    volume_ids: CommaList | None = Field(None, description="Only these attached volumes (default: all).")
+
+
+@action
+def snapshot_volumes(args: SnapshotArgs, ctx: ActionContext) -> Outcome:
+    """Snapshot an instance's EBS volumes as evidence, tagged with the incident (kept, never undone)."""
+    ec2 = aws_client("ec2")
+    instance = _describe_instance(ctx, ec2, args.instance_id)
+    volumes = {m["Ebs"]["VolumeId"]: m["DeviceName"] for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m}
+    if args.volume_ids:
+        unknown = sorted(set(args.volume_ids) - set(volumes))
+        if unknown:
+            raise PermanentError(f"volumes {', '.join(unknown)} are not attached to {args.instance_id}; attached: "
+                                 f"{', '.join(volumes) or 'none'}", provider="AWS ec2", code="InvalidVolume.NotFound")
+        volumes = {vol: dev for vol, dev in volumes.items() if vol in args.volume_ids}
+    if not volumes:
+        raise PermanentError(f"instance {args.instance_id} has no EBS volume to snapshot", provider="AWS ec2",
+                             code="NoVolume")
+    target = f"ec2-instance/{args.instance_id}/volumes"
+    journal, before, _ = Journal.begin(ctx, target,
+                                            {"instance_id": args.instance_id, "volumes": volumes}, source_system="aws-ec2")
+    snapshots, created = [], 0
+    checks = []
+    for volume_id, device in volumes.items():
+        existing = call(ctx, ec2, "describe_snapshots", OwnerIds=["self"], Filters=[
+            {"Name": "volume-id", "Values": [volume_id]},
+            {"Name": f"tag:{TAG_INCIDENT}", "Values": [ctx.incident.id]},
+        ])["Snapshots"]
+        existing = [s for s in existing if s.get("State") != "error"]
+        if existing:
+            snap = existing[0]
+            snapshots.append({"volume_id": volume_id, "device": device, "snapshot_id": snap["SnapshotId"],
+                              "state": snap.get("State"), "start_time": snap.get("StartTime"), "reused": True})
+            continue
+        if ctx.dry_run:
+            checks.append(check_dry_run(ctx, ec2, "create_snapshot", VolumeId=volume_id))
+            snapshots.append({"volume_id": volume_id, "device": device, "snapshot_id": None, "reused": False})
+            continue
+        snap = call(ctx, ec2, "create_snapshot", VolumeId=volume_id,
+                     Description=f"irp evidence: incident {ctx.incident.id}, {args.instance_id} {device}",
+                     TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+                         {"Key": TAG_INCIDENT, "Value": ctx.incident.id},
+                         {"Key": "irp:step", "Value": f"{ctx.stage.value}.{ctx.step}"},
+                         {"Key": "irp:instance", "Value": args.instance_id},
+                     ]}])
+        created += 1
+        snapshots.append({"volume_id": volume_id, "device": device, "snapshot_id": snap["SnapshotId"],
+                          "state": snap.get("State"), "start_time": snap.get("StartTime"), "reused": False})
+    after = {"instance_id": args.instance_id, "snapshots": snapshots}
+    if ctx.dry_run:
+        message = f"dry run: would snapshot {len(checks)} volume(s) of {args.instance_id}"
+    elif created:
+        message = f"{created} snapshot(s) of {args.instance_id} started as evidence"
+    else:
+        message = f"the volumes of {args.instance_id} already have snapshots for this incident: nothing changed"
+    return record_outcome(ctx, Outcome(
+        target=target, changed=created > 0, dry_run=ctx.dry_run, before=before, after=after, checks=checks,
+        message=message, details={"snapshot_ids": [s["snapshot_id"] for s in snapshots if s["snapshot_id"]],
+                                  "undo": "none: evidence snapshots are kept under the retention policy"},
+    ), journal, source_system="aws-ec2")
