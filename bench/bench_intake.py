@@ -247,11 +247,11 @@ def in_process_costs(bodies: list[bytes], folder: Path, requests: int, in_flight
 
     logging.getLogger("irp.intake").setLevel(logging.ERROR)  # the runs' "no server" retries are expected here
     from irp.evidence import open_store
-    from irp.intake.app import SOURCES, alerts_in
     from irp.intake.journal import AlertDelivery, open_journal
     from irp.intake.outbox import Outbox
     from irp.intake.routing import Router
     from irp.intake.service import routing_path
+    from irp.intake.sources import SOURCES, alerts_in
     from irp.settings import get_settings
 
     def cpu() -> float:

@@ -14,7 +14,7 @@ from irp.errors import IrpError, PlaybookError
 from irp.settings import get_settings
 
 if TYPE_CHECKING:
-    from irp.intake.app import Source
+    from irp.intake.sources import Source
     from irp.models import Alert
 
 __all__ = ["playbooks_app"]
@@ -84,9 +84,9 @@ def route(
 
     Nothing is recorded and no signature is checked: this is for editing routing.yaml.
     """
-    from irp.intake.app import SOURCES
     from irp.intake.routing import Router
     from irp.intake.service import routing_path
+    from irp.intake.sources import SOURCES
 
     found = SOURCES.get(source)
     if found is None:
@@ -125,8 +125,8 @@ def _read_alerts(found: Source, source: str, payload: Path, where: str) -> list[
     """The alerts in a payload file (or stdin) as `source` sends them; an unreadable or invalid one is an IrpError."""
     from pydantic import ValidationError
 
-    from irp.intake.app import _validation_errors, alerts_in
     from irp.intake.normalise import PayloadError
+    from irp.intake.sources import alerts_in, field_errors
 
     try:
         body = sys.stdin.buffer.read() if where == "stdin" else payload.read_bytes()
@@ -135,7 +135,7 @@ def _read_alerts(found: Source, source: str, payload: Path, where: str) -> list[
     try:
         return alerts_in(found, body)
     except (ValidationError, PayloadError) as exc:
-        pairs = _validation_errors(exc) if isinstance(exc, ValidationError) else exc.errors
+        pairs = field_errors(exc) if isinstance(exc, ValidationError) else exc.errors
         errors = "; ".join(f"{path or '(body)'}: {message}" for path, message in pairs)
         raise IrpError(f"{where}: not a {source} payload: {errors}") from None
     except (ValueError, RecursionError) as exc:

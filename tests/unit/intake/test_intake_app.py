@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from irp.intake.app import SOURCES, _parse, alerts_in, create_app
+from irp.intake.app import create_app
 from irp.intake.service import IntakeService
+from irp.intake.sources import SOURCES, alerts_in, parse_json
 from irp.settings import Settings
 
 SAMPLE = Path(__file__).parent / "samples" / "alertmanager.json"
@@ -30,14 +31,14 @@ class TestParse:
         b'{"big_in_string": "12345678901234567890123"}',
     ])
     def test_reads_what_json_reads(self, body: bytes) -> None:
-        assert repr(_parse(body)) == repr(json.loads(body))
+        assert repr(parse_json(body)) == repr(json.loads(body))
 
     @pytest.mark.parametrize("body", [b"", b"{", b'{"a": 1,}', b'{"a": "\x01"}', b"\xff\xfe{", b'{"a": 1} x'])
     def test_errors_worded_by_json(self, body: bytes) -> None:
         with pytest.raises(ValueError) as expected:
             json.loads(body)
         with pytest.raises(ValueError) as got:
-            _parse(body)
+            parse_json(body)
         assert str(got.value) == str(expected.value)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from irp.intake.app import SOURCES, openapi_spec
+from irp.intake.app import openapi_spec
+from irp.intake.sources import SOURCES
 
 COMMITTED = Path(__file__).resolve().parents[3] / "docs" / "openapi.json"
 
