@@ -16,8 +16,8 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.engine import RunSummary
 from flows.incidents import INCIDENT_FLOWS
+from irp.engine.respond import RunSummary
 from irp.models import Alert, AlertSource, ClientOrigin, DataCategory, IncidentType, Severity, new_incident_id, utcnow
 
 __all__ = ["IncidentReport", "declare_incident"]

@@ -173,7 +173,7 @@ def _playbook_files(paths: list[Path]) -> list[Path]:
 @playbooks_app.command("validate")
 def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (default: playbooks/).")] = None) -> None:
     """Check playbooks (and routing.yaml); print every problem as FILE:LINE:COL: key.path: message."""
-    from flows.playbook import load_playbook
+    from irp.playbook.loader import load_playbook
 
     files = _playbook_files(paths or [])
     if not files:
@@ -181,7 +181,7 @@ def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or f
     failed = 0
     for file in files:
         if file.name == ROUTING_FILE:
-            from irp.intake.routing import validate_routing
+            from irp.playbook.loader import validate_routing
 
             problems = validate_routing(file)
         else:
@@ -214,7 +214,7 @@ playbooks_app.command("route")(route)
 @playbooks_app.command("schema")
 def schema() -> None:
     """Print the playbook JSON Schema (committed as playbooks/schema/playbook.schema.json)."""
-    from flows.playbook import playbook_json_schema
+    from irp.playbook.models import playbook_json_schema
 
     typer.echo(json.dumps(playbook_json_schema(), indent=2, ensure_ascii=False))
 

@@ -12,11 +12,12 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field, field_validator
 
 from irp import templating
+from irp.engine.records import RunContext, StageResult
+from irp.engine.stages import run_stage
 from irp.errors import ActionError
 from irp.models import DataCategory, Incident, PersonalData, Stage
 from tasks.detect import split_list
 from tasks.registry import ActionArgs, ActionContext, action
-from tasks.stage import RunContext, StageResult, run_stage
 
 
 class ClassifyArgs(ActionArgs):

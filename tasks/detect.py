@@ -11,9 +11,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field, field_validator
 
+from irp.engine.records import RunContext, StageResult
+from irp.engine.stages import run_stage
 from irp.models import Incident, Stage
 from tasks.registry import ActionArgs, ActionContext, action
-from tasks.stage import RunContext, StageResult, run_stage
 
 
 def split_list(value: Any) -> list[str]:

@@ -16,6 +16,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
+from irp.engine.records import RunContext, StageResult
+from irp.engine.stages import run_stage
 from irp.evidence import CollectedBy
 from irp.models import Incident, NotificationRecord, Obligation, Stage, utcnow
 from irp.notifications import dispatch
@@ -23,7 +25,6 @@ from irp.notifications import render as render_template
 from irp.obligations import deadlines
 from irp.settings import get_settings
 from tasks.registry import ActionArgs, ActionContext, action
-from tasks.stage import RunContext, StageResult, run_stage
 
 Audience = Literal["client", "authority", "internal", "data_subjects"]
 

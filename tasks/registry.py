@@ -3,7 +3,7 @@
 An action is a function `(args: ArgsModel, ctx: ActionContext) -> output`. Its argument model is
 declared once, as the annotation of its first parameter; its docstring's first line is its summary.
 An argument that names what a state-changing action changes is marked once, next to its type:
-`user_id: Annotated[str, Target("platform_user")]` (tasks/targets.py says what the engine does with it).
+`user_id: Annotated[str, Target("platform_user")]` (irp/engine/targets.py says what the engine does with it).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from irp.evidence import CollectedBy, EvidenceItem, EvidenceStore
 from irp.models import Alert, Incident, Stage, TargetKind, TimelineEntry
+from irp.playbook.models import Playbook
 
 __all__ = ["ActionArgs", "ActionContext", "ActionSpec", "Target", "action", "catalogue_markdown", "get_registry",
            "preflight", "requires", "template_vars"]
@@ -150,7 +151,7 @@ def template_vars(
     incident: Incident,
     alert: Alert,
     steps: dict[str, Any],
-    playbook: Any,
+    playbook: Playbook,
     stage: Stage,
     phase: str | None,
     dry_run: bool,
@@ -182,7 +183,7 @@ class ActionContext:
     dry_run: bool = False
     phase: str | None = None
     steps: dict[str, Any] = field(default_factory=dict)
-    playbook: Any = None
+    playbook: Playbook | None = None
     timeline: list[TimelineEntry] = field(default_factory=list)
     updates: dict[str, Any] = field(default_factory=dict)
     evidence: list[EvidenceItem] = field(default_factory=list)

@@ -23,6 +23,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from irp.charts import timeline_svg
+from irp.engine.records import RunContext, StageResult
+from irp.engine.stages import run_stage
 from irp.errors import EvidenceError
 from irp.metrics import (
     IncidentMetrics,
@@ -37,7 +39,6 @@ from irp.metrics import (
 from irp.models import Incident, Stage, utcnow
 from irp.reports import render_review_html
 from tasks.registry import ActionArgs, ActionContext, action
-from tasks.stage import RunContext, StageResult, run_stage
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@
 """
 
 from irp.intake.app import SOURCES, create_app, openapi_spec
-from irp.intake.routing import Router, load_routing, validate_routing
+from irp.intake.routing import Router
 from irp.intake.service import IntakeService
 
-__all__ = ["SOURCES", "IntakeService", "Router", "create_app", "load_routing", "openapi_spec", "validate_routing"]
+__all__ = ["SOURCES", "IntakeService", "Router", "create_app", "openapi_spec"]

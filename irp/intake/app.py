@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from irp.errors import field_errors
 from irp.intake import normalise
 from irp.intake.auth import PENDING
 from irp.intake.journal import AcceptResult, Delivery, JournalError, Outcome
@@ -154,10 +155,6 @@ def _depth_ok(document: Any, body: bytes) -> bool:
         elif isinstance(value, list):
             stack.extend((v, depth + 1) for v in value)
     return True
-
-
-def _validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
-    return [(".".join(str(part) for part in e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
 
 
 def alerts_in(source: Source, body: bytes) -> list[tuple[Alert, str]]:
@@ -285,7 +282,7 @@ class _Handlers:
         try:
             payload = source.model.model_validate(document)
         except ValidationError as exc:
-            return self.reject(name, "invalid_payload", 422, f"invalid {name} payload", _validation_errors(exc))
+            return self.reject(name, "invalid_payload", 422, f"invalid {name} payload", field_errors(exc))
 
         delivery_key = auth.delivery_key if auth else None
         repeat = "reject"
@@ -319,7 +316,7 @@ class _Handlers:
         except PayloadError as exc:
             return self.reject(name, "invalid_payload", 422, f"invalid {name} payload", exc.errors)
         except ValidationError as exc:
-            return self.reject(name, "invalid_payload", 422, f"invalid {name} payload", _validation_errors(exc))
+            return self.reject(name, "invalid_payload", 422, f"invalid {name} payload", field_errors(exc))
 
         routed = [(alert, service.router.route(alert), event) for alert, event in alerts]
         delivery = Delivery(source=name, body=body, alerts=routed, delivery_key=delivery_key, repeat=repeat,

@@ -7,11 +7,11 @@ import pytest
 from pydantic_core import to_jsonable_python
 from service_fixtures import aws, boto, make_ctx, moto_server  # noqa: F401  (fixtures)
 
+from irp.engine.records import StepRecord
 from irp.errors import ActionError
 from irp.models import Stage, StepStatus, utcnow
 from tasks.actions import UndoStepArgs, undo_step
 from tasks.aws import BucketArgs, block_public_access
-from tasks.stage import StepRecord
 
 
 def record(step: str, action: str, output, status=StepStatus.completed, dry_run=False) -> StepRecord:

@@ -11,16 +11,17 @@ from pydantic import ValidationError
 from service_fixtures import make_ctx, make_incident
 from typer.testing import CliRunner
 
-from flows.playbook import load_playbook
 from irp.cli import app
+from irp.engine.approval import describe, request_approval
+from irp.engine.targets import TargetValue, judge
 from irp.errors import ConfigurationError
 from irp.models import ClientOrigin, Stage, TimelineEntry
 from irp.notifications import client_hold
+from irp.playbook.loader import load_playbook
+from irp.playbook.templates import reads_run_data
 from irp.settings import Settings, get_settings
-from tasks.approval import describe, request_approval
 from tasks.detect import ScopeArgs, set_scope
 from tasks.registry import get_registry
-from tasks.targets import TargetValue, judge, reads_run_data
 
 REPO = Path(__file__).resolve().parents[3]
 # Actions of tasks/aws.py and tasks/platform.py that change nothing they are pointed at.
