@@ -62,7 +62,8 @@ def route(
     """
     from pydantic import ValidationError
 
-    from irp.intake.app import SOURCES, _validation_errors, alerts_in
+    from irp.errors import field_errors
+    from irp.intake.app import SOURCES, alerts_in
     from irp.intake.normalise import PayloadError
     from irp.intake.routing import Router
     from irp.intake.service import routing_path
@@ -81,7 +82,7 @@ def route(
     try:
         alerts = alerts_in(found, body)
     except (ValidationError, PayloadError) as exc:
-        pairs = _validation_errors(exc) if isinstance(exc, ValidationError) else exc.errors
+        pairs = field_errors(exc) if isinstance(exc, ValidationError) else exc.errors
         errors = "; ".join(f"{path or '(body)'}: {message}" for path, message in pairs)
         raise IrpError(f"{where}: not a {source} payload: {errors}") from None
     except (ValueError, RecursionError) as exc:

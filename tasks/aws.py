@@ -41,6 +41,7 @@ from botocore.exceptions import (
 )
 from pydantic import Field, field_validator
 
+from irp.engine.targets import check_protected
 from irp.errors import NotConfiguredError, PermanentError
 from irp.models import utcnow
 from irp.redaction import redact
@@ -56,7 +57,6 @@ from tasks.integrations import (
     with_retries,
 )
 from tasks.registry import ActionArgs, ActionContext, Target, action, requires
-from tasks.targets import check_protected
 
 __all__ = ["aws_client", "aws_session"]
 
