@@ -41,7 +41,7 @@ from botocore.exceptions import (
 )
 from pydantic import Field, field_validator
 
-from irp.engine.targets import check_protected
+from irp.engine.target_rules import check_protected
 from irp.errors import NotConfiguredError, PermanentError
 from irp.models import utcnow
 from irp.redaction import redact
