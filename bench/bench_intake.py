@@ -248,7 +248,7 @@ def in_process_costs(bodies: list[bytes], folder: Path, requests: int, in_flight
     logging.getLogger("irp.intake").setLevel(logging.ERROR)  # the runs' "no server" retries are expected here
     from irp.evidence import open_store
     from irp.intake.app import SOURCES, alerts_in
-    from irp.intake.journal import Delivery, open_journal
+    from irp.intake.journal import AlertDelivery, open_journal
     from irp.intake.outbox import Outbox
     from irp.intake.routing import Router
     from irp.intake.service import routing_path
@@ -260,9 +260,9 @@ def in_process_costs(bodies: list[bytes], folder: Path, requests: int, in_flight
 
     source, router = SOURCES["alertmanager"], Router.from_file(routing_path(get_settings()))
 
-    def delivery(body: bytes) -> Delivery:
+    def delivery(body: bytes) -> AlertDelivery:
         alerts = alerts_in(source, body)
-        return Delivery(source=source.name, body=body, alerts=[(a, router.route(a), e) for a, e in alerts])
+        return AlertDelivery(source=source.name, body=body, alerts=[(a, router.route(a), e) for a, e in alerts])
 
     started = cpu()
     deliveries = [delivery(bodies[i % len(bodies)]) for i in range(requests)]

@@ -2,7 +2,9 @@
 
 Every flow is the same engine run (irp/engine/respond.py) with the six stage tasks (tasks/) on a
 different playbook (playbooks/<type>.yaml), so the flows are made by one factory; prefect.yaml
-deploys each by its name, e.g. flows/incidents.py:data_leak.
+deploys each by its name, e.g. flows/incidents.py:data_leak, as `<type>/respond`. The intake starts
+them with the parameters irp/deployments.py names (the contract; tests/unit/test_deployments.py
+checks both sides).
 """
 
 from __future__ import annotations

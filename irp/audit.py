@@ -26,8 +26,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from irp.errors import EvidenceError
-from irp.evidence.base import EvidenceStore, Problem, local_actor
-from irp.evidence.custody import CustodyEntry, canonical, check_chain, parse_entries
+from irp.evidence.base import EvidenceStore, local_actor
+from irp.evidence.custody import canonical, check_chain, parse_entries
+from irp.evidence.models import CustodyEntry, IntegrityProblem
 from irp.models import Incident
 
 __all__ = [
@@ -145,7 +146,7 @@ class IncidentAudit(BaseModel):
     incident_id: str
     chain_entries: int = Field(..., description="Entries in the chain (custody and audit).")
     audit_entries: int
-    problems: list[Problem] = Field(default_factory=list, description="In log order; the first is the first broken.")
+    problems: list[IntegrityProblem] = Field(default_factory=list, description="In log order; the first is the first broken.")
 
     @property
     def intact(self) -> bool:
@@ -173,19 +174,19 @@ def verify_incident(store: EvidenceStore, incident_id: str) -> IncidentAudit:
     except EvidenceError:
         incident = None
     except ValueError as exc:  # a record that no longer parses
-        problems.append(Problem(kind="altered", subject="incident.json", detail=f"not a valid incident record: "
-                                f"{str(exc).splitlines()[0]}"))
+        problems.append(IntegrityProblem(kind="altered", subject="incident.json", detail=f"not a valid incident record: "
+                                         f"{str(exc).splitlines()[0]}"))
         incident = None
     if not raws and incident is None and not problems:
         raise EvidenceError(f"no incident {incident_id} in {store.url}; `irp incidents list` shows the known ones")
     states = [(label, entry) for label, entry in audited if entry.sha256]
     if incident is not None and not states:
-        problems.append(Problem(kind="missing", subject="incident.json",
-                                detail="the incident has a record but no audited state"))
+        problems.append(IntegrityProblem(kind="missing", subject="incident.json",
+                                         detail="the incident has a record but no audited state"))
     elif incident is not None:
         label, last = states[-1]
         if record_digest(incident) != last.sha256:
-            problems.append(Problem(
+            problems.append(IntegrityProblem(
                 kind="altered", subject="incident.json",
                 detail=f"differs from the last audited state ({label}: entry {last.seq}, status "
                        f"{last.details.get('status')} at {last.at:%Y-%m-%d %H:%M:%S} UTC): edited outside irp"))

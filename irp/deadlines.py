@@ -2,7 +2,7 @@
 
 flows/deadlines.py runs `check_deadlines` as a scheduled flow (prefect.yaml, every 5 minutes).
 
-For every open obligation of every incident in the evidence store (irp/obligations.py):
+For every open obligation of every incident in the evidence store (irp/notifications/obligations.py):
 a reminder to the internal recipients IRP_REMINDER_LEAD_HOURS before the deadline (24 h, 6 h, 1 h),
 an escalation to security@ and dpo@ (§14) when it is IRP_ESCALATION_LEAD_HOURS away, and another when
 it is missed, saying that the notification must now go with the reasons for the delay (Art. 33(1)).
@@ -23,7 +23,7 @@ from irp.errors import IrpError
 from irp.evidence import EvidenceStore
 from irp.models import Incident, TimelineEntry, utcnow
 from irp.notifications import dispatch, outside_context
-from irp.obligations import Deadline, deadlines, notices_sent
+from irp.notifications.obligations import Deadline, deadlines, notices_sent
 from irp.settings import Settings
 
 __all__ = ["Notice", "WatchReport", "check_deadlines", "describe", "remaining_text"]

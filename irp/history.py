@@ -13,7 +13,6 @@ import difflib
 import hashlib
 import io
 import json
-import os
 import tarfile
 import time
 from datetime import UTC, date, datetime
@@ -23,12 +22,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from irp import audit
-from irp.charts import timeline_svg
 from irp.errors import EvidenceError, IrpError
 from irp.evidence.base import EvidenceStore, local_actor
 from irp.evidence.custody import check_chain
-from irp.metrics import METRICS, IncidentMetrics, format_duration, measure_incident
 from irp.models import Incident, IncidentStatus, IncidentType, Severity
+from irp.reports.charts import timeline_svg
+from irp.reports.kpis import METRICS, IncidentMetrics, format_duration, measure_incident
+from irp.reports.review import ReviewNotes, report_html, report_markdown
 
 __all__ = [
     "BundleResult",
@@ -36,7 +36,6 @@ __all__ = [
     "export_bundle",
     "filter_incidents",
     "find_incident",
-    "flow_run_url",
     "full_timeline",
     "incident_row",
     "load_incidents",
@@ -105,30 +104,6 @@ def filter_incidents(
         and (since is None or i.detected_at >= since)
     ]
     return sorted(selected, key=lambda i: (i.detected_at, i.id), reverse=True)
-
-
-def ui_base() -> str | None:
-    """The Prefect UI: PREFECT_UI_URL, else PREFECT_API_URL without its /api, else the Prefect profile's."""
-    ui, api = os.environ.get("PREFECT_UI_URL"), os.environ.get("PREFECT_API_URL")
-    if not ui and not api:
-        try:
-            from prefect.settings import get_current_settings
-
-            settings = get_current_settings()
-            ui, api = settings.ui_url, settings.api.url
-        except Exception:  # a broken Prefect profile must not stop reading the history
-            return None
-    if ui:
-        return str(ui).rstrip("/")
-    if api:
-        api = str(api).rstrip("/")
-        return api.removesuffix("/api")
-    return None
-
-
-def flow_run_url(flow_run_id: str, base: str | None = None) -> str | None:
-    base = base if base is not None else ui_base()
-    return f"{base}/runs/flow-run/{flow_run_id}" if base else None
 
 
 def incident_row(incident: Incident, metrics: IncidentMetrics | None = None) -> dict[str, Any]:
@@ -236,8 +211,6 @@ def export_bundle(store: EvidenceStore, incident_id: str, path: Path, *, actor: 
 
     The export is itself an audit entry (`exported`, with the bundle's SHA-256).
     """
-    from tasks.review import ReportArgs, report_html, report_markdown
-
     incident = find_incident(store, incident_id)
     evidence = store.manifest(incident_id)
     names = {item.name for item in evidence}
@@ -255,8 +228,8 @@ def export_bundle(store: EvidenceStore, incident_id: str, path: Path, *, actor: 
         origin = "as archived by the review stage"
     else:
         origin = "generated at export: no review was archived"
-        reports = {"review/report.html": report_html(incident, ReportArgs(), evidence).encode(),
-                   "review/report.md": report_markdown(incident, ReportArgs(), evidence).encode()}
+        reports = {"review/report.html": report_html(incident, ReviewNotes(), evidence).encode(),
+                   "review/report.md": report_markdown(incident, ReviewNotes(), evidence).encode()}
     rows = full_timeline(incident, evidence, entries)
     files["incident.json"] = incident.model_dump_json(indent=2).encode()
     files["timeline.json"] = json.dumps([r.model_dump(mode="json") for r in rows], indent=2,

@@ -281,7 +281,7 @@ class Obligation(_Model):
     """A notification the incident calls for (policy §7; GDPR Art. 33, 34; NIS2 Art. 23): to whom, by when.
 
     Decided in analyse from the incident's facts; whether it is met is read from the notifications
-    sent (irp/obligations.py), so a notification sent from outside the run counts too.
+    sent (irp/notifications/obligations.py), so a notification sent from outside the run counts too.
     """
 
     id: str = Field(..., description="Unique per incident, e.g. gdpr_authority or client:acme.")

@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from irp.text import split_list
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,7 +58,7 @@ class Settings(BaseSettings):
                     "collecting local files is disabled. Never /proc, /sys, /dev nor credentials (/etc/shadow, "
                     "SSH keys...), even below a root.")
 
-    # Audit, metrics and reports (irp/metrics.py, irp/audit.py, irp report): see docs/audit.md.
+    # Audit, metrics and reports (irp/reports/kpis.py, irp/audit.py, irp report): see docs/audit.md.
     response_targets_minutes: dict[str, dict] = Field(
         default_factory=dict,
         description='Response targets in minutes per severity, JSON: {"critical": {"acknowledge": 15, '
@@ -156,7 +158,7 @@ class Settings(BaseSettings):
         description='Hosts each Prefect Secret block may be sent to by http.request (auth_block), JSON: '
                     '{"irp-status-page-token": ["api.statuspage.io"]}; a block not listed is sent nowhere.')
 
-    # Notifications and regulatory clocks (tasks/notify.py, irp/obligations.py): see docs/notifications.md.
+    # Notifications and regulatory clocks (tasks/notify.py, irp/notifications/obligations.py): see docs/notifications.md.
     smtp_url: SecretStr | None = Field(
         None, description="Mail server: smtp+starttls://user:pass@host:587, smtps://user:pass@host:465 or "
                           "smtp://host:25 (no TLS: loopback only); unset: messages are archived, not sent.")
@@ -204,7 +206,7 @@ class Settings(BaseSettings):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
-            return [item.strip() for item in text.split(",") if item.strip()]
+            return split_list(text)
         return value
 
     @field_validator("reminder_lead_hours", mode="before")
@@ -212,7 +214,7 @@ class Settings(BaseSettings):
     def _hours(cls, value: object) -> object:
         if isinstance(value, str):
             text = value.strip()
-            return json.loads(text) if text.startswith("[") else [float(v) for v in text.split(",") if v.strip()]
+            return json.loads(text) if text.startswith("[") else [float(v) for v in split_list(text)]
         return value
 
     @field_validator("action_targets")
@@ -239,7 +241,7 @@ class Settings(BaseSettings):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
-            return [host.strip().lower() for host in text.split(",") if host.strip()]
+            return [host.lower() for host in split_list(text)]
         return value
 
     @field_validator("http_endpoints")

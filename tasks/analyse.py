@@ -16,7 +16,7 @@ from irp.engine.records import RunContext, StageResult
 from irp.engine.stages import run_stage
 from irp.errors import ActionError
 from irp.models import DataCategory, Incident, PersonalData, Stage
-from tasks.detect import split_list
+from irp.text import split_list
 from tasks.registry import ActionArgs, ActionContext, action
 
 
@@ -97,7 +97,7 @@ class ObligationsArgs(ActionArgs):
 @action("incident")
 def assess_obligations(args: ObligationsArgs, ctx: ActionContext) -> dict[str, Any]:
     """Decide which notifications are due, to whom and by when (§7; GDPR Art. 33, 34; NIS2 Art. 23)."""
-    from irp.obligations import decide
+    from irp.notifications.obligations import decide
     from irp.settings import get_settings
 
     settings = get_settings()

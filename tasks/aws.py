@@ -8,11 +8,10 @@ Secrets Manager secrets rotated. Reads only: CloudTrail event lookups. Every act
 target's state before and after under actions/<stage>/<step>/ and returns an `Outcome` whose
 `undo` names the action that reverses it.
 
-Clients are made by `aws_client` only, when an action runs: credentials from the standard chain
-or, when IRP_AWS_CREDENTIALS_BLOCK names one, a prefect-aws AwsCredentials block; the endpoint
-from AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_<SERVICE>), as botocore reads them. botocore's own
-retries are off: `with_retries` retries throttling, 5xx and timeouts with jittered backoff and
-never access denied or validation errors. Secret values are never logged, returned or archived.
+Clients come from irp.aws.aws_client, when an action runs (credentials from the standard chain or
+the IRP_AWS_CREDENTIALS_BLOCK block; botocore's own retries off): `with_retries` retries throttling,
+5xx and timeouts with jittered backoff and never access denied or validation errors. Secret values
+are never logged, returned or archived.
 """
 
 from __future__ import annotations
@@ -24,23 +23,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    HTTPClientError,
-    NoCredentialsError,
-    NoRegionError,
-    ParamValidationError,
-    PartialCredentialsError,
-    ProfileNotFound,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError
 from pydantic import Field, field_validator
 
+from irp.aws import aws_client, aws_error, aws_session
 from irp.engine.target_rules import check_protected
 from irp.errors import NotConfiguredError, PermanentError
 from irp.models import utcnow
@@ -58,116 +44,36 @@ from tasks.integrations import (
 )
 from tasks.registry import ActionArgs, ActionContext, Target, action, requires
 
-__all__ = ["aws_client", "aws_session"]
-
 TAG_QUARANTINE = "irp:quarantine"
 TAG_INCIDENT = "irp:incident"
 DENY_ALL_POLICY = "irp-deny-all"
 REVOKE_POLICY = "AWSRevokeOlderSessions"  # the name the IAM console uses for the same policy
 
-# --- clients -------------------------------------------------------------------------------------
-
-
-def _block_credentials(name: str) -> dict[str, Any]:
-    """The fields of the prefect-aws AwsCredentials block `name`, read through the Prefect API."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    try:
-        with get_client(sync_client=True) as client:
-            document = client.read_block_document_by_name(name, block_type_slug="aws-credentials",
-                                                          include_secrets=True)
-    except ObjectNotFound:
-        raise NotConfiguredError(
-            f"IRP_AWS_CREDENTIALS_BLOCK={name!r}: no aws-credentials block of that name in Prefect"
-        ) from None
-    return dict(document.data)
-
-
-def aws_session() -> tuple[boto3.Session, str | None]:
-    """A boto3 session (block or standard chain) and the endpoint a block overrides, if any."""
-    settings = get_settings()
-    endpoint = None
-    if settings.aws_credentials_block:
-        data = _block_credentials(settings.aws_credentials_block)
-        client_parameters = data.get("aws_client_parameters") or {}
-        endpoint = client_parameters.get("endpoint_url") or None
-        try:
-            session = boto3.Session(
-                aws_access_key_id=data.get("aws_access_key_id") or None,
-                aws_secret_access_key=data.get("aws_secret_access_key") or None,
-                aws_session_token=data.get("aws_session_token") or None,
-                profile_name=data.get("profile_name") or None,
-                region_name=data.get("region_name") or settings.aws_region,
-            )
-        except ProfileNotFound as exc:
-            raise NotConfiguredError(f"AWS credentials block {settings.aws_credentials_block!r}: {exc}") from None
-    else:
-        try:
-            session = boto3.Session(region_name=settings.aws_region)
-        except ProfileNotFound as exc:
-            raise NotConfiguredError(f"AWS: {exc}") from None
-    if session.get_credentials() is None:
-        raise NotConfiguredError("AWS: no credentials (standard chain empty and IRP_AWS_CREDENTIALS_BLOCK unset)")
-    if not session.region_name:
-        raise NotConfiguredError("AWS: no region (set IRP_AWS_REGION or AWS_REGION)")
-    return session, endpoint
-
-
-requires("aws", aws_session)
-
-
-def aws_client(service: str, region: str | None = None) -> Any:
-    """The one place boto3 clients are made: timeouts set, botocore retries off (ours apply)."""
-    session, endpoint = aws_session()
-    settings = get_settings()
-    config = Config(
-        retries={"total_max_attempts": 1, "mode": "standard"},
-        connect_timeout=settings.action_timeout_seconds,
-        read_timeout=settings.action_timeout_seconds,
-        user_agent_extra="irp-incident-response",
-    )
-    return session.client(service, region_name=region or session.region_name, config=config,
-                          endpoint_url=endpoint)
-
+requires("aws", aws_session)  # preflight: AWS credentials and region
 
 # --- calls ---------------------------------------------------------------------------------------
-
-_THROTTLING = {
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-    "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
-    "BandwidthLimitExceeded", "RequestThrottled", "SlowDown", "PriorRequestNotComplete",
-    "EC2ThrottledException", "TransactionInProgressException",
-}
-_TRANSIENT = {
-    "InternalError", "InternalFailure", "InternalServerError", "ServiceUnavailable",
-    "ServiceUnavailableException", "RequestTimeout", "RequestTimeoutException", "IDPCommunicationError",
-    "WAFInternalErrorException", "WAFOptimisticLockException", "InternalServiceError",
-    "InternalServiceErrorException", "ServiceFailure", "ServiceFailureException",
-}
 
 
 def classify(exc: BaseException) -> Failure | None:
     """Transient (throttling, 5xx, timeouts, lost connections) or not; None for non-AWS errors."""
+    error = aws_error(exc)
+    if error is None or error.kind == "other":
+        return None
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "Unknown")
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        text = f"{code}: {error.get('Message')}" if error.get("Message") else code
-        if code in _THROTTLING or status == 429:
+        code = error.code or "Unknown"
+        text = f"{code}: {error.message}" if error.message else code
+        if error.kind == "throttled":
             return Failure(True, code, f"throttled ({text})")
-        if code in _TRANSIENT or status >= 500:
-            return Failure(True, code, f"{text} (HTTP {status})")
+        if error.kind == "unavailable":
+            return Failure(True, code, f"{text} (HTTP {error.status})")
         return Failure(False, code, text)
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError | NoRegionError | ProfileNotFound):
-        return Failure(False, type(exc).__name__, str(exc), not_configured=True)
-    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+    if error.kind in ("no_credentials", "not_configured"):
+        return Failure(False, error.code, error.message, not_configured=True)
+    if error.kind == "timeout":
         return Failure(True, "Timeout", f"timed out ({exc})")
-    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | HTTPClientError):
+    if error.kind == "connection":
         return Failure(True, "ConnectionError", f"connection failed ({exc})")
-    if isinstance(exc, ParamValidationError):
-        return Failure(False, "ParamValidationError", f"invalid request: {exc}")
-    return None
+    return Failure(False, "ParamValidationError", f"invalid request: {exc}")
 
 
 def _code(exc: ClientError) -> str:

@@ -14,13 +14,8 @@ from pydantic import Field, field_validator
 from irp.engine.records import RunContext, StageResult
 from irp.engine.stages import run_stage
 from irp.models import Incident, Stage
+from irp.text import split_list
 from tasks.registry import ActionArgs, ActionContext, action
-
-
-def split_list(value: Any) -> list[str]:
-    """Accept a list or a comma-separated string; drop empty items and duplicates, keep order."""
-    items = value if isinstance(value, list) else str(value or "").split(",")
-    return list(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
 
 
 class ScopeArgs(ActionArgs):

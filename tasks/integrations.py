@@ -33,6 +33,7 @@ from irp.errors import ActionError, EvidenceError, NotConfiguredError, Permanent
 from irp.evidence import EvidenceStore
 from irp.models import Alert, AlertSource, Stage, TimelineEntry, utcnow
 from irp.settings import get_settings
+from irp.text import split_list
 from tasks.registry import ActionContext, get_registry
 
 __all__ = [
@@ -50,14 +51,8 @@ __all__ = [
 T = TypeVar("T")
 
 
-def _split(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
 # A list argument that templates may also give as "a, b, c".
-CommaList = Annotated[list[str], BeforeValidator(_split)]
+CommaList = Annotated[list[str], BeforeValidator(split_list)]
 
 
 def slug(text: str) -> str:

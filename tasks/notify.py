@@ -2,10 +2,11 @@
 
 Runs twice: the initial notification right after analyse (beside contain and restore, so no
 regulatory clock waits for containment), the final one after review.
-Side effects: messages sent by email or chat to configured recipients only (irp/channels.py), each
-rendered message and its delivery result archived as evidence, the incident's notifications, timeline
-entries, and an escalation to the security team when a delivery fails. With no channel configured a
-message is rendered and archived with the result "not sent: no channel configured"; the run goes on.
+Side effects: messages sent by email or chat to configured recipients only
+(irp/notifications/channels.py), each rendered message and its delivery result archived as evidence,
+the incident's notifications, timeline entries, and an escalation to the security team when a
+delivery fails. With no channel configured a message is rendered and archived with the result
+"not sent: no channel configured"; the run goes on.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from irp.evidence import CollectedBy
 from irp.models import Incident, NotificationRecord, Obligation, Stage, utcnow
 from irp.notifications import dispatch
 from irp.notifications import render as render_template
-from irp.obligations import deadlines
+from irp.notifications.obligations import deadlines
 from irp.settings import get_settings
 from tasks.registry import ActionArgs, ActionContext, action
 

@@ -1,4 +1,4 @@
-"""What every evidence backend provides: the models, the interface, verification and the tar export.
+"""What every evidence backend provides: the interface, verification and the tar export.
 
 An incident's evidence is three things kept together: the objects, a manifest listing each object
 with its SHA-256, and a custody log (custody.py) recording who collected, archived, read, exported
@@ -19,110 +19,29 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import IO, Any
 
 from irp.errors import EvidenceError
-from irp.evidence.custody import CustodyEntry, RawEntry, check_chain, cross_check, parse_entries
+from irp.evidence.custody import check_chain, cross_check, parse_entries
+from irp.evidence.models import (
+    CollectedBy,
+    CustodyEntry,
+    EvidenceItem,
+    ExportedUrl,
+    FlushReport,
+    IntegrityProblem,
+    RawEntry,
+    StoredObject,
+    TarExport,
+    VerifyReport,
+)
 from irp.models import Incident, Severity, TimelineEntry, utcnow
 
 CHUNK_SIZE = 8 * 1024 * 1024
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class CollectedBy(BaseModel):
-    """Which step of which run collected an item."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    stage: str = ""
-    step: str = ""
-    action: str = ""
-    flow_run_id: str = ""
-
-
-class EvidenceItem(BaseModel):
-    """One manifest line: an archived item and its integrity data."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    size: int
-    sha256: str
-    content_type: str
-    collected_by: CollectedBy = Field(default_factory=CollectedBy)
-    collected_at: datetime = Field(default_factory=utcnow)
-    source_time: str | None = Field(None, description="The source's own timestamp, as it was given.")
-    source_system: str = ""
-    retention_until: datetime | None = None
-    retention_mode: str | None = Field(None, description="GOVERNANCE or COMPLIANCE when the store enforces it.")
-    version_id: str | None = Field(None, description="The object version archived (versioned buckets).")
-
-
-class Problem(BaseModel):
-    """One finding of `verify`: what is wrong with which object or custody entry."""
-
-    kind: Literal["altered", "missing", "unexpected", "broken", "unprotected", "exposed"]
-    subject: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.subject}: {self.detail}"
-
-
-class VerifyReport(BaseModel):
-    """The result of re-hashing every object and checking the custody chain."""
-
-    incident_id: str
-    store: str
-    objects: int
-    custody_entries: int
-    problems: list[Problem] = Field(default_factory=list)
-
-    @property
-    def intact(self) -> bool:
-        return not self.problems
-
-
-class ExportedUrl(BaseModel):
-    """A presigned download link for one archived object."""
-
-    name: str
-    sha256: str
-    url: str
-    expires_at: datetime
-
-
-class TarExport(BaseModel):
-    """A tar of an incident's evidence, manifest and custody log."""
-
-    path: Path
-    objects: int
-    size: int
-    sha256: str
-
-
-class FlushReport(BaseModel):
-    """What `flush` uploaded from the local spool and what is still waiting."""
-
-    uploaded: int = 0
-    remaining: int = 0
-    failed: list[str] = Field(default_factory=list, description="Operations set aside: what and why.")
-
-
-@dataclass
-class StoredObject:
-    """What the backend holds under an object name (for verify)."""
-
-    size: int | None
-    version_id: str | None = None
-    deleted: bool = False
-    note: str = ""
 
 
 def check_id(incident_id: str) -> str:
@@ -299,7 +218,7 @@ class EvidenceStore(ABC):
             found = stored.get(item.name)
             if found is None or found.deleted:
                 detail = found.note if found and found.note else "listed in the manifest but not in the store"
-                problems.append(Problem(kind="missing", subject=item.name, detail=detail))
+                problems.append(IntegrityProblem(kind="missing", subject=item.name, detail=detail))
                 continue
             sha, size, extra = self._rehash(incident_id, item, found)
             problem_count = len(problems)
@@ -308,16 +227,16 @@ class EvidenceStore(ABC):
                           f"manifest {item.sha256} ({item.size} bytes)")
                 if found.note:
                     detail += f"; {found.note}"
-                problems.append(Problem(kind="altered", subject=item.name, detail=detail))
+                problems.append(IntegrityProblem(kind="altered", subject=item.name, detail=detail))
             elif found.note or (item.version_id and found.version_id and found.version_id != item.version_id):
                 detail = found.note or (f"overwritten out of band: current version {found.version_id}, "
                                         f"archived version {item.version_id}")
-                problems.append(Problem(kind="altered", subject=item.name, detail=detail))
+                problems.append(IntegrityProblem(kind="altered", subject=item.name, detail=detail))
             if len(problems) == problem_count:  # an altered object's other findings are about the intruder's copy
                 problems.extend(extra)
         for name in sorted(set(stored) - listed):
             if not stored[name].deleted:
-                problems.append(Problem(kind="unexpected", subject=name, detail="in the store but not in the manifest"))
+                problems.append(IntegrityProblem(kind="unexpected", subject=name, detail="in the store but not in the manifest"))
         problems.extend(check_chain(incident_id, raws)[1])
         problems.extend(cross_check(items, parse_entries(raws)))  # broken entries are named above already
         report = VerifyReport(incident_id=incident_id, store=self.url, objects=len(items),
@@ -394,7 +313,7 @@ class EvidenceStore(ABC):
         """The custody log as stored, in order, read afresh."""
 
     @abstractmethod
-    def _manifest_for_verify(self, incident_id: str) -> tuple[list[EvidenceItem], list[Problem]]:
+    def _manifest_for_verify(self, incident_id: str) -> tuple[list[EvidenceItem], list[IntegrityProblem]]:
         """The manifest read afresh, and any problem with the manifest itself."""
 
     @abstractmethod
@@ -402,7 +321,7 @@ class EvidenceStore(ABC):
         """Every object the backend holds for the incident, by name."""
 
     @abstractmethod
-    def _rehash(self, incident_id: str, item: EvidenceItem, stored: StoredObject) -> tuple[str, int, list[Problem]]:
+    def _rehash(self, incident_id: str, item: EvidenceItem, stored: StoredObject) -> tuple[str, int, list[IntegrityProblem]]:
         """SHA-256 and size of what is stored under `item.name` now, plus backend-specific problems."""
 
 

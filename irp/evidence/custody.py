@@ -12,46 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from irp.evidence.models import EVENTS, CustodyEntry, EvidenceItem, IntegrityProblem, RawEntry
 from irp.models import utcnow
 
-if TYPE_CHECKING:
-    from irp.evidence.base import EvidenceItem, Problem
-
 GENESIS = "0" * 64
-EVENTS = ("collected", "archived", "accessed", "exported", "verified", "audit")
-CustodyEvent = Literal["collected", "archived", "accessed", "exported", "verified", "audit"]
-
-
-class CustodyEntry(BaseModel):
-    """One event in an incident's chain of custody."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seq: int = Field(..., description="1 for the first entry, then +1.")
-    at: datetime = Field(..., description="When the entry was written (UTC).")
-    event: CustodyEvent
-    incident_id: str
-    actor: str = Field(..., description="Who: a flow run's step, or user@host.")
-    object: str | None = Field(None, description="The evidence item concerned, if one.")
-    sha256: str | None = Field(None, description="Its SHA-256 (or the export's) at the time.")
-    details: dict[str, Any] = Field(default_factory=dict)
-    prev: str = Field(..., description="`hash` of the entry before (64 zeros for the first).")
-    hash: str = Field(..., description="SHA-256 of this entry's canonical JSON without `hash`.")
-
-
-@dataclass
-class RawEntry:
-    """A custody entry as stored: where (`label`), its bytes (None if gone) and what the store noticed."""
-
-    label: str
-    text: bytes | None
-    note: str = ""
 
 
 def canonical(value: Any) -> bytes:
@@ -116,11 +84,9 @@ def parse_entries(raws: list[RawEntry]) -> list[CustodyEntry]:
     return entries
 
 
-def check_chain(incident_id: str, raws: list[RawEntry]) -> tuple[list[CustodyEntry], list[Problem]]:
+def check_chain(incident_id: str, raws: list[RawEntry]) -> tuple[list[CustodyEntry], list[IntegrityProblem]]:
     """The intact entries, and one problem per entry that is altered, missing or out of place."""
-    from irp.evidence.base import Problem
-
-    problems: list[Problem] = []
+    problems: list[IntegrityProblem] = []
     intact: list[CustodyEntry] = []
     prev_hash: str | None = GENESIS
     prev_label = ""
@@ -128,8 +94,8 @@ def check_chain(incident_id: str, raws: list[RawEntry]) -> tuple[list[CustodyEnt
     for raw in raws:
         reasons = [raw.note] if raw.note else []
         if raw.text is None:
-            problems.append(Problem(kind="broken", subject=raw.label,
-                                    detail="; ".join(reasons) or "entry missing"))
+            problems.append(IntegrityProblem(kind="broken", subject=raw.label,
+                                             detail="; ".join(reasons) or "entry missing"))
             prev_hash, prev_label = None, raw.label
             expected += 1
             continue
@@ -137,8 +103,8 @@ def check_chain(incident_id: str, raws: list[RawEntry]) -> tuple[list[CustodyEnt
             record = json.loads(raw.text)
             entry = CustodyEntry.model_validate(record)
         except (ValueError, ValidationError):
-            problems.append(Problem(kind="broken", subject=raw.label,
-                                    detail="; ".join([*reasons, "not a valid custody entry"])))
+            problems.append(IntegrityProblem(kind="broken", subject=raw.label,
+                                             detail="; ".join([*reasons, "not a valid custody entry"])))
             prev_hash, prev_label = None, raw.label
             expected += 1
             continue
@@ -159,7 +125,7 @@ def check_chain(incident_id: str, raws: list[RawEntry]) -> tuple[list[CustodyEnt
                            "that entry was altered, or entries were removed or reordered")
             sound = False
         if reasons:
-            problems.append(Problem(kind="broken", subject=raw.label, detail="; ".join(reasons)))
+            problems.append(IntegrityProblem(kind="broken", subject=raw.label, detail="; ".join(reasons)))
         if sound:
             intact.append(entry)
         prev_hash = entry.hash
@@ -168,10 +134,8 @@ def check_chain(incident_id: str, raws: list[RawEntry]) -> tuple[list[CustodyEnt
     return intact, problems
 
 
-def cross_check(items: list[EvidenceItem], entries: list[CustodyEntry]) -> list[Problem]:
+def cross_check(items: list[EvidenceItem], entries: list[CustodyEntry]) -> list[IntegrityProblem]:
     """Every manifest item has an `archived` entry with the same SHA-256, and the other way round."""
-    from irp.evidence.base import Problem
-
     archived: dict[str, CustodyEntry] = {}
     for entry in entries:
         if entry.event == "archived" and entry.object:
@@ -182,13 +146,13 @@ def cross_check(items: list[EvidenceItem], entries: list[CustodyEntry]) -> list[
         names.add(item.name)
         entry = archived.get(item.name)
         if entry is None:
-            problems.append(Problem(kind="broken", subject=f"custody of {item.name}",
-                                    detail="no 'archived' entry for this manifest item"))
+            problems.append(IntegrityProblem(kind="broken", subject=f"custody of {item.name}",
+                                             detail="no 'archived' entry for this manifest item"))
         elif entry.sha256 != item.sha256:
-            problems.append(Problem(kind="altered", subject=item.name,
-                                    detail=f"manifest sha256 {item.sha256} differs from the custody log's "
+            problems.append(IntegrityProblem(kind="altered", subject=item.name,
+                                             detail=f"manifest sha256 {item.sha256} differs from the custody log's "
                                            f"{entry.sha256} (entry {entry.seq})"))
     for name in sorted(set(archived) - names):
-        problems.append(Problem(kind="missing", subject=name,
-                                detail=f"archived per custody entry {archived[name].seq} but not in the manifest"))
+        problems.append(IntegrityProblem(kind="missing", subject=name,
+                                         detail=f"archived per custody entry {archived[name].seq} but not in the manifest"))
     return problems

@@ -29,11 +29,7 @@ from pydantic import ValidationError
 from irp.errors import EvidenceError
 from irp.evidence.base import (
     CHUNK_SIZE,
-    CollectedBy,
-    EvidenceItem,
     EvidenceStore,
-    Problem,
-    StoredObject,
     check_id,
     check_name,
     collector,
@@ -44,7 +40,8 @@ from irp.evidence.base import (
     retention_until,
     with_events,
 )
-from irp.evidence.custody import GENESIS, CustodyEntry, RawEntry, encode, head_of, seal
+from irp.evidence.custody import GENESIS, encode, head_of, seal
+from irp.evidence.models import CollectedBy, CustodyEntry, EvidenceItem, IntegrityProblem, RawEntry, StoredObject
 from irp.models import Incident, Severity, TimelineEntry
 
 __all__ = ["LocalEvidenceStore", "remove_tree", "temporary_store"]
@@ -231,10 +228,10 @@ class LocalEvidenceStore(EvidenceStore):
 
     # ---- verify --------------------------------------------------------------------------------
 
-    def _manifest_for_verify(self, incident_id: str) -> tuple[list[EvidenceItem], list[Problem]]:
+    def _manifest_for_verify(self, incident_id: str) -> tuple[list[EvidenceItem], list[IntegrityProblem]]:
         path = self._dir(incident_id) / "manifest.jsonl"
         items: list[EvidenceItem] = []
-        problems: list[Problem] = []
+        problems: list[IntegrityProblem] = []
         if not path.exists():
             return items, problems
         for n, line in enumerate(path.read_bytes().splitlines(), start=1):
@@ -243,8 +240,8 @@ class LocalEvidenceStore(EvidenceStore):
             try:
                 items.append(EvidenceItem.model_validate_json(line))
             except ValidationError:
-                problems.append(Problem(kind="altered", subject=f"manifest.jsonl line {n}",
-                                        detail="not a valid manifest entry"))
+                problems.append(IntegrityProblem(kind="altered", subject=f"manifest.jsonl line {n}",
+                                                 detail="not a valid manifest entry"))
         return items, problems
 
     def _inventory(self, incident_id: str) -> dict[str, StoredObject]:
@@ -257,7 +254,7 @@ class LocalEvidenceStore(EvidenceStore):
                 found[path.relative_to(objects).as_posix()] = StoredObject(size=path.stat().st_size)
         return found
 
-    def _rehash(self, incident_id: str, item: EvidenceItem, stored: StoredObject) -> tuple[str, int, list[Problem]]:
+    def _rehash(self, incident_id: str, item: EvidenceItem, stored: StoredObject) -> tuple[str, int, list[IntegrityProblem]]:
         with self._open_raw(incident_id, item.name) as handle:
             sha, size = hash_stream(handle)
         return sha, size, []

@@ -23,7 +23,8 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from irp.errors import EvidenceError
-from irp.evidence.base import CHUNK_SIZE, CollectedBy
+from irp.evidence.base import CHUNK_SIZE
+from irp.evidence.models import CollectedBy
 from irp.models import utcnow
 
 _counter = itertools.count()

@@ -51,7 +51,7 @@ def open_store(url: str) -> EvidenceStore:
         with _s3_lock:
             store = _s3_stores.get(key)
             if store is None:
-                from irp.evidence.s3 import S3EvidenceStore
+                from irp.evidence.s3 import S3EvidenceStore  # boto3 is loaded only for an s3:// store
 
                 store = _s3_stores[key] = S3EvidenceStore(f"s3://{bucket}" + (f"/{prefix}" if prefix else ""),
                                                          bucket, prefix, settings)

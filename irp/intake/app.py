@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from irp.errors import field_errors
 from irp.intake import normalise
 from irp.intake.auth import PENDING
-from irp.intake.journal import AcceptResult, Delivery, JournalError, Outcome
+from irp.intake.journal import AcceptResult, AlertDecision, AlertDelivery, JournalError
 from irp.intake.normalise import PayloadError
 from irp.intake.payloads import (
     Accepted,
@@ -54,7 +54,8 @@ from irp.intake.service import is_loopback
 from irp.intake.sns import CertificateUnavailable
 from irp.models import Alert
 
-__all__ = ["SOURCES", "Source", "alerts_in", "create_api", "create_app", "openapi_spec"]
+__all__ = ["SOURCES", "BodyError", "InvalidPayload", "Source", "alerts_in", "create_api", "create_app", "openapi_spec",
+           "read_payload"]
 
 log = logging.getLogger("irp.intake")
 MAX_DEPTH = 64
@@ -157,15 +158,47 @@ def _depth_ok(document: Any, body: bytes) -> bool:
     return True
 
 
+class BodyError(ValueError):
+    """Raised when a request body is not a JSON object of its source's payload: `reason` labels the rejection."""
+
+    def __init__(self, reason: str, detail: str, errors: list[tuple[str, str]] | None = None,
+                 message: str | None = None) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.errors = errors or []
+        ValueError.__init__(self, message or detail)
+
+
+class InvalidPayload(BodyError, PayloadError):
+    """Raised when the body is a JSON object but not the source's payload (its model lists the errors)."""
+
+
+def read_payload(source: Source, body: bytes) -> tuple[dict[str, Any], Any]:
+    """(document, payload) of a body as `source` sends it: JSON, an object, nested at most MAX_DEPTH, the model's."""
+    try:
+        document = _parse(body)
+    except RecursionError:
+        raise BodyError("invalid_json", "invalid JSON: nested too deeply", message="nested too deeply") from None
+    except ValueError as exc:
+        raise BodyError("invalid_json", f"invalid JSON: {exc}", [("", str(exc))], message=str(exc)) from None
+    if not isinstance(document, dict):
+        kind = type(document).__name__
+        raise BodyError("invalid_json", "expected a JSON object", [("", f"expected an object, got {kind}")],
+                        message=f"expected a JSON object, got {kind}")
+    if not _depth_ok(document, body):
+        raise BodyError("invalid_payload", f"JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        return document, source.model.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidPayload("invalid_payload", f"invalid {source.name} payload", field_errors(exc)) from None
+
+
 def alerts_in(source: Source, body: bytes) -> list[tuple[Alert, str]]:
     """The alerts of a body as `source` sends it, normalised: (alert, event). No authentication, no routing.
 
-    ValidationError or PayloadError when it is not the source's payload, ValueError when not JSON.
+    BodyError when it is not the source's payload (InvalidPayload, a PayloadError, when the model refuses it).
     """
-    document = _parse(body)
-    if not isinstance(document, dict):
-        raise ValueError(f"expected a JSON object, got {type(document).__name__}")
-    payload = source.model.model_validate(document)
+    document, payload = read_payload(source, body)
     if isinstance(payload, SnsMessage) and payload.Type != "Notification":
         return []  # a subscription message: confirmed, not routed
     return source.normalise(payload, document)
@@ -269,20 +302,9 @@ class _Handlers:
         if auth is None:
             return self.unauthenticated(name)
         try:
-            document = _parse(body)
-        except RecursionError:
-            return self.reject(name, "invalid_json", 422, "invalid JSON: nested too deeply")
-        except ValueError as exc:
-            return self.reject(name, "invalid_json", 422, f"invalid JSON: {exc}", [("", str(exc))])
-        if not isinstance(document, dict):
-            return self.reject(name, "invalid_json", 422, "expected a JSON object",
-                               [("", f"expected an object, got {type(document).__name__}")])
-        if not _depth_ok(document, body):
-            return self.reject(name, "invalid_payload", 422, f"JSON nested deeper than {MAX_DEPTH} levels")
-        try:
-            payload = source.model.model_validate(document)
-        except ValidationError as exc:
-            return self.reject(name, "invalid_payload", 422, f"invalid {name} payload", field_errors(exc))
+            document, payload = read_payload(source, body)
+        except BodyError as exc:
+            return self.reject(name, exc.reason, 422, exc.detail, exc.errors)
 
         delivery_key = auth.delivery_key if auth else None
         repeat = "reject"
@@ -319,7 +341,7 @@ class _Handlers:
             return self.reject(name, "invalid_payload", 422, f"invalid {name} payload", field_errors(exc))
 
         routed = [(alert, service.router.route(alert), event) for alert, event in alerts]
-        delivery = Delivery(source=name, body=body, alerts=routed, delivery_key=delivery_key, repeat=repeat,
+        delivery = AlertDelivery(source=name, body=body, alerts=routed, delivery_key=delivery_key, repeat=repeat,
                             confirm_url=confirm_url)
         try:
             result: AcceptResult = await service.journal.accept_async(delivery)
@@ -336,7 +358,7 @@ class _Handlers:
         metrics.child(metrics.ack_latency, name).observe(time.perf_counter() - started)
         return response
 
-    def count(self, name: str, outcomes: list[Outcome]) -> None:
+    def count(self, name: str, outcomes: list[AlertDecision]) -> None:
         metrics = self.service.metrics
         child = metrics.child
         for outcome in outcomes:
@@ -371,7 +393,7 @@ class _Handlers:
             if not alerts or any(routed is None for _, routed, _ in alerts):
                 still_unrouted += 1
                 continue
-            delivery = Delivery(source=name, body=body, alerts=alerts, repeat="same",
+            delivery = AlertDelivery(source=name, body=body, alerts=alerts, repeat="same",
                                 delivery_key=f"replay:{row['last_delivery_id']}:{row['fingerprint']}",
                                 replays=(row["source"], row["fingerprint"], row["last_delivery_id"]))
             result = journal.accept(delivery).result()
@@ -383,7 +405,7 @@ class _Handlers:
         return {"routing_sha256": router.sha256, "replayed": replayed, "still_unrouted": still_unrouted,
                 "purged": purged}
 
-    def outcome(self, outcome: Outcome) -> dict:
+    def outcome(self, outcome: AlertDecision) -> dict:
         return {**vars(outcome), "ui_url": self.service.run_url(outcome.flow_run_id)}
 
     def accepted(self, result: AcceptResult, status: int = 202) -> Response:

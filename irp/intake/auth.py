@@ -12,14 +12,15 @@ import binascii
 import hashlib
 import hmac
 import logging
-import re
 from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from irp.errors import ConfigurationError
 from irp.settings import Settings
+from irp.text import split_list
 
 __all__ = ["PENDING", "AuthResult", "Authenticator", "DEFAULT_METHODS", "METHODS", "Method"]
 
@@ -48,10 +49,8 @@ class AuthResult:
 PENDING = AuthResult("pending")  # before_body: only the body can tell (a signature over it)
 
 
-def _split(secret, separators: str) -> list[str]:
-    if secret is None:
-        return []
-    return [part for part in re.split(f"[{separators}]", secret.get_secret_value()) if part.strip()]
+def _revealed(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
 
 
 def _digest(value: str) -> bytes:
@@ -63,23 +62,23 @@ class Authenticator:
 
     def __init__(self, settings: Settings, local: bool = False) -> None:
         self.local = local
-        self._tokens = [_digest(t.strip()) for t in _split(settings.webhook_token, ",")]
+        self._tokens = [_digest(t) for t in split_list(_revealed(settings.webhook_token))]
         self._webhooks = []
-        for secret in _split(settings.webhook_secret, " ,"):
+        for secret in split_list(_revealed(settings.webhook_secret), " ,"):
             try:
-                self._webhooks.append(Webhook(secret.strip()))
+                self._webhooks.append(Webhook(secret))
             except Exception as exc:  # the library raises bare errors on bad base64
                 raise ConfigurationError(
                     f"IRP_WEBHOOK_SECRET: a secret is not a Standard Webhooks secret (whsec_ + base64): {exc}"
                 ) from None
-        self._pagerduty = [s.strip().encode() for s in _split(settings.pagerduty_secret, ",")]
-        self.sns_topics = {t.strip() for t in settings.sns_topic_arns.split(",") if t.strip()}
+        self._pagerduty = [s.encode() for s in split_list(_revealed(settings.pagerduty_secret))]
+        self.sns_topics = set(split_list(settings.sns_topic_arns))
         self.methods: dict[str, tuple[str, ...]] = dict(DEFAULT_METHODS)
         for source, value in settings.webhook_auth.items():
             if source not in DEFAULT_METHODS:
                 raise ConfigurationError(
                     f"IRP_WEBHOOK_AUTH: unknown source {source!r}; valid: {', '.join(DEFAULT_METHODS)}")
-            methods = tuple(m.strip() for m in value.split(",") if m.strip())
+            methods = tuple(split_list(value))
             bad = [m for m in methods if m not in METHODS]
             if bad or not methods:
                 raise ConfigurationError(

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from irp.intake.journal import Journal, JournalError, OutboxItem
+from irp.intake.journal import AlertJournal, JournalError, OutboxItem
 from irp.models import TimelineEntry
 
 __all__ = ["Outbox", "timeline_entry"]
@@ -67,7 +67,7 @@ class Outbox:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: AlertJournal,
         create_run: Callable[[dict], str],
         append_event: Callable[[str, TimelineEntry], None],
         confirm: Callable[[str], None],

@@ -19,12 +19,13 @@ from pathlib import Path
 
 from irp.errors import ConfigurationError, PlaybookError
 from irp.intake.auth import Authenticator
-from irp.intake.journal import Journal, open_journal
+from irp.intake.journal import AlertJournal, open_journal
 from irp.intake.metrics import Metrics
 from irp.intake.outbox import Outbox
 from irp.intake.routing import Router
 from irp.intake.sns import SnsVerifier
 from irp.models import TimelineEntry
+from irp.prefect_ui import flow_run_url, ui_base
 from irp.settings import Settings
 
 __all__ = ["ByteBudget", "IntakeService", "RunLauncher", "append_event", "confirm_subscription", "is_loopback",
@@ -165,7 +166,7 @@ class IntakeService:
         settings: Settings,
         *,
         local: bool = False,
-        journal: Journal | None = None,
+        journal: AlertJournal | None = None,
         create_run: Callable[[dict], str] | None = None,
         append_event: Callable[[str, TimelineEntry], None] = append_event,
     ) -> None:
@@ -197,7 +198,7 @@ class IntakeService:
             on_run=self.metrics.run_result,
         )
         self.journal.on_commit = self.outbox.wake
-        self.ui_url = _ui_url()
+        self.ui_url = ui_base()
         self._stop = threading.Event()
         self._purger = threading.Thread(target=self._purge_loop, name="irp-journal-purge", daemon=True)
         self._watcher = threading.Thread(target=self._watch_routing, name="irp-routing-watch", daemon=True)
@@ -300,9 +301,7 @@ class IntakeService:
                 log.exception("routing reload failed")
 
     def run_url(self, flow_run_id: str | None) -> str | None:
-        if not flow_run_id or not self.ui_url:
-            return None
-        return f"{self.ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
+        return flow_run_url(flow_run_id, self.ui_url) if flow_run_id and self.ui_url else None
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:
@@ -322,12 +321,3 @@ def _prefect_api_url() -> str | None:
     from prefect.settings import PREFECT_API_URL
 
     return PREFECT_API_URL.value()
-
-
-def _ui_url() -> str | None:
-    try:
-        from prefect.settings import PREFECT_UI_URL
-
-        return PREFECT_UI_URL.value()
-    except Exception:
-        return None

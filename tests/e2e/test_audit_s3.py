@@ -11,8 +11,8 @@ from test_evidence_s3 import bucket, client, moto, s3_env, store  # noqa: F401  
 from typer.testing import CliRunner
 
 from irp import audit
-from irp.audit_cli import audit_app
-from irp.incidents_cli import incidents_app
+from irp.cli.audit import audit_app
+from irp.cli.incidents import incidents_app
 from irp.models import IncidentType, Severity
 
 runner = CliRunner()

@@ -15,11 +15,12 @@ from service_fixtures import Fault, aws, boto, fault_proxy, iam_error, make_ctx,
 from typer.testing import CliRunner
 
 from flows.incidents import INCIDENT_FLOWS
-from irp.actions_cli import actions_app
+from irp.aws import aws_session
+from irp.cli.actions import actions_app
 from irp.evidence import open_store
 from irp.models import Alert, IncidentStatus, IncidentType, StepStatus
 from irp.settings import get_settings
-from tasks.aws import AccessKeyArgs, aws_session, deactivate_access_key
+from tasks.aws import AccessKeyArgs, deactivate_access_key
 
 REPO = Path(__file__).resolve().parents[2]
 

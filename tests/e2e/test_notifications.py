@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 from flows.declare import IncidentReport, declare_incident
 from flows.incidents import INCIDENT_FLOWS
 from irp.alerts import read_alert
-from irp.channels import Message, deliver
 from irp.cli import app
 from irp.evidence import open_store
 from irp.intake.routing import Router
 from irp.models import IncidentStatus, IncidentType, StepStatus
-from irp.obligations import deadlines
+from irp.notifications.channels import Message, deliver
+from irp.notifications.obligations import deadlines
 from irp.playbook.models import Routing
 from irp.settings import Settings, get_settings
 

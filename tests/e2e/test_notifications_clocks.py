@@ -20,7 +20,7 @@ from irp.cli import app
 from irp.deadlines import check_deadlines
 from irp.evidence import open_store
 from irp.models import Incident, IncidentType, NotificationRecord, PersonalData, PlaybookRef, Severity
-from irp.obligations import decide
+from irp.notifications.obligations import decide
 from irp.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[2]

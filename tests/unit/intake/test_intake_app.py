@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from irp.intake.app import _parse, create_app
+from irp.intake.app import SOURCES, _parse, alerts_in, create_app
 from irp.intake.service import IntakeService
 from irp.settings import Settings
 
@@ -84,6 +84,18 @@ class TestAlertPosts:
         metrics = _request(service, "GET", "/metrics").text
         assert 'irp_intake_requests_rejected_total{reason="unauthenticated",source="alertmanager"} 1.0' in metrics
         assert 'irp_intake_requests_rejected_total{reason="invalid_json",source="generic"} 1.0' in metrics
+
+    def test_the_endpoint_and_alerts_in_refuse_the_same_deep_body(self, service: IntakeService) -> None:
+        """`irp playbooks route` reads bodies as the endpoint does: too deep is refused by both, said the same."""
+        nested: object = "leaf"
+        for _ in range(100):
+            nested = {"a": nested}
+        body = json.dumps({**json.loads(SAMPLE.read_bytes()), "extra": nested}).encode()
+        posted = _request(service, "POST", "/alerts/alertmanager", content=body,
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+        assert (posted.status_code, posted.json()["detail"]) == (422, "JSON nested deeper than 64 levels")
+        with pytest.raises(ValueError, match="^JSON nested deeper than 64 levels$"):
+            alerts_in(SOURCES["alertmanager"], body)
 
     def test_other_methods_and_paths_pass_on(self, service: IntakeService) -> None:
         wrong_method = _request(service, "GET", "/alerts/alertmanager")

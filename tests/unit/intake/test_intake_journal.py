@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from irp.intake.journal import (
-    Delivery,
-    Journal,
+    AlertDelivery,
+    AlertJournal,
     JournalError,
     PostgresJournal,
     SQLiteJournal,
@@ -34,22 +34,22 @@ def _alert(fp: str, status: str = "firing") -> tuple[Alert, Routed, str]:
     return alert, Routed(ROUTE.route, ROUTE.incident_type, ROUTE.severity, f"alertmanager:{fp}"), status
 
 
-def _deliver(journal: Journal, *alerts, key: str | None = None, repeat: str = "reject", at: float = 0):
-    delivery = Delivery("alertmanager", b"{}", list(alerts), delivery_key=key, repeat=repeat)
+def _deliver(journal: AlertJournal, *alerts, key: str | None = None, repeat: str = "reject", at: float = 0):
+    delivery = AlertDelivery("alertmanager", b"{}", list(alerts), delivery_key=key, repeat=repeat)
     if at:
         delivery.received_at = at
     return journal.accept(delivery).result(timeout=10)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Journal]:
+def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., AlertJournal]:
     """Opens a journal of the backend at one location; every one opened is closed at the end."""
     location = str(tmp_path / "j.sqlite3")
     if request.param == "postgres":
         location = request.getfixturevalue("postgres_databases")()
-    opened: list[Journal] = []
+    opened: list[AlertJournal] = []
 
-    def open_(window: float = 60, lease_seconds: float = 30) -> Journal:
+    def open_(window: float = 60, lease_seconds: float = 30) -> AlertJournal:
         kind = PostgresJournal if request.param == "postgres" else SQLiteJournal
         opened.append(kind(location, dedup_window=window, lease_seconds=lease_seconds))
         return opened[-1]
@@ -60,12 +60,12 @@ def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[...
 
 
 @pytest.fixture
-def journal(open_journal: Callable[..., Journal]) -> Journal:
+def journal(open_journal: Callable[..., AlertJournal]) -> AlertJournal:
     return open_journal()
 
 
 class TestDecisions:
-    def test_first_opens_then_repeats_join(self, journal: Journal) -> None:
+    def test_first_opens_then_repeats_join(self, journal: AlertJournal) -> None:
         first = _deliver(journal, _alert("a")).outcomes[0]
         second = _deliver(journal, _alert("a")).outcomes[0]
         assert (first.outcome, first.deduplicated) == ("new_incident", False)
@@ -78,7 +78,7 @@ class TestDecisions:
         assert run.payload["parameters"]["severity_hint"] == "major"
         assert run.payload["idempotency_key"] == idempotency_key("alertmanager:a", first.incident_id)
 
-    def test_clients_a_route_states_are_passed_to_the_run_as_trusted(self, journal: Journal) -> None:
+    def test_clients_a_route_states_are_passed_to_the_run_as_trusted(self, journal: AlertJournal) -> None:
         alert, routed, status = _alert("c")
         _deliver(journal, (alert, Routed("acme-sns", routed.incident_type, None, routed.group_key, ("acme",)), status))
         _deliver(journal, _alert("d"))
@@ -88,23 +88,23 @@ class TestDecisions:
             ("acme", "routing", True, "route acme-sns")
         assert "clients" not in second  # a route that states none: the alert's own labels are not trusted
 
-    def test_resolved_joins_and_resolved_alone_opens_nothing(self, journal: Journal) -> None:
+    def test_resolved_joins_and_resolved_alone_opens_nothing(self, journal: AlertJournal) -> None:
         assert _deliver(journal, _alert("b", "resolved")).outcomes[0].outcome == "no_incident"
         opened = _deliver(journal, _alert("b")).outcomes[0]
         resolved = _deliver(journal, _alert("b", "resolved")).outcomes[0]
         assert (resolved.outcome, resolved.incident_id) == ("resolved", opened.incident_id)
 
-    def test_window_expiry_opens_a_new_incident(self, journal: Journal) -> None:
+    def test_window_expiry_opens_a_new_incident(self, journal: AlertJournal) -> None:
         now = time.time()
         first = _deliver(journal, _alert("c"), at=now - 200).outcomes[0]
         again = _deliver(journal, _alert("c"), at=now).outcomes[0]
         assert again.outcome == "new_incident" and again.incident_id != first.incident_id
 
-    def test_same_alert_twice_in_one_request(self, journal: Journal) -> None:
+    def test_same_alert_twice_in_one_request(self, journal: AlertJournal) -> None:
         outcomes = _deliver(journal, _alert("d"), _alert("d")).outcomes
         assert [o.outcome for o in outcomes] == ["new_incident", "joined"]
 
-    def test_unrouted_recorded_and_counted(self, journal: Journal) -> None:
+    def test_unrouted_recorded_and_counted(self, journal: AlertJournal) -> None:
         alert = Alert(source=AlertSource.generic, fingerprint="u", title="nobody's", labels={"x": "1"})
         for _ in range(3):
             assert _deliver(journal, (alert, None, "firing")).outcomes[0].outcome == "unrouted"
@@ -114,13 +114,13 @@ class TestDecisions:
 
 
 class TestDeliveryKeys:
-    def test_replayed_key_rejected(self, journal: Journal) -> None:
+    def test_replayed_key_rejected(self, journal: AlertJournal) -> None:
         first = _deliver(journal, _alert("e"), key="webhook-id:1")
         again = _deliver(journal, _alert("e"), key="webhook-id:1")
         assert not first.replay and again.replay and again.outcomes == []
         assert len(journal.due(time.time() + 1)) == 1
 
-    def test_resent_key_gets_the_first_answer(self, journal: Journal) -> None:
+    def test_resent_key_gets_the_first_answer(self, journal: AlertJournal) -> None:
         first = _deliver(journal, _alert("f"), key="sns:1", repeat="same")
         again = _deliver(journal, _alert("f"), key="sns:1", repeat="same")
         assert again.repeat_delivery and again.delivery_id == first.delivery_id
@@ -128,7 +128,7 @@ class TestDeliveryKeys:
         assert len(journal.due(time.time() + 1)) == 1
 
 
-def test_state_survives_reopen(open_journal: Callable[..., Journal]) -> None:
+def test_state_survives_reopen(open_journal: Callable[..., AlertJournal]) -> None:
     journal = open_journal()
     opened = _deliver(journal, _alert("g")).outcomes[0]
     run = journal.due(time.time() + 1)[0]
@@ -150,7 +150,7 @@ def test_wal_and_full_sync(tmp_path: Path) -> None:
         journal.close()
 
 
-def _storm(journals: list[Journal], threads: int = 16, per_thread: int = 250) -> list[BaseException]:
+def _storm(journals: list[AlertJournal], threads: int = 16, per_thread: int = 250) -> list[BaseException]:
     """threads × per_thread deliveries of 20 fingerprints, thread n sending to journals[n % len]."""
     errors: list[BaseException] = []
 
@@ -169,13 +169,13 @@ def _storm(journals: list[Journal], threads: int = 16, per_thread: int = 250) ->
     return errors
 
 
-def _runs_and_events(journal: Journal) -> tuple[Counter, set[str]]:
+def _runs_and_events(journal: AlertJournal) -> tuple[Counter, set[str]]:
     items = journal.due(time.time() + 3600, limit=100_000)
     runs = {i.payload["parameters"]["alert"]["fingerprint"] for i in items if i.kind == "run"}
     return Counter(i.kind for i in items), runs
 
 
-def test_concurrent_storm_one_incident_per_fingerprint(journal: Journal) -> None:
+def test_concurrent_storm_one_incident_per_fingerprint(journal: AlertJournal) -> None:
     """16 threads × 250 deliveries of 20 fingerprints: exactly 20 runs, every other alert one event."""
     assert not _storm([journal])
     kinds, runs = _runs_and_events(journal)
@@ -253,11 +253,11 @@ def test_unreachable_database_is_a_clear_error() -> None:
         PostgresJournal("postgresql://irp:secret@127.0.0.1:9/irp", 60)
 
 
-def test_one_failing_operation_does_not_sink_its_commit_group(journal: Journal) -> None:
+def test_one_failing_operation_does_not_sink_its_commit_group(journal: AlertJournal) -> None:
     """Deliveries committed together: the one that fails (a duplicate id) fails alone."""
     gate = threading.Event()
     held = journal._submit(lambda conn: gate.wait(10))  # holds the writer while the group queues up
-    deliveries = [Delivery("alertmanager", b"{}", [_alert(f"grp{i}")]) for i in range(6)]
+    deliveries = [AlertDelivery("alertmanager", b"{}", [_alert(f"grp{i}")]) for i in range(6)]
     deliveries[4].id = deliveries[3].id
     futures = [journal.accept(d) for d in deliveries]
     gate.set()

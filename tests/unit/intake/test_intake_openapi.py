@@ -13,7 +13,7 @@ COMMITTED = Path(__file__).resolve().parents[3] / "docs" / "openapi.json"
 def test_committed_spec_is_current() -> None:
     committed = json.loads(COMMITTED.read_text())
     assert committed == json.loads(json.dumps(openapi_spec())), (
-        "docs/openapi.json is stale: regenerate with `python -m irp.intake_cli > docs/openapi.json`")
+        "docs/openapi.json is stale: regenerate with `irp webhook --openapi > docs/openapi.json`")
 
 
 def test_every_source_documents_its_body_and_errors() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from irp.intake.journal import Delivery, SQLiteJournal
+from irp.intake.journal import AlertDelivery, SQLiteJournal
 from irp.intake.outbox import Outbox
 from irp.intake.routing import Routed
 from irp.models import Alert, AlertSource, IncidentType, TimelineEntry
@@ -16,7 +16,7 @@ from irp.models import Alert, AlertSource, IncidentType, TimelineEntry
 def _deliver(journal: SQLiteJournal, fp: str, status: str = "firing"):
     alert = Alert(source=AlertSource.grafana, fingerprint=fp, title=f"alert {fp}", status=status)
     routed = Routed("r", IncidentType.cyberattack, None, f"grafana:{fp}")
-    return journal.accept(Delivery("grafana", b"{}", [(alert, routed, status)])).result(timeout=10)
+    return journal.accept(AlertDelivery("grafana", b"{}", [(alert, routed, status)])).result(timeout=10)
 
 
 class Recorder:

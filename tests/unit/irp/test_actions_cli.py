@@ -10,7 +10,7 @@ from pydantic_core import to_jsonable_python
 from service_fixtures import aws, boto, make_ctx, make_incident, moto_server  # noqa: F401  (fixtures)
 from typer.testing import CliRunner
 
-from irp.actions_cli import actions_app
+from irp.cli.actions import actions_app
 from irp.engine.records import StepRecord
 from irp.evidence import LocalEvidenceStore
 from irp.models import Stage, StepStatus, utcnow

@@ -11,7 +11,7 @@ from history_fixtures import build_incident, save
 from typer.testing import CliRunner
 
 from irp import audit
-from irp.audit_cli import audit_app
+from irp.cli.audit import audit_app
 from irp.errors import EvidenceError
 from irp.evidence import LocalEvidenceStore
 from irp.models import IncidentStatus, Severity

@@ -7,8 +7,8 @@ import socket
 import pytest
 from pydantic import SecretStr
 
-from irp.channels import Message, deliver, is_allowed, mask, parse_smtp_url
 from irp.errors import ConfigurationError
+from irp.notifications.channels import Message, deliver, is_allowed, mask, parse_smtp_url
 from irp.settings import Settings
 
 ALLOW = ["confluent-digital.com", "dpo@acme.example", "slack://", "json://127.0.0.1:8099/"]

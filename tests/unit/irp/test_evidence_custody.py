@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from irp.evidence import EvidenceItem
-from irp.evidence.custody import GENESIS, RawEntry, check_chain, cross_check, encode, entry_hash, seal
+from irp.evidence.custody import GENESIS, check_chain, cross_check, encode, entry_hash, seal
+from irp.evidence.models import RawEntry
 
 INC = "INC-20261129-BBBBBB"
 

@@ -15,12 +15,13 @@ from history_fixtures import build_incident, save
 from typer.testing import CliRunner
 
 from irp import audit
-from irp.actions_cli import actions_app
+from irp.cli.actions import actions_app
+from irp.cli.incidents import incidents_app
+from irp.cli.report import report_app
 from irp.evidence import LocalEvidenceStore
-from irp.evidence.custody import RawEntry, check_chain
-from irp.incidents_cli import incidents_app
+from irp.evidence.custody import check_chain
+from irp.evidence.models import RawEntry
 from irp.models import ActionItem, ClientOrigin, IncidentStatus, IncidentType, Severity, Stage
-from irp.report_cli import report_app
 
 runner = CliRunner()
 NOV = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from irp.notifications import render, sample_contexts, validate_templates
+from irp.notifications import render
+from irp.notifications.checks import sample_contexts, validate_templates
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATES = REPO / "playbooks" / "templates"

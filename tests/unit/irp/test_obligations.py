@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from irp.models import Incident, IncidentType, NotificationRecord, PersonalData, Severity, TimelineEntry
-from irp.obligations import add_months, deadlines, decide
+from irp.notifications.obligations import add_months, deadlines, decide
 
 AWARE = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 

@@ -11,9 +11,10 @@ from pathlib import Path
 from history_fixtures import build_incident
 from service_fixtures import make_ctx
 
-from irp.charts import timeline_svg
 from irp.models import ActionItem, IncidentStatus, Stage, TimelineEntry
-from tasks.review import ReportArgs, report_markdown, write_report
+from irp.reports.charts import timeline_svg
+from irp.reports.review import report_markdown
+from tasks.review import ReportArgs, write_report
 
 T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
 HOSTILE = "<img src=x onerror=alert(1)> & {{ 7*7 }}"
@@ -109,7 +110,7 @@ class TestReadableAxes:
         assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
 
     def test_small_mean_times_have_distinct_value_ticks(self) -> None:
-        from irp.charts import line_chart_svg
+        from irp.reports.charts import line_chart_svg
 
         labels = _tick_labels(line_chart_svg("t", ["2026-10", "2026-11"], {"MTTC": [0.01, 0.03]}), "y")
         assert len(labels) >= 3 and len(set(labels)) == len(labels), labels

@@ -12,18 +12,12 @@ from typing import Annotated
 
 import typer
 
+from irp.cli.common import echo_json, open_evidence_store, user_errors
 from irp.errors import IrpError
 
 __all__ = ["audit_app"]
 
 audit_app = typer.Typer(no_args_is_help=True, help="Check and read the tamper-evident audit log.")
-
-
-def _store():
-    from irp.evidence import open_store
-    from irp.settings import get_settings
-
-    return open_store(get_settings().evidence_url)
 
 
 @audit_app.command("verify")
@@ -35,14 +29,11 @@ def verify(
     """Check the audit chain of every incident (or of the ones given); name the first broken entry."""
     from irp import audit
 
-    try:
-        report = audit.verify(_store(), incident_ids or None)
-    except IrpError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    with user_errors():
+        report = audit.verify(open_evidence_store(), incident_ids or None)
     if as_json:
-        typer.echo(json.dumps({"store": report.store, "intact": report.intact,
-                               "incidents": [i.model_dump(mode="json") for i in report.incidents]}, indent=2))
+        echo_json({"store": report.store, "intact": report.intact,
+                   "incidents": [i.model_dump(mode="json") for i in report.incidents]})
     else:
         for result in report.incidents:
             if result.intact:
@@ -68,16 +59,13 @@ def show_log(
     """Print an incident's audit entries: state changes and operator acts, in order."""
     from irp import audit
 
-    try:
-        store = _store()
+    with user_errors():
+        store = open_evidence_store()
         entries = audit.entries(store, incident_id)
         if not entries and incident_id not in store.incident_ids():
             raise IrpError(f"no incident {incident_id} in {store.url}; `irp incidents list` shows the known ids")
-    except IrpError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     if as_json:
-        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2, ensure_ascii=False))
+        echo_json([e.model_dump(mode="json") for e in entries])
         return
     for e in entries:
         details = {k: v for k, v in e.details.items() if k != "act"}

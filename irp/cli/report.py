@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from irp.cli.common import open_evidence_store, user_errors, warn_skipped
 from irp.errors import IrpError
 
 __all__ = ["report_app"]
@@ -27,33 +28,26 @@ def monthly(
         "--output", "-o", help="HTML file (default: IRP_REPORTS_DIR/incidents-YYYY-MM.html).")] = None,
 ) -> None:
     """Write the monthly summary: incidents by type and severity, MTTR trend, deadlines met (SVG charts)."""
-    from irp.evidence import open_store
     from irp.history import load_incidents
     from irp.models import utcnow
-    from irp.reports import monthly_report, parse_month, render_monthly_html
+    from irp.reports.kpis import format_duration
+    from irp.reports.monthly import monthly_report, parse_month, render_monthly_html
     from irp.settings import get_settings
 
-    try:
+    with user_errors():
         first_day = parse_month(month)
-        settings = get_settings()
-        store = open_store(settings.evidence_url)
+        store = open_evidence_store()
         incidents, skipped = load_incidents(store)
         now = utcnow()
         report = monthly_report(incidents, first_day, now=now)
         html = render_monthly_html(report, store=store.url, generated_at=now)
-        path = output or settings.reports_dir / f"incidents-{first_day:%Y-%m}.html"
+        path = output or get_settings().reports_dir / f"incidents-{first_day:%Y-%m}.html"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(html, encoding="utf-8")
         except OSError as exc:
             raise IrpError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except IrpError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    for line in skipped:
-        typer.echo(f"warning: skipped {line}", err=True)
+    warn_skipped(skipped)
     overall = report.aggregates[0]
-    from irp.metrics import format_duration
-
     typer.echo(f"{report.title}: {len(report.incidents)} incident(s), MTTR "
                f"{format_duration(overall.mean_seconds['restore'])}; written to {path}")

@@ -16,8 +16,8 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from irp.metrics import format_duration
 from irp.models import Incident, StepStatus
+from irp.reports.kpis import format_duration
 
 __all__ = ["line_chart_svg", "stacked_bars_svg", "timeline_svg"]
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from irp.errors import ConfigurationError
 from irp.models import Incident, IncidentStatus, Severity, Stage, utcnow
+from irp.settings import get_settings
 
 __all__ = [
     "METRICS",
@@ -91,8 +92,6 @@ class Aggregate(BaseModel):
 def targets(raw: dict[str, dict[str, float]] | None = None) -> dict[Severity, dict[str, float]]:
     """Target seconds per severity and metric: the defaults, overridden by IRP_RESPONSE_TARGETS_MINUTES."""
     if raw is None:
-        from irp.settings import get_settings
-
         raw = get_settings().response_targets_minutes
     table = {severity: dict(DEFAULT_TARGETS_MINUTES[severity.value]) for severity in Severity}
     for severity_name, values in (raw or {}).items():

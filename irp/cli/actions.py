@@ -5,7 +5,7 @@ evidence store), shows its undo plan, and runs it: the undo action is itself ide
 dry-runnable, its outcome is archived as undo/<stage>/<step>.json and put on the incident's
 timeline. `irp actions list [--open]` lists the measures and corrective actions (§6, §11) of every
 incident; `irp actions close INCIDENT ACTION_ID --by NAME --resolution TEXT` closes one (record,
-timeline and audit log). Registered in irp/cli.py as `app.add_typer(actions_app, name="actions")`.
+timeline and audit log).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from irp.cli.common import echo_json, open_evidence_store, user_errors, warn_skipped
 from irp.errors import IrpError
 from irp.models import Stage
 
@@ -37,12 +38,10 @@ def undo(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Roll back what STEP changed in INCIDENT (e.g. release a quarantined instance after a false positive)."""
-    from irp.evidence import open_store
-    from irp.settings import get_settings
     from tasks.integrations import find_step_record, undo_step
 
-    try:
-        store = open_store(get_settings().evidence_url)
+    with user_errors():
+        store = open_evidence_store()
         name, record = find_step_record(store, incident, step, stage)
         output = record.get("output") if isinstance(record.get("output"), dict) else {}
         plan = output.get("undo")
@@ -52,9 +51,6 @@ def undo(
         if plan and not dry_run and not yes:
             typer.confirm("Run this undo now?", abort=True)
         result = undo_step(store, incident, step, stage=stage, dry_run=dry_run)
-    except IrpError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(result.get("message", "done") if isinstance(result, dict) else "done")
     if isinstance(result, dict):
         for check in result.get("checks", []):
@@ -68,22 +64,16 @@ def list_actions(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List the measures and corrective actions (§6, §11) of every incident, earliest due first."""
-    from irp.evidence import open_store
     from irp.history import find_incident, load_incidents
     from irp.models import utcnow
-    from irp.settings import get_settings
 
-    try:
-        store = open_store(get_settings().evidence_url)
+    with user_errors():
+        store = open_evidence_store()
         if incident:
             incidents, skipped = [find_incident(store, incident)], []
         else:
             incidents, skipped = load_incidents(store)
-    except IrpError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    for line in skipped:
-        typer.echo(f"warning: skipped {line}", err=True)
+    warn_skipped(skipped)
     now = utcnow()
     rows = []
     for i in incidents:
@@ -95,7 +85,7 @@ def list_actions(
                          "kind": "corrective" if a.stage == Stage.review else "measure", "overdue": overdue})
     rows.sort(key=lambda r: (r["due_at"] is None, r["due_at"] or "", r["incident"], r["id"]))
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        echo_json(rows)
         return
     if not rows:
         typer.echo("no open actions" if open_only else "no actions")
@@ -118,15 +108,13 @@ def close(
 ) -> None:
     """Close an action of INCIDENT: who, when and what was done go to the record, timeline and audit log."""
     from irp import audit
-    from irp.evidence import open_store
     from irp.history import find_incident
     from irp.models import IncidentStatus, TimelineEntry, utcnow
-    from irp.settings import get_settings
 
-    try:
+    with user_errors():
         if not by.strip() or not resolution.strip():
             raise IrpError("--by and --resolution must not be empty: say who closes the action and what was done")
-        store = open_store(get_settings().evidence_url)
+        store = open_evidence_store()
         record = find_incident(store, incident)
         if record.status not in (IncidentStatus.closed, IncidentStatus.stopped):
             raise IrpError(f"incident {record.id} is still being handled (status {record.status.value}); "
@@ -152,9 +140,6 @@ def close(
         audit.record(store, record.id, "action_closed", actor=by.strip(), incident=updated,
                      details={"action_id": item.id, "title": item.title, "owner": item.owner,
                               "resolution": resolution.strip()})
-    except IrpError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     late = item.due_at is not None and now > item.due_at
     typer.echo(f"action {item.id} of {record.id} closed by {by.strip()}"
                f"{' (after its due date)' if late else ''}: {item.title}")

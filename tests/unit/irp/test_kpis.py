@@ -9,8 +9,8 @@ import time_machine
 from history_fixtures import build_incident
 
 from irp.errors import ConfigurationError
-from irp.metrics import aggregate, format_duration, measure_incident, targets
 from irp.models import IncidentStatus, IncidentType, Severity
+from irp.reports.kpis import aggregate, format_duration, measure_incident, targets
 from irp.settings import get_settings
 
 T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)

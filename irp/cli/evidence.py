@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from irp.settings import get_settings
+from irp.cli.common import echo_err, open_evidence_store
+
+if TYPE_CHECKING:
+    from irp.evidence import EvidenceStore
+
+__all__ = ["evidence_app"]
 
 evidence_app = typer.Typer(no_args_is_help=True, help="List, verify, export and flush archived evidence.")
 
 Incident = Annotated[str, typer.Argument(metavar="INCIDENT", help="Incident id, e.g. INC-20261129-7F3A9C.")]
-
-
-def _store():
-    from irp.evidence import open_store
-
-    return open_store(get_settings().evidence_url)
 
 
 def _size(n: int) -> str:
@@ -33,6 +32,12 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _note_spooled(store: EvidenceStore, incident: str) -> None:
+    waiting = store.waiting(incident)
+    if waiting:
+        echo_err(f"note: {waiting} writes of {incident} still wait in the local spool (irp evidence flush)")
+
+
 @evidence_app.command("list")
 def list_(
     incident: Annotated[str | None, typer.Argument(metavar="[INCIDENT]", help="Incident id; none: every incident.")]
@@ -40,21 +45,19 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON manifest entry per line.")] = False,
 ) -> None:
     """Print the manifest of INCIDENT (name, size, SHA-256, who collected it, when), or every incident id."""
-    store = _store()
+    store = open_evidence_store()
     if incident is None:
         for incident_id in store.incident_ids():
             typer.echo(incident_id)
         return
     items = store.manifest(incident)
-    waiting = store.waiting(incident)
-    if waiting:
-        typer.echo(f"note: {waiting} writes of {incident} still wait in the local spool (irp evidence flush)", err=True)
+    _note_spooled(store, incident)
     if as_json:
         for item in items:
             typer.echo(item.model_dump_json())
         return
     if not items:
-        typer.echo(f"no evidence for {incident} in {store.url}", err=True)
+        echo_err(f"no evidence for {incident} in {store.url}")
         raise typer.Exit(1)
     typer.echo(f"{incident}: {len(items)} items in {store.location(incident)}")
     for item in items:
@@ -68,7 +71,7 @@ def list_(
 @evidence_app.command()
 def custody(incident: Incident) -> None:
     """Print the custody log of INCIDENT: who collected, archived, read, exported and verified what."""
-    for entry in _store().custody(incident):
+    for entry in open_evidence_store().custody(incident):
         subject = f" {entry.object}" if entry.object else ""
         typer.echo(f"{entry.seq:>5}  {entry.at:%Y-%m-%dT%H:%M:%SZ}  {entry.event:<9}{subject}  by {entry.actor}")
 
@@ -76,11 +79,9 @@ def custody(incident: Incident) -> None:
 @evidence_app.command()
 def verify(incident: Incident) -> None:
     """Re-hash every object of INCIDENT and check its custody chain: exit 0 intact, 1 with each problem named."""
-    store = _store()
+    store = open_evidence_store()
     report = store.verify(incident)
-    waiting = store.waiting(incident)
-    if waiting:
-        typer.echo(f"note: {waiting} writes of {incident} still wait in the local spool (irp evidence flush)", err=True)
+    _note_spooled(store, incident)
     if report.intact:
         typer.echo(f"{incident}: intact: {report.objects} objects match the manifest, "
                    f"{report.custody_entries} custody entries chain correctly ({report.store})")
@@ -102,7 +103,7 @@ def export(
     )] = None,
 ) -> None:
     """Hand INCIDENT's evidence over: presigned URLs (S3), or --tar FILE; each export is a custody entry."""
-    store = _store()
+    store = open_evidence_store()
     if tar is not None:
         result = store.export_tar(incident, tar)
         typer.echo(f"{result.path}: {result.objects} objects, manifest.jsonl, custody.jsonl "
@@ -118,10 +119,10 @@ def export(
 @evidence_app.command()
 def flush() -> None:
     """Upload the evidence spooled while the S3 store was unreachable."""
-    store = _store()
+    store = open_evidence_store()
     report = store.flush()
     typer.echo(f"{report.uploaded} spooled writes uploaded to {store.url}; {report.remaining} waiting")
     for failure in report.failed:
-        typer.echo(f"set aside: {failure}", err=True)
+        echo_err(f"set aside: {failure}")
     if report.failed or report.remaining:
         raise typer.Exit(1)

@@ -1,0 +1,157 @@
+"""`irp playbooks …`: check playbooks and routing.yaml, show where an alert would be routed, print the
+playbook schema and the action catalogue."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from irp.cli.common import echo_err, echo_json
+from irp.errors import IrpError, PlaybookError, field_errors
+from irp.settings import get_settings
+
+if TYPE_CHECKING:
+    from irp.intake.app import Source
+    from irp.models import Alert
+
+__all__ = ["playbooks_app"]
+
+playbooks_app = typer.Typer(no_args_is_help=True, help="Check playbooks and print their schema.")
+
+ROUTING_FILE = "routing.yaml"  # the intake's alert routing, validated with the playbooks
+
+
+def _playbook_files(paths: list[Path]) -> list[Path]:
+    if not paths:
+        paths = [get_settings().playbooks_dir]
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.glob("*.yaml") if p.is_file()))
+        else:
+            files.append(path)
+    return files
+
+
+@playbooks_app.command("validate")
+def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (default: playbooks/).")] = None) -> None:
+    """Check playbooks (and routing.yaml); print every problem as FILE:LINE:COL: key.path: message."""
+    from irp.notifications import validate_templates  # message templates: §7, Art. 33(3) contents
+    from irp.playbook.loader import load_playbook, validate_routing
+
+    files = _playbook_files(paths or [])
+    if not files:
+        raise IrpError(f"no playbook files (*.yaml) in {', '.join(map(str, paths or []))}")
+    failed = 0
+    for file in files:
+        if file.name == ROUTING_FILE:
+            problems = validate_routing(file)
+        else:
+            try:
+                problems, notes = [], load_playbook(file).notes
+            except PlaybookError as exc:
+                problems, notes = exc.problems, ()
+            for note in notes:  # not a problem: the run holds such a step for an approval
+                typer.echo(str(note))
+        failed += bool(problems)
+        for problem in problems:
+            typer.echo(str(problem))
+    for folder in dict.fromkeys(f.parent / "templates" for f in files if (f.parent / "templates").is_dir()):
+        problems = validate_templates(folder)
+        failed += bool(problems)
+        for problem in problems:
+            typer.echo(str(problem))
+    if failed:
+        sys.stdout.flush()  # the summary comes after the problems, on its own line, even when both streams are merged
+        echo_err(f"{failed} of {len(files)} files invalid")
+        raise typer.Exit(1)
+    typer.echo(f"{len(files)} files valid")
+
+
+@playbooks_app.command("route")
+def route(
+    source: Annotated[str, typer.Argument(help="alertmanager, grafana, sns, pagerduty, generic or report.")],
+    payload: Annotated[Path, typer.Argument(help="A request body as the source sends it (JSON); - reads stdin.")],
+    routing: Annotated[Path | None, typer.Option(
+        help="Routing file (default: IRP_ROUTING_FILE, else routing.yaml in the playbooks folder).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show where a payload's alerts would go: route, incident type, severity hint, grouping key.
+
+    Nothing is recorded and no signature is checked: this is for editing routing.yaml.
+    """
+    from irp.intake.app import SOURCES
+    from irp.intake.routing import Router
+    from irp.intake.service import routing_path
+
+    found = SOURCES.get(source)
+    if found is None:
+        raise IrpError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}")
+    routing = routing or routing_path(get_settings())
+    router = Router.from_file(routing)  # PlaybookError: every problem as FILE:LINE:COL
+    where = "stdin" if str(payload) == "-" else str(payload)
+    rows = []
+    for alert, event in _read_alerts(found, source, payload, where):
+        routed = router.route(alert)
+        rows.append({"fingerprint": alert.fingerprint, "title": alert.title, "event": event,
+                     "labels": alert.labels, "route": routed.route if routed else None,
+                     "incident_type": routed.incident_type.value if routed else None,
+                     "severity_hint": routed.severity.value if routed and routed.severity else None,
+                     "clients": list(routed.clients) if routed else [],
+                     "group_key": routed.group_key if routed else None})
+    if as_json:
+        echo_json({"routing": str(routing), "sha256": router.sha256, "alerts": rows})
+        return
+    typer.echo(f"{where}: {len(rows)} {source} alert{'s' if len(rows) != 1 else ''}, routing {routing}")
+    if not rows:
+        typer.echo("  no alert in it (an SNS subscription message is confirmed, not routed)")
+    for row in rows:
+        typer.echo(f"- {row['title']} ({row['event']}, fingerprint {row['fingerprint']})")
+        if row["route"] is None:
+            typer.echo("    unrouted: no route matches and there is no default; recorded and listed at "
+                       "GET /alerts/unrouted")
+            continue
+        severity = f", severity {row['severity_hint']}" if row["severity_hint"] else ""
+        clients = f", Clients {', '.join(row['clients'])} (stated by the route: trusted)" if row["clients"] else ""
+        typer.echo(f"    route {row['route']} -> {row['incident_type']}{severity}{clients}")
+        typer.echo(f"    group {row['group_key']}: repeats within the dedup window join one incident")
+
+
+def _read_alerts(found: Source, source: str, payload: Path, where: str) -> list[tuple[Alert, str]]:
+    """The alerts in a payload file (or stdin) as `source` sends them; an unreadable or invalid one is an IrpError."""
+    from pydantic import ValidationError
+
+    from irp.intake.app import alerts_in
+    from irp.intake.normalise import PayloadError
+
+    try:
+        body = sys.stdin.buffer.read() if where == "stdin" else payload.read_bytes()
+    except OSError as exc:
+        raise IrpError(f"{where}: cannot read: {exc.strerror}") from None
+    try:
+        return alerts_in(found, body)
+    except (ValidationError, PayloadError) as exc:
+        pairs = field_errors(exc) if isinstance(exc, ValidationError) else exc.errors
+        errors = "; ".join(f"{path or '(body)'}: {message}" for path, message in pairs)
+        raise IrpError(f"{where}: not a {source} payload: {errors}") from None
+    except (ValueError, RecursionError) as exc:
+        raise IrpError(f"{where}: invalid JSON: {exc}") from None
+
+
+@playbooks_app.command("schema")
+def schema() -> None:
+    """Print the playbook JSON Schema (committed as playbooks/schema/playbook.schema.json)."""
+    from irp.playbook.models import playbook_json_schema
+
+    echo_json(playbook_json_schema())
+
+
+@playbooks_app.command("actions")
+def actions() -> None:
+    """Print the action catalogue (markdown), generated from the registry."""
+    from tasks.registry import catalogue_markdown
+
+    typer.echo(catalogue_markdown(), nl=False)

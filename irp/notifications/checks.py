@@ -1,0 +1,177 @@
+"""The message templates' checks (`irp playbooks validate`): each renders on sample incidents, sets a subject,
+and says what the rules require (§7's five contents in Client letters, Art. 33(3)(a)–(d) in authority
+notifications, Art. 34(2) to people, NIS2 Art. 23(4) in the NIS2 reports).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import TemplateSyntaxError
+
+from irp.models import ActionItem, Alert, Incident, IncidentType, PersonalData, Severity, Stage
+from irp.notifications.letters import CONTACTS, HTML_LAYOUT, NotificationError, letter_environment, render
+
+__all__ = ["REQUIRED", "sample_contexts", "validate_templates"]
+
+# What each kind of template must say, per language: (the rule's words, a heading the message has).
+REQUIRED: dict[str, tuple[str, dict[str, list[tuple[str, str]]]]] = {
+    "client_notification": ("policy §7", {
+        "fr": [("la nature de l'incident", "Nature de l'incident"),
+               ("les catégories de données concernées", "Catégories de données concernées"),
+               ("les impacts potentiels identifiés", "Impacts potentiels identifiés"),
+               ("les mesures correctives mises en œuvre", "Mesures correctives mises en œuvre"),
+               ("les recommandations éventuelles", "Recommandations")],
+        "en": [("the nature of the incident", "Nature of the incident"),
+               ("the categories of data concerned", "Categories of data concerned"),
+               ("the potential impacts identified", "Potential impacts identified"),
+               ("the corrective measures taken", "Corrective measures taken"),
+               ("recommendations", "Recommendations")],
+    }),
+    "authority_notification": ("GDPR Art. 33(3)", {
+        "fr": [("(a) nature de la violation, catégories et nombre approximatif de personnes et d'enregistrements",
+                "Nature de la violation"),
+               ("(b) nom et coordonnées du délégué à la protection des données", "Délégué à la protection des données"),
+               ("(c) conséquences probables de la violation", "Conséquences probables"),
+               ("(d) mesures prises ou envisagées", "Mesures prises ou envisagées")],
+        "en": [("(a) nature of the breach, categories and approximate number of people and records",
+                "Nature of the breach"),
+               ("(b) name and contact details of the data protection officer", "Data protection officer"),
+               ("(c) likely consequences of the breach", "Likely consequences"),
+               ("(d) measures taken or proposed", "Measures taken or proposed")],
+    }),
+    "data_subject_communication": ("GDPR Art. 34(2)", {
+        "fr": [("nature de la violation, en termes clairs", "Ce qui s'est passé"),
+               ("(b) coordonnées du délégué à la protection des données", "Qui contacter"),
+               ("(c) conséquences probables", "Conséquences possibles pour vous"),
+               ("(d) mesures prises et conseils", "Ce que nous avons fait")],
+        "en": [("nature of the breach, in clear language", "What happened"),
+               ("(b) contact details of the data protection officer", "Who to contact"),
+               ("(c) likely consequences", "What this may mean for you"),
+               ("(d) measures taken and advice", "What we have done")],
+    }),
+    "nis2_early_warning": ("NIS2 Art. 23(4)(a)", {
+        "fr": [("acte illicite ou malveillant suspecté", "Acte illicite ou malveillant"),
+               ("impact transfrontière", "Impact transfrontière")],
+        "en": [("suspected unlawful or malicious act", "Unlawful or malicious act"),
+               ("cross-border impact", "Cross-border impact")],
+    }),
+    "nis2_incident_notification": ("NIS2 Art. 23(4)(b)", {
+        "fr": [("évaluation initiale : gravité et impact", "Évaluation initiale"),
+               ("indicateurs de compromission", "Indicateurs de compromission")],
+        "en": [("initial assessment: severity and impact", "Initial assessment"),
+               ("indicators of compromise", "Indicators of compromise")],
+    }),
+    "nis2_final_report": ("NIS2 Art. 23(4)(d)", {
+        "fr": [("(i) description détaillée, gravité et impact", "Description détaillée"),
+               ("(ii) type de menace ou cause profonde", "Cause profonde"),
+               ("(iii) mesures d'atténuation", "Mesures d'atténuation"),
+               ("(iv) impact transfrontière", "Impact transfrontière")],
+        "en": [("(i) detailed description, severity and impact", "Detailed description"),
+               ("(ii) type of threat or root cause", "Root cause"),
+               ("(iii) mitigation measures", "Mitigation measures"),
+               ("(iv) cross-border impact", "Cross-border impact")],
+    }),
+}
+
+_TEMPLATE_NAME = re.compile(r"^(?P<name>[a-z0-9_]+)\.(?P<lang>[a-z]{2})\.md\.j2$")
+
+
+def sample_contexts() -> list[tuple[str, dict[str, Any]]]:
+    """Contexts covering the branches templates take: with and without personal data, each phase, late."""
+    aware = datetime.fromisoformat("2026-11-20T09:30:00+00:00")
+    alert = Alert(title="Sample alert", observed_at=aware, labels={"tenant": "acme"})
+    base = Incident(
+        id="INC-20261120-ABCDEF", type=IncidentType.data_leak, severity=Severity.critical,
+        severity_reason="Fuite importante de données (§5)", title="Sample incident", summary="Sample summary.",
+        detected_at=aware, aware_at=aware, affected_clients=["acme"], affected_systems=["recordings-store"],
+        personal_data=PersonalData(involved=True, categories=["call_recordings", "identification"],
+                                   approx_people=1234, approx_records=5678, high_risk=True),
+        actions=[ActionItem(id="A1", title="Revoke the credentials", owner="oncall", stage=Stage.contain,
+                            status="closed"),
+                 ActionItem(id="A2", title="Fix the access path", owner="oncall", stage=Stage.restore)],
+    )
+    quiet = base.model_copy(update={"type": IncidentType.service_unavailability, "severity": Severity.minor,
+                                    "personal_data": PersonalData(), "actions": [], "affected_clients": []})
+    playbook = {"name": "Sample", "version": "1.0.0", "incident_type": "data_leak"}
+
+    def context(incident: Incident, phase: str, late: bool) -> dict[str, Any]:
+        return {
+            "incident": incident.model_dump(mode="json"), "alert": alert.model_dump(mode="json"), "steps": {},
+            "playbook": playbook, "stage": "notify", "phase": phase, "dry_run": False, "recipient": "acme",
+            "obligation": None, "contacts": CONTACTS,
+            "notification": {"phase": phase, "late": late, "late_reason": "sample reason" if late else "",
+                             "due_at": aware.isoformat(), "sent_at": aware.isoformat()},
+            "escalation": {"kind": "missed", "obligation": None, "due_at": aware.isoformat(), "remaining": "-1.0 h",
+                           "reason": "sample", "deadlines": []},
+        }
+
+    return [("personal data, initial", context(base, "initial", False)),
+            ("personal data, final, late", context(base, "final", True)),
+            ("no personal data, no Client", context(quiet, "initial", False)),
+            ("no personal data, final", context(quiet, "final", False))]
+
+
+def validate_templates(folder: Path) -> list[Any]:
+    """Every problem of the message templates in `folder`, as irp.playbook.problems.Problem (FILE:LINE:COL)."""
+    from irp.playbook.problems import Problem
+
+    problems: list[Problem] = []
+    if not folder.is_dir():
+        return problems
+    env = letter_environment(folder)
+    contexts = sample_contexts()
+    for path in sorted(folder.glob("*.j2")):
+        file = str(path)
+        try:
+            source = path.read_text(encoding="utf-8")
+            env.parse(source)
+        except UnicodeDecodeError:
+            problems.append(Problem(file, 1, 1, "", "not UTF-8 text"))
+            continue
+        except TemplateSyntaxError as exc:
+            problems.append(Problem(file, exc.lineno or 1, 1, "", f"template syntax error: {exc.message}"))
+            continue
+        match = _TEMPLATE_NAME.match(path.name)
+        if path.name.startswith("_") or path.name == HTML_LAYOUT or not match:
+            continue
+        first_text = None
+        for label, context in contexts:
+            try:
+                rendered = render(folder, match["name"], match["lang"], context)
+            except NotificationError as exc:
+                line = _error_line(exc)
+                problems.append(Problem(file, line, 1, "", f"does not render ({label}): {exc}"))
+                break
+            if label.startswith("personal data, initial"):
+                first_text = rendered.text
+        rule = REQUIRED.get(match["name"])
+        if rule is None or first_text is None:
+            continue
+        source_name, per_language = rule
+        required = per_language.get(match["lang"])
+        if required is None:
+            problems.append(Problem(file, 1, 1, "", f"no {source_name} checks for language {match['lang']!r}; "
+                                                    f"valid: {', '.join(per_language)}"))
+            continue
+        headings = [line.lower() for line in first_text.splitlines() if line.lstrip().startswith("#")]
+        for content, heading in required:
+            if not any(heading.lower() in line for line in headings):
+                problems.append(Problem(file, 1, 1, "", f"misses {source_name} content « {content} »: "
+                                                        f"no heading '{heading}' in the rendered message"))
+        if match["name"] in ("authority_notification", "data_subject_communication") and \
+                CONTACTS["dpo"] not in first_text:
+            problems.append(Problem(file, 1, 1, "", f"misses {source_name}(b): the DPO's contact "
+                                                    f"{CONTACTS['dpo']} does not appear"))
+        if match["name"] == "authority_notification" and not all(n in first_text for n in ("1234", "5678")):
+            problems.append(Problem(file, 1, 1, "", f"misses {source_name}(a): the approximate numbers of people "
+                                                    "and records concerned do not appear"))
+    return problems
+
+
+def _error_line(exc: Exception) -> int:
+    match = re.search(r"line (\d+)", str(exc))
+    return int(match[1]) if match else 1

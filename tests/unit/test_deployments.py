@@ -1,0 +1,48 @@
+"""The deployment contract (irp/deployments.py) is what prefect.yaml deploys and what the flows accept."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from flows.incidents import INCIDENT_FLOWS
+from irp.deployments import RESPOND_DEPLOYMENT, RESPOND_PARAMETERS, respond_call, respond_deployment
+from irp.models import Alert, IncidentType
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _incident_deployments() -> dict[str, str]:
+    """flow function name -> deployment name, for every prefect.yaml entry of flows/incidents.py."""
+    document = YAML(typ="safe").load((REPO / "prefect.yaml").read_text())
+    found = {}
+    for deployment in document["deployments"]:
+        path, _, function = deployment["entrypoint"].partition(":")
+        if path == "flows/incidents.py":
+            found[function] = deployment["name"]
+    return found
+
+
+def test_prefect_yaml_deploys_every_incident_flow_under_the_contract_name() -> None:
+    assert _incident_deployments() == {t.value: RESPOND_DEPLOYMENT for t in IncidentType}
+
+
+def test_every_incident_flow_takes_the_contract_parameters() -> None:
+    for incident_type, flow in INCIDENT_FLOWS.items():
+        assert flow.name == incident_type.value
+        accepted = inspect.signature(flow.fn).parameters
+        assert [p for p in RESPOND_PARAMETERS if p not in accepted] == [], incident_type
+
+
+def test_the_intake_call_names_the_deployment_and_its_parameters() -> None:
+    alert = Alert(source="generic", title="disk wiped")
+    deployment, parameters = respond_call(IncidentType.data_alteration, alert, "INC-1", "major")
+    assert deployment == respond_deployment(IncidentType.data_alteration) == "data_alteration/respond"
+    assert tuple(parameters) == RESPOND_PARAMETERS[:-1]  # clients only when a route states some
+    assert INCIDENT_FLOWS[IncidentType.data_alteration].validate_parameters(parameters)["incident_id"] == "INC-1"
+    origin = {"client": "acme", "source": "routing", "confirmed": True, "by": "route acme-sns"}
+    _, parameters = respond_call(IncidentType.data_alteration, alert, "INC-1", "major", [origin])
+    assert tuple(parameters) == RESPOND_PARAMETERS
+    assert INCIDENT_FLOWS[IncidentType.data_alteration].validate_parameters(parameters)["clients"][0].client == "acme"
