@@ -1,141 +1,18 @@
 """The deadline watch: a scheduled flow (prefect.yaml, every 5 minutes) over the incidents' regulatory clocks.
 
-For every open obligation of every incident in the evidence store (irp/notifications/obligations.py):
-a reminder to the internal recipients IRP_REMINDER_LEAD_HOURS before the deadline (24 h, 6 h, 1 h),
-an escalation to security@ and dpo@ (§14) when it is IRP_ESCALATION_LEAD_HOURS away, and another when
-it is missed, saying that the notification must now go with the reasons for the delay (Art. 33(1)).
-Each message is archived with its delivery result; each reminder and escalation is a timeline event
-of the incident, so none is sent twice. An escalation that could not be delivered is tried again
-at the next watch; a watch that starts late sends only the tightest reminder due.
-Side effects: messages to the internal recipients, evidence items, timeline events.
+What it sends and when is irp/deadlines.py: reminders before a deadline, escalations when it is
+near or missed (policy §14, GDPR Art. 33(1)).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
-
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
 
-from irp.errors import IrpError
-from irp.evidence import EvidenceStore, open_store
-from irp.models import Incident, TimelineEntry, utcnow
-from irp.notifications import dispatch, outside_context
-from irp.notifications.obligations import Deadline, deadlines, notices_sent
-from irp.settings import Settings, get_settings
+from irp.deadlines import WatchReport, check_deadlines
+from irp.evidence import open_store
+from irp.settings import get_settings
 
-__all__ = ["Notice", "WatchReport", "check_deadlines", "describe", "watch_deadlines"]
-
-
-class Notice(BaseModel):
-    """One reminder or escalation the watch sent (or tried to)."""
-
-    incident_id: str
-    obligation: str
-    kind: str = Field(..., description="reminder, near or missed.")
-    key: str
-    status: str
-    notification: str
-
-
-class WatchReport(BaseModel):
-    """What one watch did."""
-
-    at: datetime
-    incidents: int = 0
-    open_deadlines: int = 0
-    notices: list[Notice] = Field(default_factory=list)
-    problems: list[str] = Field(default_factory=list)
-
-
-def remaining_text(delta: timedelta) -> str:
-    """`delta` as people read a deadline: 'in 5.0 h', '3.2 h late', 'in 12.5 days'."""
-    hours = abs(delta.total_seconds()) / 3600
-    amount = f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
-    return f"in {amount}" if delta.total_seconds() >= 0 else f"{amount} late"
-
-
-def describe(deadline: Deadline) -> str:
-    """One line per deadline, for messages and the CLI."""
-    o = deadline.obligation
-    return (f"{o.id}: {o.kind} to {o.audience} {o.recipient} by {deadline.due_at:%Y-%m-%d %H:%M} UTC "
-            f"({remaining_text(deadline.remaining)}; {o.basis})")
-
-
-def _next_notice(deadline: Deadline, settings: Settings, sent: set[str]) -> tuple[str, str, list[str]] | None:
-    """(kind, key, keys covered) of the notice due now for an open deadline, or None."""
-    left = deadline.remaining.total_seconds()
-    leads = sorted(settings.reminder_lead_hours)
-    passed = [f"{lead:g}h" for lead in leads if left <= lead * 3600]
-    if left <= 0:
-        kind, key = "missed", "missed"
-        covered = [*passed, "near", "missed"]
-    elif left <= settings.escalation_lead_hours * 3600:
-        kind, key = "near", "near"
-        covered = [*passed, "near"]
-    elif passed:
-        kind, key = "reminder", passed[0]  # the tightest lead reached; the wider ones are covered by it
-        covered = passed
-    else:
-        return None
-    return None if key in sent else (kind, key, covered)
-
-
-def check_deadlines(store: EvidenceStore, settings: Settings, now: datetime | None = None) -> WatchReport:
-    """Send the reminders and escalations due at `now` for every incident of `store`."""
-    now = now or utcnow()
-    report = WatchReport(at=now)
-    for incident_id in store.incident_ids():
-        try:
-            incident = store.load_incident(incident_id)
-        except (IrpError, ValueError) as exc:
-            report.problems.append(f"{incident_id}: cannot read the incident: {exc}")
-            continue
-        if incident.dry_run or not incident.obligations:
-            continue
-        report.incidents += 1
-        current = deadlines(incident, now)
-        open_ones = [d for d in current if d.is_open]
-        report.open_deadlines += len(open_ones)
-        for deadline in open_ones:
-            due = _next_notice(deadline, settings, notices_sent(incident, deadline.obligation.id))
-            if due is None:
-                continue
-            try:
-                report.notices.append(_notify(store, settings, incident, deadline, open_ones, due, now))
-            except IrpError as exc:
-                report.problems.append(f"{incident_id} {deadline.obligation.id}: {exc}")
-    return report
-
-
-def _notify(store: EvidenceStore, settings: Settings, incident: Incident, deadline: Deadline,
-            open_ones: list[Deadline], due: tuple[str, str, list[str]], now: datetime) -> Notice:
-    kind, key, covered = due
-    obligation = deadline.obligation
-    escalation: dict[str, Any] = {
-        "kind": kind,
-        "obligation": obligation.model_dump(mode="json"),
-        "due_at": deadline.due_at.isoformat(),
-        "remaining": remaining_text(deadline.remaining),
-        "reason": deadline.last_attempt,
-        "deadlines": [describe(d) for d in open_ones],
-    }
-    record = dispatch(store, incident, settings, template="internal_escalation", language="fr", audience="internal",
-                      recipient="", phase="reminder" if kind == "reminder" else "escalation",
-                      context=outside_context(incident, "reminder"), now=now, extra={"escalation": escalation})
-    delivered = record.status != "failed"  # a failed escalation is tried again at the next watch
-    label = {"reminder": f"reminder ({key} before)", "near": "escalation: deadline near",
-             "missed": "escalation: deadline missed"}[kind]
-    store.append_event(incident.id, TimelineEntry(
-        at=now, kind="reminder" if kind == "reminder" else "escalation", stage=None, actor="deadline-watch",
-        message=f"{label} for {obligation.id} ({obligation.basis}), due {deadline.due_at:%Y-%m-%d %H:%M} UTC: "
-                f"{record.status}" + (f" — {record.reason}" if record.reason else ""),
-        data={"obligation": obligation.id, "keys": covered if delivered else [], "notification": record.id,
-              "status": record.status, "evidence": record.evidence},
-    ))
-    return Notice(incident_id=incident.id, obligation=obligation.id, kind=kind, key=key, status=record.status,
-                  notification=record.id)
+__all__ = ["watch_deadlines"]
 
 
 @flow(name="deadline-watch", description="Reminders and escalations before and after the regulatory deadlines.")

@@ -16,9 +16,12 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.engine import RunSummary
 from flows.incidents import INCIDENT_FLOWS
+from irp import audit
+from irp.engine.respond import RunSummary
+from irp.evidence import open_store
 from irp.models import Alert, AlertSource, ClientOrigin, DataCategory, IncidentType, Severity, new_incident_id, utcnow
+from irp.settings import get_settings
 
 __all__ = ["IncidentReport", "declare_incident"]
 
@@ -88,10 +91,6 @@ def declare_incident(report: IncidentReport, dry_run: bool = False) -> RunSummar
     """
     incident_id = new_incident_id()
     if not dry_run:
-        from irp import audit
-        from irp.evidence import open_store
-        from irp.settings import get_settings
-
         details = {"reporter_role": report.reporter_role, "type": report.incident_type.value, "title": report.title,
                    "severity": report.severity.value if report.severity else None,
                    "flow_run_id": str(flow_run.id or "")}

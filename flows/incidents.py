@@ -1,17 +1,24 @@
 """One Prefect flow per incident type of policy §2, each named after its type.
 
-Every flow is the same engine run on a different playbook (playbooks/<type>.yaml), so the flows
-are made by one factory; prefect.yaml deploys each by its name, e.g. flows/incidents.py:data_leak,
-as `<type>/respond`. The intake starts them with the parameters irp/deployments.py names (the
-contract; tests/unit/test_deployments.py checks both sides).
+Every flow is the same engine run (irp/engine/respond.py) with the six stage tasks (tasks/) on a
+different playbook (playbooks/<type>.yaml), so the flows are made by one factory; prefect.yaml
+deploys each by its name, e.g. flows/incidents.py:data_leak, as `<type>/respond`. The intake starts
+them with the parameters irp/deployments.py names (the contract; tests/unit/test_deployments.py
+checks both sides).
 """
 
 from __future__ import annotations
 
 from prefect import Flow, flow
 
-from flows.engine import RunSummary, respond
+from irp.engine.respond import RunSummary, StageTasks, respond
 from irp.models import Alert, ClientOrigin, IncidentType, Severity
+from tasks.analyse import analyse
+from tasks.contain import contain
+from tasks.detect import detect
+from tasks.notify import notify
+from tasks.restore import restore
+from tasks.review import review
 
 __all__ = ["INCIDENT_FLOWS", *[t.value for t in IncidentType]]
 
@@ -28,6 +35,8 @@ Args:
         (§7 letters go only to confirmed Clients; those the alert itself names wait for a responder).
 """
 
+STAGE_TASKS = StageTasks(detect=detect, analyse=analyse, contain=contain, restore=restore, notify=notify, review=review)
+
 
 def _incident_flow(incident_type: IncidentType) -> Flow:
     def run(
@@ -38,7 +47,7 @@ def _incident_flow(incident_type: IncidentType) -> Flow:
         severity_hint: Severity | None = None,
         clients: list[ClientOrigin] | None = None,
     ) -> RunSummary:
-        return respond(incident_type, alert, severity, dry_run, incident_id, severity_hint, clients)
+        return respond(incident_type, alert, severity, dry_run, incident_id, severity_hint, clients, stages=STAGE_TASKS)
 
     run.__name__ = incident_type.value
     run.__qualname__ = incident_type.value

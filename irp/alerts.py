@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from irp.errors import AlertError
+from irp.errors import AlertError, field_errors_text
 from irp.models import Alert
 
 MAX_ALERT_BYTES = 1024 * 1024
@@ -33,10 +33,7 @@ def parse_alert(data: bytes, where: str) -> Alert:
     try:
         return Alert.model_validate(payload)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise AlertError(f"{where}: invalid alert: {problems}") from None
+        raise AlertError(f"{where}: invalid alert: {field_errors_text(exc, whole='(document)')}") from None
 
 
 def read_alert(path: Path) -> Alert:

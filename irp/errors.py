@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class IrpError(Exception):
     """Raised for every failure the user can act on; its message says what, where and what is valid."""
@@ -78,3 +80,13 @@ class ProtectedTargetError(PermanentError):
 
 class EvidenceError(IrpError):
     """Raised when the evidence store refuses an operation or finds evidence altered."""
+
+
+def field_errors(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[tuple[str, str]]:
+    """(dotted location, message) of each error of a pydantic ValidationError, e.g. ("labels.tenant", "...")."""
+    return [(".".join(map(str, (*prefix, *e["loc"]))), e["msg"]) for e in exc.errors(include_url=False)]
+
+
+def field_errors_text(exc: ValidationError, whole: str = "") -> str:
+    """The errors of a ValidationError on one line: `loc: message; loc: message` (`whole` names an empty loc)."""
+    return "; ".join(f"{loc or whole}: {message}" for loc, message in field_errors(exc))

@@ -28,7 +28,7 @@ from functools import reduce, update_wrapper, wraps
 from types import BuiltinMethodType, MethodType
 from typing import Any
 
-from jinja2 import Environment, StrictUndefined, Template, TemplateSyntaxError, Undefined, nodes
+from jinja2 import Environment, StrictUndefined, Template, Undefined, nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import TemplateError
 from jinja2.filters import make_attrgetter, sync_do_join
@@ -48,11 +48,10 @@ __all__ = [
     "TemplateError",
     "evaluate",
     "file_environment",
-    "referenced_steps",
+    "parse",
     "render_message",
     "render_subject_body",
     "render_value",
-    "syntax_error",
 ]
 
 MAX_INT = 10**100
@@ -589,37 +588,12 @@ def render_value(value: Any, context: dict[str, Any], timeout: float | None = No
         return _render(value, context)
 
 
-def _parse(text: str, as_expression: bool) -> nodes.Template:
+def parse(text: str, as_expression: bool = False) -> nodes.Template:
+    """The Jinja AST of a template (or of an expression); raises TemplateSyntaxError (irp/playbook/templates.py reads it)."""
     expression = text if as_expression else _expression(text)
     if expression is not None:
         return _env.parse("{{ " + expression + " }}")
     return _env.parse(text)
-
-
-def syntax_error(text: str, as_expression: bool = False) -> str | None:
-    """The syntax error in a template (or expression) as one line, or None when it parses."""
-    try:
-        _parse(text, as_expression)
-    except TemplateSyntaxError as exc:
-        return f"template syntax error: {exc.message} (template line {exc.lineno})"
-    return None
-
-
-def referenced_steps(text: str, as_expression: bool = False) -> set[str]:
-    """Step ids a template reads through `steps.ID` or `steps['ID']`."""
-    try:
-        tree = _parse(text, as_expression)
-    except TemplateSyntaxError:
-        return set()
-    found: set[str] = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        if isinstance(target, nodes.Name) and target.name == "steps":
-            if isinstance(node, nodes.Getattr):
-                found.add(node.attr)
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                found.add(node.arg.value)
-    return found
 
 
 def file_environment(folder: str) -> BoundedEnvironment:

@@ -97,7 +97,7 @@ class InProcessWorker:
                 self._flow(deployment.entrypoint)
             except Exception as exc:  # the run reports it when it starts
                 log.warning("cannot load flow %s: %s", deployment.entrypoint, exc)
-        from flows.engine import check_playbooks
+        from irp.engine.respond import check_playbooks
 
         for problem in check_playbooks():  # each run of that type will report it too
             log.warning("playbook: %s", problem)

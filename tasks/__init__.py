@@ -1,1 +1,1 @@
-"""Stage tasks (one module per policy stage) and the actions playbook steps call."""
+"""The six stage tasks of the policy (§4–§11), one module per stage: detect, analyse, contain, restore, notify, review."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from irp.engine.records import RunContext, StageResult
+from irp.engine.stages import run_stage
 from irp.models import Incident, Stage
-from tasks.stage import RunContext, StageResult, run_stage
 
 
 @task(name="notify", cache_policy=NO_CACHE, task_run_name="notify-{phase}")

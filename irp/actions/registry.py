@@ -5,7 +5,7 @@ The namespace is the module's name below irp.actions (`aws.block_ip` is in irp/a
 package, so a new module needs no list. An action is a function `(args: ArgsModel, ctx) -> output`;
 its argument model is the annotation of its first parameter, its summary its docstring's first line.
 An argument that names what a state-changing action changes is marked once, next to its type:
-`user_id: Annotated[str, Target("platform_user")]` (tasks/targets.py says what the engine does with it).
+`user_id: Annotated[str, Target("platform_user")]` (irp/engine/targets.py says what the engine does with it).
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from typing import IO, Any, Literal, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from irp.errors import InvalidArgumentsError
+from irp.errors import InvalidArgumentsError, field_errors_text
 from irp.evidence import CollectedBy, EvidenceItem, EvidenceStore
 from irp.models import Alert, Incident, Stage, TargetKind, TimelineEntry
+from irp.playbook.models import Playbook
 
-__all__ = ["ActionArgs", "ActionContext", "ActionSpec", "Target", "action", "catalogue_markdown", "error_details",
+__all__ = ["ActionArgs", "ActionContext", "ActionSpec", "Target", "action", "catalogue_markdown",
            "get_registry", "preflight", "requires", "template_vars"]
 
 PACKAGE = "irp.actions"  # every module below it is imported by get_registry(); its first name is the namespace
@@ -70,11 +71,6 @@ class Target:
         return self.kind
 
 
-def error_details(exc: ValidationError) -> str:
-    """Every problem of a pydantic ValidationError on one line: `loc: msg; loc: msg`."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-
-
 @dataclass(frozen=True)
 class ActionSpec:
     """A registered action; `targets` maps each target argument to its `Target`."""
@@ -94,7 +90,7 @@ class ActionSpec:
         try:
             return self.args_model.model_validate(args)
         except ValidationError as exc:
-            raise InvalidArgumentsError(f"invalid args for {self.name}: {error_details(exc)}") from None
+            raise InvalidArgumentsError(f"invalid args for {self.name}: {field_errors_text(exc)}") from None
 
     def invoke(self, args: dict[str, Any] | BaseModel, ctx: ActionContext) -> tuple[BaseModel, Any]:
         """Run the action: its validated arguments and its output, for steps, undo and the CLI alike.
@@ -185,7 +181,7 @@ def template_vars(
     incident: Incident,
     alert: Alert,
     steps: dict[str, Any],
-    playbook: Any,
+    playbook: Playbook,
     stage: Stage,
     phase: str | None,
     dry_run: bool,
@@ -217,7 +213,7 @@ class ActionContext:
     dry_run: bool = False
     phase: str | None = None
     steps: dict[str, Any] = field(default_factory=dict)
-    playbook: Any = None
+    playbook: Playbook | None = None
     timeline: list[TimelineEntry] = field(default_factory=list)
     updates: dict[str, Any] = field(default_factory=dict)
     evidence: list[EvidenceItem] = field(default_factory=list)

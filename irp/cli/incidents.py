@@ -248,7 +248,7 @@ def deadlines(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List notification deadlines (GDPR 72 h, NIS2 24 h / 72 h / 1 month, §7 Clients): what is due and when."""
-    from flows.deadlines import remaining_text
+    from irp.deadlines import remaining_text
     from irp.models import TimelineEntry, utcnow
     from irp.notifications.obligations import deadlines as compute
 

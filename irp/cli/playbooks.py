@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from irp.cli.common import echo_err, echo_json
-from irp.errors import IrpError, PlaybookError
+from irp.errors import IrpError, PlaybookError, field_errors
 from irp.settings import get_settings
 
 if TYPE_CHECKING:
@@ -39,9 +39,8 @@ def _playbook_files(paths: list[Path]) -> list[Path]:
 @playbooks_app.command("validate")
 def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (default: playbooks/).")] = None) -> None:
     """Check playbooks (and routing.yaml); print every problem as FILE:LINE:COL: key.path: message."""
-    from flows.playbook import load_playbook
-    from irp.intake.routing import validate_routing
     from irp.notifications import validate_templates  # message templates: §7, Art. 33(3) contents
+    from irp.playbook.loader import load_playbook, validate_routing
 
     files = _playbook_files(paths or [])
     if not files:
@@ -126,7 +125,7 @@ def _read_alerts(found: Source, source: str, payload: Path, where: str) -> list[
     from pydantic import ValidationError
 
     from irp.intake.normalise import PayloadError
-    from irp.intake.sources import alerts_in, field_errors
+    from irp.intake.sources import alerts_in
 
     try:
         body = sys.stdin.buffer.read() if where == "stdin" else payload.read_bytes()
@@ -145,7 +144,7 @@ def _read_alerts(found: Source, source: str, payload: Path, where: str) -> list[
 @playbooks_app.command("schema")
 def schema() -> None:
     """Print the playbook JSON Schema (committed as playbooks/schema/playbook.schema.json)."""
-    from flows.playbook import playbook_json_schema
+    from irp.playbook.models import playbook_json_schema
 
     echo_json(playbook_json_schema())
 

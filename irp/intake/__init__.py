@@ -9,8 +9,8 @@
 """
 
 from irp.intake.app import create_app, openapi_spec
-from irp.intake.routing import Router, load_routing, validate_routing
+from irp.intake.routing import Router
 from irp.intake.service import IntakeService
 from irp.intake.sources import SOURCES
 
-__all__ = ["SOURCES", "IntakeService", "Router", "create_app", "load_routing", "openapi_spec", "validate_routing"]
+__all__ = ["SOURCES", "IntakeService", "Router", "create_app", "openapi_spec"]

@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from irp.errors import field_errors
 from irp.intake.auth import PENDING
 from irp.intake.http import BodyTooLarge, error_response, json_response, local_refusal, read_body
 from irp.intake.journal import AcceptResult, AlertDecision, AlertDelivery, JournalError
@@ -33,7 +34,7 @@ from irp.intake.normalise import PayloadError
 from irp.intake.operations import ERRORS, operations_router
 from irp.intake.payloads import Accepted, PagerDutyWebhook, SnsMessage
 from irp.intake.sns import CertificateUnavailable
-from irp.intake.sources import SOURCES, BodyError, Source, alerts_in, field_errors, read_payload
+from irp.intake.sources import SOURCES, BodyError, Source, alerts_in, read_payload
 
 __all__ = ["create_api", "create_app", "openapi_spec"]
 

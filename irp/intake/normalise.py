@@ -14,6 +14,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import ValidationError
 
+from irp.errors import field_errors
 from irp.intake.payloads import (
     AlertmanagerWebhook,
     CloudWatchAlarm,
@@ -62,8 +63,7 @@ def _validate(model: Any, data: Any, prefix: tuple) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise PayloadError([(".".join(map(str, (*prefix, *e["loc"]))), e["msg"])
-                            for e in exc.errors(include_url=False)]) from None
+        raise PayloadError(field_errors(exc, prefix)) from None
 
 
 TITLE_MAX = 500

@@ -1,8 +1,8 @@
-"""Alert routing: playbooks/routing.yaml maps alerts to an incident type and a severity hint.
+"""Alert routing: matching alerts against playbooks/routing.yaml to an incident type and a severity hint.
 
 Routes are tried in order; the first whose matchers all hold decides. An alert no route matches
 (and no `default`) is recorded as unrouted and listed at GET /alerts/unrouted: never dropped.
-Errors are reported like playbook errors, as FILE:LINE:COL: key.path: message.
+The file's models, loader and checks are in irp/playbook/ (errors as FILE:LINE:COL: key.path: message).
 """
 
 from __future__ import annotations
@@ -13,68 +13,13 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from flows.playbook import Problem, load_yaml, schema_problems
 from irp.errors import PlaybookError
-from irp.models import Alert, AlertSource, ClientOrigin, IncidentType, Severity
+from irp.models import Alert, ClientOrigin, IncidentType, Severity
+from irp.playbook.loader import load_routing_file
+from irp.playbook.models import Route, Routing
 
-__all__ = ["Route", "Routed", "Router", "Routing", "load_routing", "routing_json_schema", "validate_routing"]
-
-_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-_LABEL = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Route(_Strict):
-    """Alerts matching every matcher open an incident of `incident_type`."""
-
-    name: str = Field(..., pattern=_NAME, description="Unique name, shown on the incident and in metrics.")
-    description: str = Field("", description="Why this route exists, for the people who maintain it.")
-    source: AlertSource | list[AlertSource] | None = Field(
-        None, description="Only alerts from this source (or these sources); any source when absent.")
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="Label equals value; an empty value matches a missing label.")
-    labels_regex: dict[str, str] = Field(
-        default_factory=dict, description="Label fully matches the regular expression (Python syntax).")
-    title_regex: str | None = Field(None, description="The title contains a match of the regular expression.")
-    incident_type: IncidentType | None = Field(None, description="The playbook that responds (policy §2).")
-    incident_type_label: str | None = Field(
-        None, description="Take the incident type from this label instead (e.g. a SIEM rule's category); "
-                          "the route matches only when the label holds a valid incident type.")
-    severity: Severity | None = Field(None, description="Initial severity hint passed to the run (policy §5).")
-    group_by: list[str] | None = Field(
-        None, description="Labels whose values group alerts into one incident; default: one incident per "
-                          "alert fingerprint.")
-    clients: list[str] = Field(
-        default_factory=list, description="The Clients every alert this route matches concerns, as the administrator "
-        "states them: trusted for §7 letters (an alert's own tenant label is not). Match on what authenticates the "
-        "sender, e.g. an SNS topic or an alert source owned by one Client.")
-
-    def sources(self) -> set[AlertSource] | None:
-        if self.source is None:
-            return None
-        return set(self.source) if isinstance(self.source, list) else {self.source}
-
-
-class DefaultRoute(_Strict):
-    """Where alerts go that no route matches; without it they are recorded as unrouted."""
-
-    incident_type: IncidentType
-    severity: Severity | None = None
-
-
-class Routing(_Strict):
-    """The routing file."""
-
-    version: Literal[1] = Field(..., description="Format version of this file: 1.")
-    routes: list[Route] = Field(default_factory=list, description="Tried in order; the first match wins.")
-    default: DefaultRoute | None = Field(None, description="Route for alerts no route matches.")
+__all__ = ["Routed", "Router"]
 
 
 @dataclass(frozen=True)
@@ -91,74 +36,6 @@ class Routed:
         """The run's `clients` parameter: the Clients this route states, trusted for §7 letters."""
         return [ClientOrigin.of(client, "routing", by=f"route {self.route}").model_dump(mode="json")
                 for client in self.clients]
-
-
-def routing_json_schema() -> dict:
-    """The JSON Schema of routing.yaml (committed as playbooks/schema/routing.schema.json)."""
-    schema = Routing.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "irp alert routing (playbooks/routing.yaml)"
-    return schema
-
-
-def _regexes(routing: Routing) -> list[tuple[tuple, str]]:
-    found: list[tuple[tuple, str]] = []
-    for index, route in enumerate(routing.routes):
-        for label, pattern in route.labels_regex.items():
-            found.append((("routes", index, "labels_regex", label), pattern))
-        if route.title_regex is not None:
-            found.append((("routes", index, "title_regex"), route.title_regex))
-    return found
-
-
-def _semantic_problems(routing: Routing, file: str, positions) -> list[Problem]:
-    problems: list[Problem] = []
-
-    def add(loc: tuple, message: str) -> None:
-        line, col = positions.find(loc)
-        problems.append(Problem(file, line, col, ".".join(map(str, loc)), message))
-
-    seen: dict[str, int] = {}
-    for index, route in enumerate(routing.routes):
-        if route.name in seen:
-            add(("routes", index, "name"), f"duplicate route name {route.name!r} (first at routes.{seen[route.name]})")
-        seen.setdefault(route.name, index)
-        if (route.incident_type is None) == (route.incident_type_label is None):
-            add(("routes", index), "set exactly one of incident_type and incident_type_label")
-        extra = [route.incident_type_label] if route.incident_type_label else []
-        for label in [*route.labels, *route.labels_regex, *(route.group_by or []), *extra]:
-            if not re.match(_LABEL, label):
-                add(("routes", index), f"invalid label name {label!r}: use letters, digits, '_', '.' and '-'")
-    for loc, pattern in _regexes(routing):
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            add(loc, f"invalid regular expression {pattern!r}: {exc}")
-    return problems
-
-
-def _load(path: Path) -> tuple[Routing | None, list[Problem], str]:
-    """(routing, problems, SHA-256 of the bytes read; "" when the file could not be read)."""
-    try:
-        document, positions, _text, data = load_yaml(path)
-    except PlaybookError as exc:
-        return None, list(exc.problems), ""
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        routing = Routing.model_validate(document)
-    except ValidationError as exc:
-        return None, schema_problems(exc, Routing, str(path), positions), digest
-    return routing, _semantic_problems(routing, str(path), positions), digest
-
-
-def validate_routing(path: Path) -> list[Problem]:
-    """Every problem of a routing file, each printed as FILE:LINE:COL: key.path: message; [] when valid."""
-    return _load(path)[1]
-
-
-def load_routing(path: Path) -> Routing:
-    """Read and check a routing file; PlaybookError lists every problem."""
-    return Router.from_file(path).routing
 
 
 class Router:
@@ -181,7 +58,7 @@ class Router:
     @classmethod
     def from_file(cls, path: Path) -> Router:
         """Read and check a routing file; PlaybookError lists every problem."""
-        routing, problems, digest = _load(path)
+        routing, problems, digest = load_routing_file(path)
         if problems or routing is None:
             raise PlaybookError(problems)
         return cls(routing, digest)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from irp.errors import field_errors
 from irp.intake import normalise
 from irp.intake.normalise import PayloadError
 from irp.intake.payloads import (
@@ -27,7 +28,7 @@ from irp.intake.payloads import (
 )
 from irp.models import Alert
 
-__all__ = ["MAX_DEPTH", "SOURCES", "BodyError", "InvalidPayload", "Source", "alerts_in", "field_errors", "parse_json",
+__all__ = ["MAX_DEPTH", "SOURCES", "BodyError", "InvalidPayload", "Source", "alerts_in", "parse_json",
            "read_payload"]
 
 MAX_DEPTH = 64
@@ -104,10 +105,6 @@ def _depth_ok(document: Any, body: bytes) -> bool:
         elif isinstance(value, list):
             stack.extend((v, depth + 1) for v in value)
     return True
-
-
-def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
-    return [(".".join(str(part) for part in e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
 
 
 class BodyError(ValueError):

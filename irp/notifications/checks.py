@@ -116,8 +116,8 @@ def sample_contexts() -> list[tuple[str, dict[str, Any]]]:
 
 
 def validate_templates(folder: Path) -> list[Any]:
-    """Every problem of the message templates in `folder`, as flows.playbook.Problem (FILE:LINE:COL)."""
-    from flows.playbook import Problem
+    """Every problem of the message templates in `folder`, as irp.playbook.problems.Problem (FILE:LINE:COL)."""
+    from irp.playbook.problems import Problem
 
     problems: list[Problem] = []
     if not folder.is_dir():

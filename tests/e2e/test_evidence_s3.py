@@ -486,7 +486,7 @@ class TestOutage:
 
         store = _open(bucket, monkeypatch)
         # AWS is configured (the evidence store's credentials): the sample alert's key and bucket are
-        # allowed targets, or the contain steps would wait for a person (tasks/targets.py)
+        # allowed targets, or the contain steps would wait for a person (irp/engine/targets.py)
         monkeypatch.setenv("IRP_ACTION_TARGETS", '{"access_key": {"allow": ["*"]}, "bucket": {"allow": ["*"]}}')
         get_settings.cache_clear()
         uploaded_before: list[str] = []

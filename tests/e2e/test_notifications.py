@@ -18,10 +18,11 @@ from flows.incidents import INCIDENT_FLOWS
 from irp.alerts import read_alert
 from irp.cli import app
 from irp.evidence import open_store
-from irp.intake.routing import Router, Routing
+from irp.intake.routing import Router
 from irp.models import IncidentStatus, IncidentType, StepStatus
 from irp.notifications.channels import Message, deliver
 from irp.notifications.obligations import deadlines
+from irp.playbook.models import Routing
 from irp.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,8 +15,9 @@ from notify_fixtures import smtp_server, tls_cert  # noqa: F401 (fixtures)
 from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
-from flows.deadlines import check_deadlines, watch_deadlines
+from flows.deadlines import watch_deadlines
 from irp.cli import app
+from irp.deadlines import check_deadlines
 from irp.evidence import open_store
 from irp.models import Incident, IncidentType, NotificationRecord, PersonalData, PlaybookRef, Severity
 from irp.notifications.obligations import decide

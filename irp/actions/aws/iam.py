@@ -15,9 +15,9 @@ from pydantic import Field
 from irp.actions.aws.clients import aws_client, call
 from irp.actions.base import Change, Journal, Outcome, UndoPlan, run_change
 from irp.actions.registry import ActionArgs, ActionContext, Target, action
+from irp.actions.target_rules import check_protected
 from irp.errors import PermanentError
 from irp.models import utcnow
-from tasks.targets import check_protected
 
 DENY_ALL_POLICY = "irp-deny-all"
 REVOKE_POLICY = "AWSRevokeOlderSessions"  # the name the IAM console uses for the same policy

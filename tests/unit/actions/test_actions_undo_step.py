@@ -9,9 +9,9 @@ from service_fixtures import aws, boto, make_ctx, moto_server  # noqa: F401  (fi
 
 from irp.actions.actions import UndoStepArgs, undo_step
 from irp.actions.aws.s3 import BucketArgs, block_public_access
+from irp.engine.records import StepRecord
 from irp.errors import ActionError
 from irp.models import Stage, StepStatus, utcnow
-from tasks.stage import StepRecord
 
 
 def record(step: str, action: str, output, status=StepStatus.completed, dry_run=False) -> StepRecord:

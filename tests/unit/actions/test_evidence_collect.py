@@ -42,7 +42,7 @@ stages:
 RUNNER = """
 import json, sys
 from pathlib import Path
-from flows.playbook import load_playbook
+from irp.playbook.loader import load_playbook
 from irp.evidence import LocalEvidenceStore
 from irp.models import Alert, Incident, IncidentType, Severity, Stage, utcnow
 from irp.actions.registry import ActionContext, get_registry

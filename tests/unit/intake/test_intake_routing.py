@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from irp.errors import PlaybookError
-from irp.intake.routing import Router, Routing, load_routing, routing_json_schema, validate_routing
+from irp.intake.routing import Router
 from irp.models import Alert, AlertSource, IncidentType, Severity
+from irp.playbook.loader import load_routing, validate_routing
+from irp.playbook.models import Routing, routing_json_schema
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = REPO / "playbooks" / "routing.yaml"

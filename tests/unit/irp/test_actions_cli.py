@@ -12,16 +12,16 @@ from typer.testing import CliRunner
 
 from irp.actions.aws.iam import AccessKeyArgs, deactivate_access_key
 from irp.cli.actions import actions_app
+from irp.engine.records import StepRecord
 from irp.evidence import LocalEvidenceStore
 from irp.models import Stage, StepStatus, utcnow
-from tasks.stage import StepRecord
 
 runner = CliRunner()
 
 
 def archive_step(store: LocalEvidenceStore, incident_id: str, step: str, action: str, args, output,
                  status: StepStatus = StepStatus.completed, dry_run: bool = False) -> None:
-    """What tasks/stage.py archives after each step."""
+    """What irp/engine/stages.py archives after each step."""
     record = StepRecord(id=step, action=action, stage=Stage.contain, status=status, args=to_jsonable_python(args),
                         output=to_jsonable_python(output), started_at=utcnow(), ended_at=utcnow(), dry_run=dry_run)
     store.put_json(incident_id, f"steps/contain/{step}.json", record.model_dump(mode="json"), source_system="irp")

@@ -7,15 +7,14 @@ import time
 import pytest
 from jinja2.exceptions import SecurityError, UndefinedError
 
+from irp.playbook.templates import referenced_steps, syntax_error
 from irp.templating import (
     ExpressionTimeoutError,
     ExpressionTooLargeError,
     TemplateError,
     evaluate,
-    referenced_steps,
     render_message,
     render_value,
-    syntax_error,
 )
 
 CONTEXT = {
