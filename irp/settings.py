@@ -12,6 +12,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from irp.models import TargetKind
 from irp.text import split_list
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -220,8 +221,6 @@ class Settings(BaseSettings):
     @field_validator("action_targets")
     @classmethod
     def _target_rules(cls, rules: dict[str, TargetRule]) -> dict[str, TargetRule]:
-        from irp.models import TargetKind
-
         for key, rule in rules.items():
             if key not in TargetKind.__members__ and not re.fullmatch(r"[a-z_]+\.[a-z_]+", key):
                 raise ValueError(f"{key!r} is neither a target kind ({', '.join(TargetKind)}) nor an action name "
