@@ -1,6 +1,6 @@
 """Notification actions (policy §7, §12, §14): render the notifications the incident calls for and send them.
 
-Side effects: messages sent by email or chat to configured recipients only (irp/channels.py), each
+Side effects: messages sent by email or chat to configured recipients only (irp/notifications/channels.py), each
 rendered message and its delivery result archived as evidence, the incident's notifications, timeline
 entries, and an escalation to the security team when a delivery fails. With no channel configured a
 message is rendered and archived with the result "not sent: no channel configured"; the run goes on.
