@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictFloat, StrictInt, StrictStr, model_validator
 
 from irp.actions.aws.clients import WindowArgs, archive_facts, aws_client, call
 from irp.actions.base import CommaList, Outcome
@@ -24,14 +24,15 @@ from irp.settings import get_settings
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 _DONE = {"Complete": "complete", "Failed": "failed", "Cancelled": "cancelled", "Timeout": "timed out"}
 
-Value = str | int | float | list[str | int | float]
+Scalar = StrictStr | StrictInt | StrictFloat  # no bool, no coercion: what the alert sent, typed
+Value = Scalar | list[Scalar]
 
 
 def _literal(value: Value) -> str:
     """`value` as a Logs Insights literal: a quoted, escaped string, a number, or a list of them."""
     if isinstance(value, list):
         return "[" + ", ".join(_literal(item) for item in value) + "]"
-    if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{value!r} is not a string or a finite number")
     if isinstance(value, int | float):
         return repr(value)
