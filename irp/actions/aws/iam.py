@@ -292,7 +292,7 @@ def describe_access_key(args: DescribeAccessKeyArgs, ctx: ActionContext) -> Outc
         "last_used": {"time": last.get("LastUsedDate"), "service": last.get("ServiceName"),
                       "region": last.get("Region")},
     }
-    if user == "<root_account>" or user == "root":  # a root key: no IAM user to describe
+    if call(ctx, iam, "get_user", absent=("NoSuchEntity",), UserName=user) is None:  # the root user's key
         facts.update(root=True, status=None, created=None)
     else:
         key = next((k for k in pages(ctx, iam, "list_access_keys", "AccessKeyMetadata", UserName=user)

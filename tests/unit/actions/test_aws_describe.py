@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from service_fixtures import aws, boto, make_ctx, moto_server  # noqa: F401  (fixtures)
+from service_fixtures import Fault, aws, boto, fault_proxy, make_ctx, moto_server, query_action  # noqa: F401
 
 from irp.actions.aws.ec2 import InstanceArgs, describe_instance
 from irp.actions.aws.iam import DescribeAccessKeyArgs, describe_access_key
@@ -67,6 +67,17 @@ class TestDescribeAccessKey:
         facts = describe_access_key(DescribeAccessKeyArgs(access_key_id=key), analyse_ctx(evidence_root)).details
         assert (facts["status"], facts["console_login"], facts["mfa_devices"], facts["tenant"]) == ("Inactive", False,
                                                                                                   0, None)
+
+    def test_a_root_key_is_said_to_be_one(self, aws, fault_proxy, evidence_root):
+        answer = ('<GetAccessKeyLastUsedResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">'
+                  "<GetAccessKeyLastUsedResult><UserName>root</UserName><AccessKeyLastUsed><Region>eu-west-3</Region>"
+                  "<ServiceName>s3</ServiceName><LastUsedDate>2026-12-05T10:00:00Z</LastUsedDate></AccessKeyLastUsed>"
+                  "</GetAccessKeyLastUsedResult></GetAccessKeyLastUsedResponse>")
+        fault_proxy.faults = [Fault(query_action("GetAccessKeyLastUsed"), 200, answer.encode())]
+        outcome = describe_access_key(DescribeAccessKeyArgs(access_key_id="AKIAROOTROOTROOTROOT"),
+                                      analyse_ctx(evidence_root))
+        assert outcome.details["root"] is True and outcome.details["last_used"]["service"] == "s3"
+        assert "root key" in outcome.message
 
     def test_dry_run_reads_and_archives_nothing(self, key, evidence_root):
         outcome = describe_access_key(DescribeAccessKeyArgs(access_key_id=key), analyse_ctx(evidence_root, dry_run=True))
