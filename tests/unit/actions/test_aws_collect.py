@@ -292,3 +292,23 @@ class TestInstanceState:
         assert self.snapshots(aws, instance) == []
         assert [i.name for i in LocalEvidenceStore(evidence_root).manifest("INC-TEST-0001")
                 if "/dry-run/" not in i.name] == []  # aws.snapshot_volumes journals its dry run apart
+
+
+def test_access_logs_with_date_partitioned_keys(aws, fault_proxy, evidence_root):
+    """moto drops TargetObjectKeyFormat: the proxy answers GetBucketLogging as AWS does."""
+    s3 = boto("s3", aws)
+    for name in ("exports", "access-logs"):
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration=LOCATION)
+    logging = ('<BucketLoggingStatus xmlns="http://doc.s3.amazonaws.com/2006-03-01"><LoggingEnabled>'
+               "<TargetBucket>access-logs</TargetBucket><TargetPrefix>s3/</TargetPrefix><TargetObjectKeyFormat>"
+               "<PartitionedPrefix><PartitionDateSource>EventTime</PartitionDateSource></PartitionedPrefix>"
+               "</TargetObjectKeyFormat></LoggingEnabled></BucketLoggingStatus>")
+    fault_proxy.faults = [Fault(lambda method, path, headers, body: method == "GET" and path == "/exports", 200,
+                                logging.encode(), content_type="application/xml")]  # the first GET: GetBucketLogging
+    s3.put_object(Bucket="access-logs", Key=f"s3/{ACCOUNT}/eu-west-3/exports/2026/12/05/2026-12-05-10-00-00-P1",
+                  Body=access_line("05/Dec/2026:09:30:00 +0000", "REST.GET.OBJECT", "GET /x HTTP/1.1").encode())
+    s3.put_object(Bucket="access-logs", Key="s3/2026-12-05-10-00-00-SIMPLE",  # the other layout: not this bucket's
+                  Body=access_line("05/Dec/2026:09:31:00 +0000", "REST.PUT.OBJECT", "PUT /x HTTP/1.1").encode())
+    outcome = collect_s3_access_logs(AccessLogsArgs(bucket="exports", start=START, end=END), ctx(evidence_root))
+    assert (outcome.details["count"], outcome.details["objects"]) == (1, 1)
+    assert outcome.details["operations"] == {"REST.GET.OBJECT": 1}
