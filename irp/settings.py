@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     )
     aws_waf_ip_set_arn: str | None = Field(None, description="ARN of the WAFv2 IP set aws.block_ip adds to.")
     aws_network_acl_id: str | None = Field(None, description="Network ACL aws.block_ip adds deny rules to.")
+    aws_owner_tag: str = Field("owner", min_length=1, description="Tag key (any case) that names a resource's owner "
+                               "in the facts aws.describe_* return.")
+    aws_tenant_tag: str = Field("tenant", min_length=1, description="Tag key (any case) that names the Client a "
+                                "resource belongs to, in the facts aws.describe_* return.")
+    aws_classification_tag: str = Field("data-classification", min_length=1, description="Tag key (any case) of a "
+                                        "bucket's data classification, in the facts aws.describe_bucket returns.")
     platform_api_url: str | None = Field(
         None, description="Base URL of the CallCenterRate admin API, e.g. https://admin.example/admin/v1."
     )

@@ -29,6 +29,7 @@ TEMPLATE_VARIABLES = ("alert", "dry_run", "incident", "phase", "playbook", "stag
 TARGET_ARGS = {
     "url": "where irp sends a request; name a configured URL instead (endpoint: NAME, set in IRP_HTTP_ENDPOINTS)",
     "path": "which local file irp reads; collect a fixed path below IRP_EVIDENCE_COLLECT_ROOTS",
+    "query": "what a query does; write the query as a constant and put alert values in `values` (${name})",
 }
 _ALERT = frozenset({"alert"})
 

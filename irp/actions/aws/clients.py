@@ -8,16 +8,22 @@ and never access denied or validation errors.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
+from pydantic import Field
 
-from irp.actions.base import Failure, third_party_failed, with_retries
-from irp.actions.registry import ActionContext, requires
+from irp.actions.base import Failure, Outcome, slug, third_party_failed, with_retries
+from irp.actions.registry import ActionArgs, ActionContext, requires
 from irp.aws import aws_client, aws_error, aws_session
 from irp.errors import PermanentError
+from irp.models import utcnow
+from irp.redaction import redact
+from irp.settings import get_settings
 
-__all__ = ["aws_client", "aws_session", "call", "check_dry_run", "classify", "error_code"]
+__all__ = ["WindowArgs", "archive_facts", "aws_client", "aws_session", "call", "check_dry_run", "classify", "error_code",
+           "fact_tags", "pages"]
 
 requires("aws", aws_session)  # preflight: AWS credentials and region
 
@@ -86,3 +92,68 @@ def check_dry_run(ctx: ActionContext, client: Any, operation: str, **kwargs: Any
         raise PermanentError(f"{provider} {operation} did not honour DryRun: check {kwargs} by hand",
                              provider=provider, code="DryRunIgnored")
     return checked
+
+
+def pages(ctx: ActionContext, client: Any, operation: str, items: str, *, token: tuple[str, str] = ("Marker", "Marker"),
+          limit: int = 10_000, **kwargs: Any) -> list[Any]:
+    """Every `items` of a paginated `operation` (request token, answer token), at most `limit` of them."""
+    found: list[Any] = []
+    paging: dict[str, Any] = {}
+    while len(found) < limit:
+        page = call(ctx, client, operation, **kwargs, **paging)
+        found.extend(page.get(items, []))
+        if not page.get(token[1]) or page.get("IsTruncated") is False:
+            break
+        paging = {token[0]: page[token[1]]}
+    return found[:limit]
+
+
+def fact_tags(tags: list[dict[str, str]] | dict[str, str]) -> dict[str, Any]:
+    """All tags, and the owner, tenant and data classification read from the keys IRP_AWS_*_TAG name."""
+    pairs = tags if isinstance(tags, dict) else {t["Key"]: t["Value"] for t in tags}
+    lowered = {key.lower(): value for key, value in pairs.items()}
+    settings = get_settings()
+    return {"tags": pairs, "owner": lowered.get(settings.aws_owner_tag.lower()),
+            "tenant": lowered.get(settings.aws_tenant_tag.lower()),
+            "data_classification": lowered.get(settings.aws_classification_tag.lower())}
+
+
+def archive_facts(ctx: ActionContext, name: str, facts: dict[str, Any], *, target: str, source_system: str,
+                  message: str, summary: dict[str, Any] | None = None) -> Outcome:
+    """Archive what a read-only action read (redacted) and return it as the step's output.
+
+    `summary` (default: the facts) becomes the output's details, with the evidence's name and SHA-256.
+    A dry run archives nothing: it returns the facts with `dry_run: true`.
+    """
+    facts = redact(facts)
+    details = redact(summary) if summary is not None else facts
+    if ctx.dry_run:
+        ctx.record(f"dry run: {message} (not archived)", kind="note")
+        return Outcome(target=target, changed=False, dry_run=True, message=f"dry run: {message} (not archived)",
+                       details=details, checks=[f"{source_system}: read allowed"])
+    item = ctx.archive_json(f"actions/{ctx.stage.value}/{ctx.step}/{slug(name)}.json", facts,
+                            source_system=source_system, source_time=utcnow().isoformat())
+    ctx.record(message, kind="evidence", evidence=item.name)
+    return Outcome(target=target, changed=False, message=message,
+                   details={**details, "evidence": item.name, "sha256": item.sha256})
+
+
+class WindowArgs(ActionArgs):
+    """The time window of an evidence collection: start and end, or the hours before detection."""
+
+    start: datetime | None = Field(None, description="Start of the window; default: detection minus lookback_hours.")
+    end: datetime | None = Field(None, description="End of the window; default: now.")
+    lookback_hours: float = Field(24, gt=0, le=2160, description="Window before detection when start is unset.")
+
+    def window(self, ctx: ActionContext) -> tuple[datetime, datetime]:
+        """(start, end), timezone-aware; PermanentError when start is not before end."""
+        end = _aware(self.end or utcnow())
+        start = _aware(self.start or (ctx.incident.detected_at - timedelta(hours=self.lookback_hours)))
+        if start >= end:
+            raise PermanentError(f"the window is empty: start {start.isoformat()} is not before end {end.isoformat()}",
+                                 code="EmptyWindow")
+        return start, end
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,21 +1,25 @@
-"""EC2 actions: quarantine an instance and release it, snapshot its volumes as evidence.
+"""EC2 actions: describe an instance and collect its state; quarantine and release it; snapshot its volumes.
 
 Side effects, not in dry runs: network interfaces moved into the isolation security group,
 termination protection on, the irp:quarantine tag (the instance keeps running); EBS snapshots tagged
-with the incident, kept under the retention policy. Dry runs ask AWS (DryRun=True) whether each
+with the incident, kept under the retention policy; what the describe and collect actions read
+archived (redacted). Dry runs ask AWS (DryRun=True) whether each
 write would be allowed.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from irp.actions.aws.clients import aws_client, call, check_dry_run
+from irp.actions.aws.clients import archive_facts, aws_client, call, check_dry_run, fact_tags, pages
 from irp.actions.base import Change, CommaList, Journal, Outcome, UndoPlan, record_outcome, run_change
 from irp.actions.registry import ActionArgs, ActionContext, Target, action
 from irp.errors import NotConfiguredError, PermanentError
+from irp.redaction import redact_text
 from irp.settings import get_settings
 
 TAG_QUARANTINE = "irp:quarantine"
@@ -251,3 +255,101 @@ def snapshot_volumes(args: SnapshotArgs, ctx: ActionContext) -> Outcome:
         message=message, details={"snapshot_ids": [s["snapshot_id"] for s in snapshots if s["snapshot_id"]],
                                   "undo": "none: evidence snapshots are kept under the retention policy"},
     ), journal, source_system="aws-ec2")
+
+
+class InstanceArgs(ActionArgs):
+    instance_id: str = Field(..., pattern=r"^i-[0-9a-f]{8,17}$", description="EC2 instance id.")
+
+
+def _target_groups(ctx: ActionContext, instance: dict[str, Any]) -> list[dict[str, Any]]:
+    """The load balancer target groups of the instance's VPC that hold it (by id, or by private IP)."""
+    elbv2 = aws_client("elbv2")
+    addresses = {instance["InstanceId"], *(a["PrivateIpAddress"] for eni in instance.get("NetworkInterfaces", [])
+                                           for a in eni.get("PrivateIpAddresses", []))}
+    found = []
+    for group in pages(ctx, elbv2, "describe_target_groups", "TargetGroups", token=("Marker", "NextMarker")):
+        if group.get("VpcId") != instance.get("VpcId") or group.get("TargetType") not in ("instance", "ip"):
+            continue
+        health = call(ctx, elbv2, "describe_target_health", TargetGroupArn=group["TargetGroupArn"])
+        for target in health.get("TargetHealthDescriptions", []):
+            if target["Target"]["Id"] in addresses:
+                found.append({"arn": group["TargetGroupArn"], "name": group.get("TargetGroupName"),
+                              "port": target["Target"].get("Port"), "id": target["Target"]["Id"],
+                              "health": target.get("TargetHealth", {}).get("State"),
+                              "load_balancers": group.get("LoadBalancerArns", [])})
+    return found
+
+
+@action
+def describe_instance(args: InstanceArgs, ctx: ActionContext) -> Outcome:
+    """Archive and return an instance's Auto Scaling group, target groups, network, profile and tags (read only)."""
+    ec2 = aws_client("ec2")
+    instance = _describe_instance(ctx, ec2, args.instance_id)
+    scaling = call(ctx, aws_client("autoscaling"), "describe_auto_scaling_instances",
+                   InstanceIds=[args.instance_id])["AutoScalingInstances"]
+    facts = {
+        "instance_id": args.instance_id, "state": instance["State"]["Name"],
+        "launch_time": instance.get("LaunchTime"), "instance_type": instance.get("InstanceType"),
+        "image_id": instance.get("ImageId"), "vpc_id": instance.get("VpcId"), "subnet_id": instance.get("SubnetId"),
+        "private_ips": sorted({a["PrivateIpAddress"] for eni in instance.get("NetworkInterfaces", [])
+                               for a in eni.get("PrivateIpAddresses", [])}),
+        "public_ip": instance.get("PublicIpAddress"),
+        "security_groups": [g["GroupId"] for g in instance.get("SecurityGroups", [])],
+        "instance_profile": instance.get("IamInstanceProfile", {}).get("Arn"),
+        "auto_scaling_group": scaling[0]["AutoScalingGroupName"] if scaling else None,
+        "auto_scaling_state": scaling[0].get("LifecycleState") if scaling else None,
+        "target_groups": _target_groups(ctx, instance),
+        **fact_tags(instance.get("Tags", [])),
+    }
+    return archive_facts(
+        ctx, f"ec2-instance-{args.instance_id}", facts, target=f"ec2-instance/{args.instance_id}",
+        source_system="aws-ec2",
+        message=f"instance {args.instance_id}: {facts['state']}, Auto Scaling group "
+                f"{facts['auto_scaling_group'] or 'none'}, {len(facts['target_groups'])} target group(s), "
+                f"tenant {facts['tenant'] or 'untagged'}",
+    )
+
+
+class InstanceStateArgs(ActionArgs):
+    instance_id: str = Field(..., pattern=r"^i-[0-9a-f]{8,17}$", description="EC2 instance id.")
+    snapshot: bool = Field(True, description="Also snapshot its EBS volumes (aws.snapshot_volumes), after the rest.")
+
+
+def _console_text(output: str | None) -> str:
+    """The console output as text: AWS sends it base64-encoded (moto, plain)."""
+    if not output:
+        return ""
+    try:
+        return base64.b64decode(output, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return output
+
+
+@action
+def collect_instance_state(args: InstanceStateArgs, ctx: ActionContext) -> Outcome:
+    """Archive an instance's console output and EC2 description, then snapshot its volumes (most volatile first)."""
+    ec2 = aws_client("ec2")
+    console = call(ctx, ec2, "get_console_output", InstanceId=args.instance_id)
+    instance = _describe_instance(ctx, ec2, args.instance_id)
+    text = redact_text(_console_text(console.get("Output")))
+    state = archive_facts(
+        ctx, f"ec2-instance-state-{args.instance_id}",
+        {"instance_id": args.instance_id, "console_output_time": console.get("Timestamp"), "console_output": text,
+         "instance": instance},
+        target=f"ec2-instance/{args.instance_id}", source_system="aws-ec2",
+        summary={"instance_id": args.instance_id, "console_output_time": console.get("Timestamp"),
+                 "console_output_lines": len(text.splitlines()), "state": instance["State"]["Name"]},
+        message=f"console output ({len(text.splitlines())} line(s)) and description of {args.instance_id} archived",
+    )
+    if not args.snapshot:
+        return state
+    try:
+        snaps = snapshot_volumes(SnapshotArgs(instance_id=args.instance_id), ctx)
+    except PermanentError as exc:
+        if exc.code != "NoVolume":
+            raise
+        ctx.record(f"{args.instance_id} has no EBS volume: no snapshot (instance store is lost when it stops)")
+        return state.model_copy(update={"details": {**state.details, "snapshot_ids": [], "snapshots": None}})
+    return state.model_copy(update={
+        "changed": snaps.changed, "checks": [*state.checks, *snaps.checks], "message": f"{state.message}; {snaps.message}",
+        "details": {**state.details, "snapshot_ids": snaps.details["snapshot_ids"], "snapshots": snaps.after}})

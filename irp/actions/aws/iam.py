@@ -1,7 +1,9 @@
-"""IAM actions: deactivate and reactivate access keys, deny-all and revoke-sessions inline policies.
+"""IAM actions: describe an access key; deactivate and reactivate access keys, deny-all and revoke-sessions
+inline policies.
 
-Side effects, not in dry runs: access key status changed, inline policies put or deleted on users
-and roles; the state before and after archived under actions/<stage>/<step>/ (IAM has no DryRun).
+Side effects, not in dry runs: what aws.describe_access_key read archived (redacted); access key
+status changed, inline policies put or deleted on users and roles; the state before and after
+archived under actions/<stage>/<step>/ (IAM has no DryRun).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from irp.actions.aws.clients import aws_client, call
+from irp.actions.aws.clients import archive_facts, aws_client, call, fact_tags, pages
 from irp.actions.base import Change, Journal, Outcome, UndoPlan, run_change
 from irp.actions.registry import ActionArgs, ActionContext, Target, action
 from irp.actions.target_rules import check_protected
@@ -254,3 +256,53 @@ def restore_inline_policy(args: InlinePolicyArgs, ctx: ActionContext) -> Outcome
     what = (f"delete inline policy {args.policy_name} of {args.principal_type} {args.name}" if args.document is None
             else f"restore inline policy {args.policy_name} of {args.principal_type} {args.name}")
     return _apply_inline(ctx, args.principal_type, args.name, args.policy_name, args.document, what, undo_of=True)
+
+
+class DescribeAccessKeyArgs(ActionArgs):
+    access_key_id: str = Field(..., pattern=r"^AKIA[A-Z0-9]{12,124}$",
+                               description="Long-term access key id (AKIA...) to describe.")
+
+
+def _user_facts(ctx: ActionContext, iam: Any, user: str) -> dict[str, Any]:
+    inline = pages(ctx, iam, "list_user_policies", "PolicyNames", UserName=user)
+    login = call(ctx, iam, "get_login_profile", absent=("NoSuchEntity",), UserName=user)
+    return {
+        "attached_policies": [p["PolicyName"] for p in
+                              pages(ctx, iam, "list_attached_user_policies", "AttachedPolicies", UserName=user)],
+        "inline_policies": {name: call(ctx, iam, "get_user_policy", UserName=user, PolicyName=name)["PolicyDocument"]
+                            for name in inline},
+        "groups": [g["GroupName"] for g in pages(ctx, iam, "list_groups_for_user", "Groups", UserName=user)],
+        "console_login": login is not None,
+        "mfa_devices": len(pages(ctx, iam, "list_mfa_devices", "MFADevices", UserName=user)),
+        **fact_tags(pages(ctx, iam, "list_user_tags", "Tags", UserName=user)),
+    }
+
+
+@action
+def describe_access_key(args: DescribeAccessKeyArgs, ctx: ActionContext) -> Outcome:
+    """Archive and return an access key's user, status, last use, policies, groups, login, MFA and tags (read only)."""
+    iam = aws_client("iam")
+    used = call(ctx, iam, "get_access_key_last_used", absent=("NoSuchEntity",), AccessKeyId=args.access_key_id)
+    if not used or not used.get("UserName"):
+        raise PermanentError(f"access key {args.access_key_id} is not a key of this AWS account (or was deleted)",
+                             provider="AWS iam", code="NoSuchEntity")
+    user, last = used["UserName"], used.get("AccessKeyLastUsed", {})
+    facts: dict[str, Any] = {
+        "access_key_id": args.access_key_id, "user": user,
+        "last_used": {"time": last.get("LastUsedDate"), "service": last.get("ServiceName"),
+                      "region": last.get("Region")},
+    }
+    if call(ctx, iam, "get_user", absent=("NoSuchEntity",), UserName=user) is None:  # the root user's key
+        facts.update(root=True, status=None, created=None)
+    else:
+        key = next((k for k in pages(ctx, iam, "list_access_keys", "AccessKeyMetadata", UserName=user)
+                    if k["AccessKeyId"] == args.access_key_id), {})
+        facts.update(root=False, status=key.get("Status"), created=key.get("CreateDate"),
+                     **_user_facts(ctx, iam, user))
+    return archive_facts(
+        ctx, f"iam-access-key-{args.access_key_id}", facts, target=f"iam-user/{user}/{args.access_key_id}",
+        source_system="aws-iam",
+        message=f"access key {args.access_key_id}: user {user}, {facts.get('status') or 'root key'}, last used "
+                f"{facts['last_used']['time'] or 'never'}"
+                + (f" ({facts['last_used']['service']})" if facts["last_used"]["time"] else ""),
+    )

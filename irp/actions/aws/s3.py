@@ -1,19 +1,25 @@
-"""S3 actions: block a bucket's public access and put it back; restore an object version and remove it.
+"""S3 actions: describe a bucket, collect its server access logs; block its public access and put it
+back; restore an object version and remove it.
 
 Side effects, not in dry runs: public access block configurations put or deleted; an earlier object
-version copied over the latest (history kept), or one version deleted (S3 has no DryRun).
+version copied over the latest (history kept), or one version deleted (S3 has no DryRun); what the
+describe and collect actions read archived (credentials in request URIs redacted).
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from irp.actions.aws.clients import aws_client, call
+from irp.actions.aws.clients import WindowArgs, archive_facts, aws_client, call, fact_tags, pages
 from irp.actions.base import Change, Journal, Outcome, UndoPlan, run_change
 from irp.actions.registry import ActionArgs, ActionContext, Target, action
 from irp.errors import PermanentError
+from irp.redaction import redact_text
 
 _ALL_BLOCKED = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
                 "RestrictPublicBuckets": True}
@@ -171,3 +177,138 @@ def remove_object_version(args: ObjectVersionArgs, ctx: ActionContext) -> Outcom
         unchanged=f"version {args.version_id} of s3://{args.bucket}/{args.key} is already gone: nothing changed",
         changed=lambda _: f"version {args.version_id} of s3://{args.bucket}/{args.key} deleted",
     ))
+
+
+class DescribeBucketArgs(ActionArgs):
+    bucket: str = Field(..., min_length=3, max_length=63, description="S3 bucket name.")
+
+
+def _optional(ctx: ActionContext, s3: Any, operation: str, bucket: str, key: str, *absent: str) -> Any:
+    """`operation`'s `key` for the bucket, or None when the bucket has no such configuration."""
+    found = call(ctx, s3, operation, absent=absent, Bucket=bucket)
+    return found.get(key) if found else None
+
+
+@action
+def describe_bucket(args: DescribeBucketArgs, ctx: ActionContext) -> Outcome:
+    """Archive and return a bucket's tags, versioning, logging, public access, encryption and object lock (read only)."""
+    s3, bucket = aws_client("s3"), args.bucket
+    public_access_block = _public_access_block(ctx, s3, bucket)  # also: the bucket exists
+    versioning = call(ctx, s3, "get_bucket_versioning", Bucket=bucket)
+    logging = _optional(ctx, s3, "get_bucket_logging", bucket, "LoggingEnabled")
+    status = _optional(ctx, s3, "get_bucket_policy_status", bucket, "PolicyStatus", "NoSuchBucketPolicy")
+    encryption = _optional(ctx, s3, "get_bucket_encryption", bucket, "ServerSideEncryptionConfiguration",
+                           "ServerSideEncryptionConfigurationNotFoundError")
+    lock = _optional(ctx, s3, "get_object_lock_configuration", bucket, "ObjectLockConfiguration",
+                     "ObjectLockConfigurationNotFoundError")
+    facts = {
+        "bucket": bucket,
+        "region": call(ctx, s3, "get_bucket_location", Bucket=bucket).get("LocationConstraint") or "us-east-1",
+        **fact_tags(_optional(ctx, s3, "get_bucket_tagging", bucket, "TagSet", "NoSuchTagSet") or []),
+        "versioning": versioning.get("Status") or "Disabled", "mfa_delete": versioning.get("MFADelete") or "Disabled",
+        "access_logging": {"target_bucket": logging["TargetBucket"], "target_prefix": logging.get("TargetPrefix", ""),
+                           "partitioned": "PartitionedPrefix" in logging.get("TargetObjectKeyFormat", {})}
+        if logging else None,
+        "public_access_block": public_access_block,
+        "has_policy": status is not None, "policy_public": bool(status and status.get("IsPublic")),
+        "encryption": [rule.get("ApplyServerSideEncryptionByDefault", {}) for rule in (encryption or {}).get("Rules", [])],
+        "object_lock": lock,
+    }
+    return archive_facts(
+        ctx, f"s3-bucket-{bucket}", facts, target=f"s3-bucket/{bucket}", source_system="aws-s3",
+        message=f"bucket {bucket}: tenant {facts['tenant'] or 'untagged'}, classification "
+                f"{facts['data_classification'] or 'untagged'}, versioning {facts['versioning']}, access logging "
+                f"{'on' if logging else 'off'}, policy {'public' if facts['policy_public'] else 'not public'}",
+    )
+
+
+MAX_ACCESS_LOG_BYTES = 256 * 1024 * 1024  # read in total by one collection
+ACCESS_LOG_DELAY = timedelta(hours=2)  # S3 delivers access logs within a few hours of the requests
+# bucket_owner bucket [time] remote_ip requester request_id operation key "request_uri" status ...
+_ACCESS_LINE = re.compile(r'^(\S+) (\S+) \[([^\]]+)\] (\S+) (\S+) (\S+) (\S+) (\S+) ("(?:[^"\\]|\\.)*"|-) (\S+)')
+_ACCESS_FILE_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})-[^/]*$")
+
+
+class AccessLogsArgs(WindowArgs):
+    bucket: str = Field(..., min_length=3, max_length=63, description="Bucket whose server access logs to collect.")
+    max_objects: int = Field(2000, ge=1, le=100_000, description="Read at most this many log objects (truncated).")
+
+
+def _access_log_root(ctx: ActionContext, s3: Any, bucket: str) -> tuple[str, str, bool]:
+    """The bucket's access log target bucket, the key prefix its days start with, whether partitioned by date."""
+    logging = _optional(ctx, s3, "get_bucket_logging", bucket, "LoggingEnabled")
+    if not logging:
+        raise PermanentError(f"bucket {bucket} has no server access logging: nothing to collect (turn it on for the "
+                             f"future; CloudTrail data events: aws.collect_s3_data_events)", provider="AWS s3",
+                             code="NoAccessLogging")
+    prefix = logging.get("TargetPrefix", "")
+    if "PartitionedPrefix" in logging.get("TargetObjectKeyFormat", {}):
+        account = call(ctx, aws_client("sts"), "get_caller_identity")["Account"]
+        region = call(ctx, s3, "get_bucket_location", Bucket=bucket).get("LocationConstraint") or "us-east-1"
+        return logging["TargetBucket"], f"{prefix}{account}/{region}/{bucket}/", True
+    return logging["TargetBucket"], prefix, False
+
+
+def _access_log_objects(ctx: ActionContext, s3: Any, target: str, root: str, partitioned: bool, start: datetime,
+                        end: datetime, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    found: list[dict[str, Any]] = []
+    day, last = start.date(), (end + ACCESS_LOG_DELAY).date()
+    while day <= last and len(found) <= limit:
+        day_prefix = f"{day:%Y/%m/%d}/{day:%Y-%m-%d}" if partitioned else f"{day:%Y-%m-%d}"
+        for obj in pages(ctx, s3, "list_objects_v2", "Contents", token=("ContinuationToken", "NextContinuationToken"),
+                         limit=limit + 1, Bucket=target, Prefix=root + day_prefix):
+            stamp = _ACCESS_FILE_TIME.search(obj["Key"])
+            moment = datetime.strptime(stamp[1] + "+0000", "%Y-%m-%d-%H-%M-%S%z") if stamp else None
+            if moment is None or start <= moment <= end + ACCESS_LOG_DELAY:
+                found.append(obj)
+        day += timedelta(days=1)
+    return found[:limit], len(found) > limit
+
+
+def _in_window(line: str, start: datetime, end: datetime) -> bool:
+    parsed = _ACCESS_LINE.match(line)
+    if parsed is None:
+        return True  # kept: an analyst reads what irp cannot parse
+    try:
+        return start <= datetime.strptime(parsed[3], "%d/%b/%Y:%H:%M:%S %z") <= end
+    except ValueError:
+        return True
+
+
+@action
+def collect_s3_access_logs(args: AccessLogsArgs, ctx: ActionContext) -> Outcome:
+    """Archive a bucket's S3 server access log records for a window, from its logging target (read only)."""
+    start, end = args.window(ctx)
+    s3 = aws_client("s3")
+    target, root, partitioned = _access_log_root(ctx, s3, args.bucket)
+    objects, truncated = _access_log_objects(ctx, s3, target, root, partitioned, start, end, args.max_objects)
+    lines: list[str] = []
+    read = 0
+    for obj in objects if not ctx.dry_run else []:
+        if read + obj.get("Size", 0) > MAX_ACCESS_LOG_BYTES:
+            truncated = True
+            break
+        body = call(ctx, s3, "get_object", Bucket=target, Key=obj["Key"])["Body"].read()
+        read += len(body)
+        lines += [redact_text(line) for line in body.decode("utf-8", "replace").splitlines()
+                  if line.strip() and _in_window(line, start, end)]
+    parsed = [m for m in map(_ACCESS_LINE.match, lines) if m]
+    text_item = None
+    if not ctx.dry_run:
+        text_item = ctx.archive(f"actions/{ctx.stage.value}/{ctx.step}/s3-access-logs-{args.bucket}.log",
+                                "".join(line + "\n" for line in lines).encode(), content_type="text/plain",
+                                source_system="aws-s3", source_time=end.isoformat())
+    source = {"bucket": args.bucket, "log_bucket": target, "prefix": root, "start": start.isoformat(),
+              "end": end.isoformat(), "truncated": truncated, "records": text_item.name if text_item else None,
+              "objects": [{"key": o["Key"], "etag": o.get("ETag"), "size": o.get("Size")} for o in objects]}
+    return archive_facts(
+        ctx, f"s3-access-logs-{args.bucket}", source, target=f"s3-bucket/{args.bucket}", source_system="aws-s3",
+        summary={"count": len(lines), "objects": len(objects), "truncated": truncated,
+                 "records": text_item.name if text_item else None,
+                 "operations": dict(Counter(m[7] for m in parsed).most_common(20)),
+                 "requesters": [r for r, _ in Counter(m[5] for m in parsed).most_common(50)],
+                 "remote_ips": [r for r, _ in Counter(m[4] for m in parsed).most_common(50)]},
+        message=(f"{len(objects)} access log object(s) of {args.bucket} to read" if ctx.dry_run else
+                 f"{len(lines)} S3 access log record(s) of {args.bucket} from {len(objects)} object(s) archived")
+                + (" (truncated)" if truncated else ""),
+    )
