@@ -131,8 +131,8 @@ class TestErrors:
                                 "  - name: b\n    incident_type: ransomware\n")
         problems = [str(p) for p in validate_routing(path)]
         assert f"{path}:4:5: routes.0.incident_typ: unknown key 'incident_typ'; valid keys: name, description, " \
-               "source, labels, labels_regex, title_regex, incident_type, incident_type_label, severity, " \
-               "group_by, clients" in problems
+               "source, labels, labels_regex, title_regex, incident_type, incident_type_label, severity, map, " \
+               "severity_label, group_by, clients" in problems
         assert any(p.startswith(f"{path}:6:5: routes.1.incident_type: Input should be 'unauthorized_access'")
                    for p in problems)
 
