@@ -229,10 +229,13 @@ def routing_problems(routing: Routing, file: str, positions: Positions) -> list[
         if (route.incident_type is None) == (route.incident_type_label is None):
             add(("routes", index), "set exactly one of incident_type and incident_type_label")
         extra = [label for label in (route.incident_type_label, route.severity_label) if label]
-        for label in [*route.labels, *route.labels_regex, *(route.group_by or []), *extra, *route.map]:
+        for label in [*route.labels, *route.labels_regex, *(route.group_by or []), *extra]:
             if not re.match(LABEL_NAME, label):
                 add(("routes", index), f"invalid label name {label!r}: use letters, digits, '_', '.' and '-'")
         for label, expression in route.map.items():
+            if not re.match(LABEL_NAME, label):
+                add(("routes", index, "map", label), f"invalid label name {label!r}: use letters, digits, '_', '.' "
+                    "and '-'")
             error = jmespath_error(expression)
             if error:
                 add(("routes", index, "map", label), f"invalid JMESPath expression {expression!r}: {error}")
@@ -254,7 +257,7 @@ def jmespath_error(expression: str) -> str | None:
     except jmespath.exceptions.ParseError as exc:
         if exc.token_type is None:  # the expression ends before it is complete
             return f"incomplete expression at column {exc.lex_position}"
-        return f"{exc.msg} at column {exc.lex_position}"
+        return f"unexpected {exc.token_value!r} at column {exc.lex_position}"
     except jmespath.exceptions.JMESPathError as exc:  # the lexer: an unknown character, an unclosed quote
         return " ".join(str(exc).split())
     stack = [parsed]
