@@ -25,7 +25,6 @@ import jmespath
 import jmespath.exceptions
 
 from irp import vocabulary
-
 from irp.errors import PlaybookError
 from irp.models import Alert, ClientOrigin, IncidentType, Severity
 from irp.playbook.loader import load_routing_file
