@@ -62,17 +62,22 @@ class Router:
     def __init__(self, routing: Routing, sha256: str = "") -> None:
         self.routing = routing
         self.sha256 = sha256
-        self._compiled = [
-            (
+        self._compiled = []
+        for route in routing.routes:
+            # Matchers on labels the map does not set are tried first: most alerts fail them, unmapped.
+            mapped = set(route.map)
+            equals = list(route.labels.items())
+            regexes = [(label, re.compile(pattern)) for label, pattern in route.labels_regex.items()]
+            self._compiled.append((
                 route,
                 route.sources(),
-                tuple(route.labels.items()),
-                tuple((label, re.compile(pattern)) for label, pattern in route.labels_regex.items()),
+                tuple(m for m in equals if m[0] not in mapped),
+                tuple(m for m in regexes if m[0] not in mapped),
                 re.compile(route.title_regex) if route.title_regex is not None else None,
                 tuple((label, jmespath.compile(expression)) for label, expression in route.map.items()),
-            )
-            for route in routing.routes
-        ]
+                tuple(m for m in equals if m[0] in mapped),
+                tuple(m for m in regexes if m[0] in mapped),
+            ))
 
     @classmethod
     def from_file(cls, path: Path) -> Router:
@@ -93,23 +98,26 @@ class Router:
     def route(self, alert: Alert) -> Routed | None:
         """Where `alert` goes, or None when no route matches and there is no default."""
         document: list[Any] = []  # read once, when a route maps
-        for route, sources, equals, regexes, title, mapping in self._compiled:
+        for route, sources, equals, regexes, title, mapping, mapped_equals, mapped_regexes in self._compiled:
             if sources is not None and alert.source not in sources:
                 continue
             labels = alert.labels
-            if mapping:
-                if not document:
-                    document.append(source_document(alert))
-                mapped = _mapped(mapping, document[0], labels)
-                labels = {**labels, **mapped}
-            else:
-                mapped = {}
             if equals and any(labels.get(label, "") != value for label, value in equals):
                 continue
             if regexes and any(not rx.fullmatch(labels.get(label, "")) for label, rx in regexes):
                 continue
             if title is not None and not title.search(alert.title):
                 continue
+            mapped: dict[str, str] = {}
+            if mapping:
+                if not document:
+                    document.append(source_document(alert))
+                mapped = _mapped(mapping, document[0], labels)
+                labels = {**labels, **mapped}
+                if any(labels.get(label, "") != value for label, value in mapped_equals):
+                    continue
+                if any(not rx.fullmatch(labels.get(label, "")) for label, rx in mapped_regexes):
+                    continue
             incident_type = route.incident_type
             if route.incident_type_label is not None:
                 value = labels.get(route.incident_type_label, "")
