@@ -18,6 +18,7 @@ __all__ = [
     "ActionItem",
     "Delivery",
     "Alert",
+    "UNCLASSIFIED_SEVERITY",
     "AlertSource",
     "ClientOrigin",
     "DataCategory",
@@ -119,6 +120,9 @@ class Stage(StrEnum):
     restore = "restore"
     notify = "notify"
     review = "review"
+
+
+UNCLASSIFIED_SEVERITY = "unclassified_severity"  # label: the source's severity word outside §5's (irp/vocabulary.py)
 
 
 class AlertSource(StrEnum):

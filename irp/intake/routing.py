@@ -26,7 +26,7 @@ import jmespath.exceptions
 
 from irp import vocabulary
 from irp.errors import PlaybookError
-from irp.models import Alert, ClientOrigin, IncidentType, Severity
+from irp.models import UNCLASSIFIED_SEVERITY, Alert, ClientOrigin, IncidentType, Severity
 from irp.playbook.loader import load_routing_file
 from irp.playbook.models import Route, Routing
 
@@ -129,7 +129,12 @@ class Router:
                 mapped, labels = {**mapped, **normalised}, {**labels, **normalised}
             severity = route.severity
             if route.severity_label is not None:
-                severity = vocabulary.severity(labels.get(route.severity_label, "")) or severity
+                word = labels.get(route.severity_label, "")
+                hint = vocabulary.severity(word)
+                if hint is not None:
+                    severity = hint
+                elif word and UNCLASSIFIED_SEVERITY not in labels:  # kept for the analyst: the run records it
+                    mapped = {**mapped, UNCLASSIFIED_SEVERITY: word}
             return Routed(route.name, incident_type, severity, _group_key(alert.source.value, alert.fingerprint,
                                                                           labels, route),
                           tuple(route.clients), tuple(mapped.items()))
