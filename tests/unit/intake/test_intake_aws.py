@@ -172,3 +172,29 @@ class TestEventBridgeAuthentication:
         assert answer.status_code == 422
         paths = {error["path"] for error in answer.json()["errors"]}
         assert paths == {"detail-type", "detail"}
+
+
+class TestNormalise:
+    def test_one_alert_per_security_hub_finding_each_with_its_own_raw(self) -> None:
+        from irp.intake.sources import SOURCES, alerts_in
+
+        event = json.loads((SAMPLES / "securityhub-iam-ttp.json").read_bytes())
+        first = event["detail"]["findings"][0]
+        second = {**first, "Id": "finding-2", "Title": "Second", "Workflow": {"Status": "RESOLVED"}}
+        event["detail"]["findings"] = [first, second]
+        alerts = alerts_in(SOURCES["eventbridge"], json.dumps(event).encode())
+        assert [(a.title, a.status) for a, _ in alerts] == [("Access key used from a new country", "firing"),
+                                                           ("Second", "resolved")]
+        assert [a.raw["detail"]["findings"] for a, _ in alerts] == [[first], [second]]
+        assert alerts[0][0].fingerprint != alerts[1][0].fingerprint
+        assert alerts[0][0].labels == {"kind": "eventbridge", "event_source": "aws.securityhub",
+                                       "detail_type": "Security Hub Findings - Imported",
+                                       "account": "123456789012", "region": "eu-west-3"}
+
+    def test_direct_and_sns_deliveries_of_one_event_are_one_alert(self) -> None:
+        from irp.intake.sources import SOURCES, alerts_in
+
+        [(direct, _)] = alerts_in(SOURCES["eventbridge"], (SAMPLES / "guardduty-iam-credentials.json").read_bytes())
+        [(via_sns, _)] = alerts_in(SOURCES["sns"], (SAMPLES / "sns-guardduty-iam-credentials.json").read_bytes())
+        assert (direct.fingerprint, direct.title, direct.observed_at) == \
+            (via_sns.fingerprint, via_sns.title, via_sns.observed_at)
