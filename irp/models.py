@@ -18,6 +18,7 @@ __all__ = [
     "ActionItem",
     "Delivery",
     "Alert",
+    "UNCLASSIFIED_SEVERITY",
     "AlertSource",
     "ClientOrigin",
     "DataCategory",
@@ -121,12 +122,16 @@ class Stage(StrEnum):
     review = "review"
 
 
+UNCLASSIFIED_SEVERITY = "unclassified_severity"  # label: the source's severity word outside §5's (irp/vocabulary.py)
+
+
 class AlertSource(StrEnum):
     """Where an alert came from (policy §4 detection sources)."""
 
     alertmanager = "alertmanager"
     grafana = "grafana"
     sns = "sns"
+    eventbridge = "eventbridge"
     pagerduty = "pagerduty"
     generic = "generic"
     report = "report"
@@ -219,6 +224,8 @@ class PersonalData(_Model):
 
     involved: bool = False
     categories: list[DataCategory] = Field(default_factory=list)
+    unclassified: list[str] = Field(
+        default_factory=list, description="Categories the source named that are not in the vocabulary: for the analyst.")
     approx_people: int | None = Field(None, ge=0, description="Approximate number of people concerned.")
     approx_records: int | None = Field(None, ge=0, description="Approximate number of records concerned.")
     high_risk: bool = Field(False, description="Likely high risk to people's rights (GDPR Art. 34).")

@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from irp.models import TargetKind
+from irp.models import DataCategory, Severity, TargetKind
 from irp.text import split_list
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     webhook_auth: dict[str, str] = Field(
         default_factory=dict,
         description='Per-source methods, JSON: {"generic": "hmac", "grafana": "token,hmac"}; '
-                    "methods: token, hmac, pagerduty, sns.")
+                    "methods: token, hmac, pagerduty, sns, apikey.")
     pagerduty_secret: SecretStr | None = Field(
         None, description="PagerDuty v3 webhook signing secret(s); several, comma-separated, during a rotation.")
     sns_topic_arns: str = Field("", description="SNS topics accepted at /alerts/sns, comma-separated.")
@@ -83,6 +83,17 @@ class Settings(BaseSettings):
         r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$",
         description="Hosts allowed for SNS SigningCertURL and SubscribeURL (regular expression, https only).")
     sns_ca_bundle: Path | None = Field(None, description="CA bundle to fetch SNS certificates with (default: certifi).")
+    eventbridge_api_key_header: str = Field(
+        "x-irp-api-key", pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="Header an EventBridge connection (API key authorization) sends at /alerts/eventbridge.")
+    eventbridge_api_key: SecretStr | None = Field(
+        None, description="Value(s) of that header accepted at /alerts/eventbridge; several, comma-separated, during a "
+                          "rotation. Basic auth and bearer are checked against IRP_WEBHOOK_TOKEN.")
+    vocabulary_synonyms: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='Words sources use for the playbooks\' vocabulary, JSON: {"data_categories": {"pii": '
+                    '"identification"}, "severity": {"sev1": "critical"}}; added to the shipped ones (irp/vocabulary.py). '
+                    "Unknown values are kept as unclassified, never refused.")
     webhook_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     webhook_max_header_bytes: int = Field(
         16 * 1024, ge=1024, description="Largest request line and headers, together (431 above; the rest is not parsed).")
@@ -257,6 +268,19 @@ class Settings(BaseSettings):
         for name, url in value.items():
             if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
                 raise ValueError(f"endpoint {name!r}: {url!r} is not an http(s) URL")
+        return value
+
+    @field_validator("vocabulary_synonyms")
+    @classmethod
+    def _vocabulary_words(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        words = {"data_categories": [c.value for c in DataCategory], "severity": [s.value for s in Severity]}
+        for kind, table in value.items():
+            if kind not in words:
+                raise ValueError(f"unknown vocabulary {kind!r}; valid: {', '.join(words)}")
+            for synonym, word in table.items():
+                if word not in words[kind]:
+                    raise ValueError(f"{kind}: {synonym!r} -> {word!r}, not a word of the vocabulary; "
+                                     f"valid: {', '.join(words[kind])}")
         return value
 
 

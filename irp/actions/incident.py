@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from irp import templating
+from irp import templating, vocabulary
 from irp.actions.registry import ActionArgs, ActionContext, action
 from irp.errors import ActionError
 from irp.models import DataCategory, PersonalData
@@ -91,7 +91,9 @@ def classify(args: ClassifyArgs, ctx: ActionContext) -> dict[str, Any]:
 
 class PersonalDataArgs(ActionArgs):
     involved: bool = Field(..., description="Whether personal data is involved.")
-    categories: list[DataCategory] = Field(default_factory=list, description="Data categories (list or a,b).")
+    categories: list[str] = Field(
+        default_factory=list, description="Data categories (list or a,b); synonyms are read as their category "
+        "(IRP_VOCABULARY_SYNONYMS), other values are recorded as unclassified for the analyst, never refused.")
     approx_people: int | None = Field(None, ge=0, description="Approximate number of people concerned.")
     approx_records: int | None = Field(None, ge=0, description="Approximate number of records concerned.")
     high_risk: bool = Field(False, description="Likely high risk to people's rights and freedoms.")
@@ -107,8 +109,13 @@ class PersonalDataArgs(ActionArgs):
 @action
 def assess_personal_data(args: PersonalDataArgs, ctx: ActionContext) -> dict[str, Any]:
     """Record whether personal data is involved, its categories and how many people and records."""
-    facts = PersonalData(**args.model_dump())
+    known, unclassified = vocabulary.data_categories(args.categories)
+    facts = PersonalData(**{**args.model_dump(), "categories": known, "unclassified": unclassified})
     ctx.update_incident(personal_data=facts)
+    if unclassified:
+        ctx.record(f"unclassified data categories {', '.join(map(repr, unclassified))}: not in the vocabulary "
+                   f"({', '.join(DataCategory)}); an analyst should classify them (IRP_VOCABULARY_SYNONYMS "
+                   "can name them next time)", kind="finding", unclassified=unclassified)
     if facts.involved:
         ctx.record(
             f"personal data involved: {', '.join(facts.categories) or 'categories unknown'}; "

@@ -73,7 +73,7 @@ def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or f
 
 @playbooks_app.command("route")
 def route(
-    source: Annotated[str, typer.Argument(help="alertmanager, grafana, sns, pagerduty, generic or report.")],
+    source: Annotated[str, typer.Argument(help="alertmanager, grafana, sns, eventbridge, pagerduty, generic or report.")],
     payload: Annotated[Path, typer.Argument(help="A request body as the source sends it (JSON); - reads stdin.")],
     routing: Annotated[Path | None, typer.Option(
         help="Routing file (default: IRP_ROUTING_FILE, else routing.yaml in the playbooks folder).")] = None,
@@ -94,10 +94,10 @@ def route(
     router = Router.from_file(routing)  # PlaybookError: every problem as FILE:LINE:COL
     where = "stdin" if str(payload) == "-" else str(payload)
     rows = []
-    for alert, event in _read_alerts(found, source, payload, where):
-        routed = router.route(alert)
+    for alert, routed, event in router.route_all(_read_alerts(found, source, payload, where)):
         rows.append({"fingerprint": alert.fingerprint, "title": alert.title, "event": event,
-                     "labels": alert.labels, "route": routed.route if routed else None,
+                     "labels": alert.labels, "mapped_labels": dict(routed.labels) if routed else {},
+                     "route": routed.route if routed else None,
                      "incident_type": routed.incident_type.value if routed else None,
                      "severity_hint": routed.severity.value if routed and routed.severity else None,
                      "clients": list(routed.clients) if routed else [],
@@ -117,6 +117,8 @@ def route(
         severity = f", severity {row['severity_hint']}" if row["severity_hint"] else ""
         clients = f", Clients {', '.join(row['clients'])} (stated by the route: trusted)" if row["clients"] else ""
         typer.echo(f"    route {row['route']} -> {row['incident_type']}{severity}{clients}")
+        for label, value in row["mapped_labels"].items():
+            typer.echo(f"    label {label} = {value!r} (set by the route: data, not authority)")
         typer.echo(f"    group {row['group_key']}: repeats within the dedup window join one incident")
 
 

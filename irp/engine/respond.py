@@ -25,6 +25,7 @@ from irp.engine.records import RunContext, StageResult
 from irp.errors import IrpError
 from irp.evidence import EvidenceStore, open_store, remove_tree, temporary_store
 from irp.models import (
+    UNCLASSIFIED_SEVERITY,
     Alert,
     ClientOrigin,
     Incident,
@@ -192,8 +193,19 @@ def _new_incident(incident_type: IncidentType, alert: Alert, loaded: LoadedPlayb
         flow_run_ids=[str(flow_run.id)] if flow_run.id else [],
         dry_run=dry_run,
         timeline=[TimelineEntry(kind="alert", message=f"{alert.source.value} alert: {alert.title}",
-                                data={"fingerprint": alert.fingerprint})],
+                                data={"fingerprint": alert.fingerprint}), *_unclassified(alert)],
     )
+
+
+def _unclassified(alert: Alert) -> list[TimelineEntry]:
+    """A finding for the analyst when the source's severity word is not one of §5's (routing kept it as a label)."""
+    word = alert.labels.get(UNCLASSIFIED_SEVERITY)
+    if not word:
+        return []
+    return [TimelineEntry(kind="finding", data={UNCLASSIFIED_SEVERITY: word},
+                          message=f"the source's severity {word[:100]!r} is not in the vocabulary (minor, major, "
+                                  "critical or a synonym in IRP_VOCABULARY_SYNONYMS): the playbook's classification "
+                                  "decides; an analyst should check it")]
 
 
 def _archive_inputs(store: EvidenceStore, incident: Incident, alert: Alert, loaded: LoadedPlaybook) -> None:

@@ -152,7 +152,7 @@ class _Handlers:
 
     async def _accept(self, name: str, body: bytes, read: _Read, started: float) -> Response:
         service = self.service
-        routed = [(alert, service.router.route(alert), event) for alert, event in read.alerts]
+        routed = service.router.route_all(read.alerts)
         delivery = AlertDelivery(source=name, body=body, alerts=routed, delivery_key=read.delivery_key,
                                  repeat=read.repeat, confirm_url=read.confirm_url)
         try:
@@ -196,8 +196,8 @@ class _Handlers:
                 continue
             name, body = stored
             try:
-                alerts = [(alert, router.route(alert), event) for alert, event in alerts_in(SOURCES[name], body)
-                          if alert.fingerprint == row["fingerprint"]]
+                alerts = router.route_all((alert, event) for alert, event in alerts_in(SOURCES[name], body)
+                                          if alert.fingerprint == row["fingerprint"])
             except (ValueError, KeyError) as exc:  # recorded by an older version that read it differently
                 log.warning("unrouted alert %s of delivery %s cannot be read again: %s",
                             row["fingerprint"], row["last_delivery_id"], exc)

@@ -1,4 +1,5 @@
-"""Who may post alerts: bearer tokens, Standard Webhooks signatures, PagerDuty signatures, SNS signatures.
+"""Who may post alerts: bearer tokens, Standard Webhooks signatures, PagerDuty signatures, SNS signatures,
+and the API-key header of an EventBridge connection.
 
 Each source accepts a set of methods (IRP_WEBHOOK_AUTH overrides the defaults); a request passes
 when one of them passes. Every comparison is constant-time. A failure never says which part was
@@ -24,8 +25,8 @@ from irp.text import split_list
 
 __all__ = ["PENDING", "AuthResult", "Authenticator", "DEFAULT_METHODS", "METHODS", "Method"]
 
-Method = Literal["token", "hmac", "pagerduty", "sns"]
-METHODS: tuple[str, ...] = ("token", "hmac", "pagerduty", "sns")
+Method = Literal["token", "hmac", "pagerduty", "sns", "apikey"]
+METHODS: tuple[str, ...] = ("token", "hmac", "pagerduty", "sns", "apikey")
 DEFAULT_METHODS: dict[str, tuple[str, ...]] = {
     "alertmanager": ("token", "hmac"),
     "grafana": ("token", "hmac"),
@@ -33,6 +34,7 @@ DEFAULT_METHODS: dict[str, tuple[str, ...]] = {
     "report": ("token", "hmac"),
     "pagerduty": ("pagerduty", "token"),
     "sns": ("sns",),
+    "eventbridge": ("apikey", "token"),  # an EventBridge connection: API key header, or basic auth/bearer (token)
 }
 _MAX_ID = 256
 log = logging.getLogger("irp.intake")
@@ -73,6 +75,8 @@ class Authenticator:
                 ) from None
         self._pagerduty = [s.encode() for s in split_list(_revealed(settings.pagerduty_secret))]
         self.sns_topics = set(split_list(settings.sns_topic_arns))
+        self._api_key_header = settings.eventbridge_api_key_header.lower()
+        self._api_keys = [_digest(k) for k in split_list(_revealed(settings.eventbridge_api_key))]
         self.methods: dict[str, tuple[str, ...]] = dict(DEFAULT_METHODS)
         for source, value in settings.webhook_auth.items():
             if source not in DEFAULT_METHODS:
@@ -88,7 +92,7 @@ class Authenticator:
 
     def configured(self, method: str) -> bool:
         return bool({"token": self._tokens, "hmac": self._webhooks, "pagerduty": self._pagerduty,
-                     "sns": self.sns_topics}[method])
+                     "sns": self.sns_topics, "apikey": self._api_keys}[method])
 
     @property
     def any_configured(self) -> bool:
@@ -111,6 +115,8 @@ class Authenticator:
         methods = self.methods[source]
         if "token" in methods and self._token_ok(headers):
             return AuthResult("token")
+        if "apikey" in methods and self._api_key_ok(headers):
+            return AuthResult("apikey")
         if ("hmac" in methods and self._webhooks and headers.get("webhook-id") and headers.get("webhook-signature")
                 or "pagerduty" in methods and self._pagerduty and headers.get("x-pagerduty-signature")
                 or "sns" in methods and self.sns_topics):
@@ -124,6 +130,8 @@ class Authenticator:
         for method in self.methods[source]:
             if method == "token" and self._token_ok(headers):
                 return AuthResult("token")
+            if method == "apikey" and self._api_key_ok(headers):
+                return AuthResult("apikey")
             if method == "hmac":
                 result = self._hmac(headers, body)
                 if result:
@@ -156,6 +164,15 @@ class Authenticator:
         ok = False
         for token in self._tokens:
             ok |= hmac.compare_digest(presented, token)
+        return ok
+
+    def _api_key_ok(self, headers) -> bool:
+        if not self._api_keys:
+            return False
+        presented = _digest(headers.get(self._api_key_header, ""))
+        ok = False
+        for key in self._api_keys:
+            ok |= hmac.compare_digest(presented, key)
         return ok
 
     def _hmac(self, headers, body: bytes) -> AuthResult | None:

@@ -31,6 +31,7 @@ from irp.models import Alert, AlertSource, utcnow
 __all__ = [
     "Incoming",
     "from_alertmanager",
+    "from_eventbridge",
     "from_generic",
     "from_grafana",
     "from_pagerduty",
@@ -279,34 +280,8 @@ def from_sns(message: SnsMessage, document: dict) -> list[Incoming]:
             raw=document,
         ), state)]
     if event is not None:
-        detail = event.detail
-        descriptions = detail.get("eventDescription") or []
-        text = ""
-        if isinstance(descriptions, list) and descriptions and isinstance(descriptions[0], dict):
-            text = str(descriptions[0].get("latestDescription", ""))
-        identity = str(detail.get("eventArn") or event.id)
-        status_code = str(detail.get("statusCode", ""))
-        labels = {
-            "kind": "eventbridge",
-            "event_source": event.source,
-            "detail_type": event.detail_type,
-            "account": event.account,
-            "region": event.region,
-            "service": str(detail.get("service", ""))[:256],
-            "event_type_code": str(detail.get("eventTypeCode", ""))[:256],
-            "event_type_category": str(detail.get("eventTypeCategory", ""))[:256],
-            "topic_arn": message.TopicArn,
-        }
-        return [_incoming(Alert(
-            source=AlertSource.sns,
-            fingerprint="eb-" + hashlib.sha256(f"{event.account}:{identity}".encode()).hexdigest()[:16],
-            title=_title(message.Subject, f"{event.detail_type}: {labels['event_type_code'] or event.source}"),
-            description=_clip(text, DESCRIPTION_MAX),
-            labels=labels,
-            observed_at=_parse_time(str(detail.get("startTime", "")), event.time, message.Timestamp),
-            status="resolved" if status_code == "closed" else "firing",
-            raw=document,
-        ))]
+        return _events(AlertSource.sns, event, document, inner, message.Subject, message.Timestamp,
+                       {"topic_arn": message.TopicArn})
     return [_incoming(Alert(
         source=AlertSource.sns,
         fingerprint="sns-" + hashlib.sha256(f"{message.TopicArn}:{message.MessageId}".encode()).hexdigest()[:16],
@@ -317,3 +292,60 @@ def from_sns(message: SnsMessage, document: dict) -> list[Incoming]:
         status="firing",
         raw=document,
     ))]
+
+
+def from_eventbridge(event: EventBridgeEvent, document: dict) -> list[Incoming]:
+    """An EventBridge event from an API destination: GuardDuty, Security Hub (one alert per finding), AWS Health,
+    CloudTrail; raw is the event (narrowed to the finding for Security Hub)."""
+    return _events(AlertSource.eventbridge, event, document, document, None, "", {})
+
+
+_HEALTH_LABELS = (("service", "service"), ("event_type_code", "eventTypeCode"),
+                  ("event_type_category", "eventTypeCategory"))
+
+
+def _events(source: AlertSource, event: EventBridgeEvent, raw: dict, document: dict, subject: str | None,
+            received: str, extra: dict[str, str]) -> list[Incoming]:
+    """The alerts of one EventBridge event, received directly or in an SNS notification (then raw is the
+    notification and document its Message): the same labels, fingerprint and title either way."""
+    detail = event.detail
+    findings = detail.get("findings")
+    if isinstance(findings, list) and findings and all(isinstance(f, dict) for f in findings):  # Security Hub
+        alerts = []
+        for finding in findings[:100]:
+            narrowed = {**document, "detail": {**detail, "findings": [finding]}}
+            alerts.append(_event(source, event, finding, narrowed if raw is document else raw, subject,
+                                 received, extra))
+        return alerts
+    return [_event(source, event, detail, raw, subject, received, extra)]
+
+
+def _event(source: AlertSource, event: EventBridgeEvent, item: dict, raw: dict, subject: str | None,
+           received: str, extra: dict[str, str]) -> Incoming:
+    """One alert of an EventBridge event; `item` is its detail, or one Security Hub finding."""
+    detail = event.detail
+    descriptions = detail.get("eventDescription") or []
+    text = str(item.get("description") or item.get("Description") or "")
+    if isinstance(descriptions, list) and descriptions and isinstance(descriptions[0], dict):  # AWS Health
+        text = str(descriptions[0].get("latestDescription", ""))
+    identity = str(detail.get("eventArn") or item.get("Id") or (item.get("id") if item is detail else "") or event.id)
+    labels = {"kind": "eventbridge", "event_source": event.source, "detail_type": event.detail_type,
+              "account": event.account, "region": event.region}
+    for label, key in _HEALTH_LABELS:
+        if detail.get(key):
+            labels[label] = str(detail[key])[:256]
+    labels.update(extra)
+    name = str(detail.get("eventTypeCode") or detail.get("eventName") or event.source)
+    workflow = item.get("Workflow")
+    resolved = (str(detail.get("statusCode", "")) == "closed"
+                or isinstance(workflow, dict) and workflow.get("Status") == "RESOLVED")
+    return _incoming(Alert(
+        source=source,
+        fingerprint="eb-" + hashlib.sha256(f"{event.account}:{identity}".encode()).hexdigest()[:16],
+        title=_title(subject, str(item.get("title") or item.get("Title") or ""), f"{event.detail_type}: {name}"),
+        description=_clip(text, DESCRIPTION_MAX),
+        labels=labels,
+        observed_at=_parse_time(str(detail.get("startTime", "")), event.time, received),
+        status="resolved" if resolved else "firing",
+        raw=raw,
+    ))

@@ -20,6 +20,7 @@ __all__ = [
     "AlertmanagerAlert",
     "AlertmanagerWebhook",
     "ErrorBody",
+    "EventBridgeEvent",
     "FieldError",
     "GenericAlert",
     "GrafanaWebhook",
@@ -143,11 +144,12 @@ class CloudWatchAlarm(_Lenient):
 
 
 class EventBridgeEvent(_Lenient):
-    """The Message of an SNS notification carrying an EventBridge event (e.g. an AWS Health event)."""
+    """An EventBridge event: posted by an API destination, or the Message of an SNS notification."""
 
-    id: str = Field(..., max_length=256)
-    detail_type: str = Field(..., alias="detail-type", max_length=256)
-    source: str = Field(..., max_length=256)
+    version: str = Field("0", max_length=16)
+    id: str = Field(..., min_length=1, max_length=256)
+    detail_type: str = Field(..., alias="detail-type", min_length=1, max_length=256)
+    source: str = Field(..., min_length=1, max_length=256)
     account: str = Field("", max_length=32)
     time: str = Field("", max_length=64)
     region: str = Field("", max_length=64)

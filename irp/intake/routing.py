@@ -3,6 +3,11 @@
 Routes are tried in order; the first whose matchers all hold decides. An alert no route matches
 (and no `default`) is recorded as unrouted and listed at GET /alerts/unrouted: never dropped.
 The file's models, loader and checks are in irp/playbook/ (errors as FILE:LINE:COL: key.path: message).
+
+A route's `map` sets labels from the alert's source document with JMESPath before its matchers are
+tried (a label the source set is kept: mapping fills in, never overrides). `data_categories` is read
+through the vocabulary (synonyms become the playbooks' words; other values are kept, unclassified).
+Mapped labels are data like any label: only a route's static `clients` is trusted.
 """
 
 from __future__ import annotations
@@ -10,16 +15,24 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+import jmespath
+import jmespath.exceptions
+
+from irp import vocabulary
 from irp.errors import PlaybookError
-from irp.models import Alert, ClientOrigin, IncidentType, Severity
+from irp.models import UNCLASSIFIED_SEVERITY, Alert, ClientOrigin, IncidentType, Severity
 from irp.playbook.loader import load_routing_file
 from irp.playbook.models import Route, Routing
 
-__all__ = ["Routed", "Router"]
+__all__ = ["MAX_MAPPED_VALUE", "Routed", "Router", "source_document"]
+
+MAX_MAPPED_VALUE = 1000
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,11 @@ class Routed:
     severity: Severity | None
     group_key: str
     clients: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # the labels the route's map set (data, never authority)
+
+    def apply(self, alert: Alert) -> Alert:
+        """The alert with the labels this route set (its fingerprint unchanged)."""
+        return alert.model_copy(update={"labels": {**alert.labels, **dict(self.labels)}}) if self.labels else alert
 
     def run_clients(self) -> list[dict]:
         """The run's `clients` parameter: the Clients this route states, trusted for §7 letters."""
@@ -44,16 +62,22 @@ class Router:
     def __init__(self, routing: Routing, sha256: str = "") -> None:
         self.routing = routing
         self.sha256 = sha256
-        self._compiled = [
-            (
+        self._compiled = []
+        for route in routing.routes:
+            # Matchers on labels the map does not set are tried first: most alerts fail them, unmapped.
+            mapped = set(route.map)
+            equals = list(route.labels.items())
+            regexes = [(label, re.compile(pattern)) for label, pattern in route.labels_regex.items()]
+            self._compiled.append((
                 route,
                 route.sources(),
-                tuple(route.labels.items()),
-                tuple((label, re.compile(pattern)) for label, pattern in route.labels_regex.items()),
+                tuple(m for m in equals if m[0] not in mapped),
+                tuple(m for m in regexes if m[0] not in mapped),
                 re.compile(route.title_regex) if route.title_regex is not None else None,
-            )
-            for route in routing.routes
-        ]
+                tuple((label, jmespath.compile(expression)) for label, expression in route.map.items()),
+                tuple(m for m in equals if m[0] in mapped),
+                tuple(m for m in regexes if m[0] in mapped),
+            ))
 
     @classmethod
     def from_file(cls, path: Path) -> Router:
@@ -63,37 +87,118 @@ class Router:
             raise PlaybookError(problems)
         return cls(routing, digest)
 
+    def route_all(self, alerts: Iterable[tuple[Alert, str]]) -> list[tuple[Alert, Routed | None, str]]:
+        """(alert with its mapped labels, where it goes, event) for each (alert, event)."""
+        out = []
+        for alert, event in alerts:
+            routed = self.route(alert)
+            out.append((routed.apply(alert) if routed else alert, routed, event))
+        return out
+
     def route(self, alert: Alert) -> Routed | None:
         """Where `alert` goes, or None when no route matches and there is no default."""
-        labels = alert.labels
-        for route, sources, equals, regexes, title in self._compiled:
+        document: list[Any] = []  # read once, when a route maps
+        for route, sources, equals, regexes, title, mapping, mapped_equals, mapped_regexes in self._compiled:
             if sources is not None and alert.source not in sources:
                 continue
+            labels = alert.labels
             if equals and any(labels.get(label, "") != value for label, value in equals):
                 continue
             if regexes and any(not rx.fullmatch(labels.get(label, "")) for label, rx in regexes):
                 continue
             if title is not None and not title.search(alert.title):
                 continue
+            mapped: dict[str, str] = {}
+            if mapping:
+                if not document:
+                    document.append(source_document(alert))
+                mapped = _mapped(mapping, document[0], labels)
+                labels = {**labels, **mapped}
+                if any(labels.get(label, "") != value for label, value in mapped_equals):
+                    continue
+                if any(not rx.fullmatch(labels.get(label, "")) for label, rx in mapped_regexes):
+                    continue
             incident_type = route.incident_type
             if route.incident_type_label is not None:
-                value = alert.labels.get(route.incident_type_label, "")
+                value = labels.get(route.incident_type_label, "")
                 if value not in IncidentType.__members__:
                     continue
                 incident_type = IncidentType(value)
-            return Routed(route.name, incident_type, route.severity, _group_key(alert, route), tuple(route.clients))
+            normalised = _vocabulary(labels)
+            if normalised:
+                mapped, labels = {**mapped, **normalised}, {**labels, **normalised}
+            severity = route.severity
+            if route.severity_label is not None:
+                word = labels.get(route.severity_label, "")
+                hint = vocabulary.severity(word)
+                if hint is not None:
+                    severity = hint
+                elif word and UNCLASSIFIED_SEVERITY not in labels:  # kept for the analyst: the run records it
+                    mapped = {**mapped, UNCLASSIFIED_SEVERITY: word}
+            return Routed(route.name, incident_type, severity, _group_key(alert.source.value, alert.fingerprint,
+                                                                          labels, route),
+                          tuple(route.clients), tuple(mapped.items()))
         if self.routing.default is not None:
             default = self.routing.default
-            return Routed("default", default.incident_type, default.severity, _group_key(alert, None))
+            return Routed("default", default.incident_type, default.severity,
+                          _group_key(alert.source.value, alert.fingerprint, alert.labels, None),
+                          labels=tuple(_vocabulary(alert.labels).items()))
         return None
 
 
-def _group_key(alert: Alert, route: Route | None) -> str:
+def _group_key(source: str, fingerprint: str, labels: dict[str, str], route: Route | None) -> str:
     """Alerts with the same key join one incident while it is open."""
     if route is None or not route.group_by:
-        return f"{alert.source.value}:{alert.fingerprint}"
-    labels = alert.labels
+        return f"{source}:{fingerprint}"
     return f"route:{route.name}:{_digest(tuple((label, labels.get(label, '')) for label in route.group_by))}"
+
+
+def source_document(alert: Alert) -> Any:
+    """What a route's map reads: the event an SNS notification carries (its Message, when JSON), else the payload."""
+    raw = alert.raw
+    if alert.source.value == "sns" and isinstance(raw, dict) and isinstance(raw.get("Message"), str):
+        try:
+            return json.loads(raw["Message"])
+        except (ValueError, RecursionError):
+            return raw
+    return raw
+
+
+def _mapped(mapping: tuple, document: Any, labels: dict[str, str]) -> dict[str, str]:
+    """The labels a map sets that the source did not; an expression that finds nothing (or fails) sets nothing."""
+    out = {}
+    for label, expression in mapping:
+        if label in labels:
+            continue
+        try:
+            value = expression.search(document)
+        except jmespath.exceptions.JMESPathError:  # e.g. a function given the wrong type by this document
+            continue
+        text = _text(value)
+        if text:
+            out[label] = text[:MAX_MAPPED_VALUE]
+    return out
+
+
+def _vocabulary(labels: dict[str, str]) -> dict[str, str]:
+    """`data_categories` in the playbooks' words (synonyms replaced, unknown values kept), when that changes it."""
+    value = labels.get("data_categories")
+    if not value:
+        return {}
+    known, unclassified = vocabulary.data_categories(value.split(","))
+    normalised = ",".join([*known, *unclassified])
+    return {"data_categories": normalised} if normalised != value else {}
+
+
+def _text(value: Any) -> str:
+    """A label value: strings as they are, numbers and booleans as JSON writes them, lists of those joined by ','."""
+    if value is None or isinstance(value, dict):
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return ",".join(text for text in (_text(item) for item in value if not isinstance(item, list)) if text)
+    return json.dumps(value)
 
 
 @lru_cache(maxsize=4096)  # a storm repeats a few groups; JSON and SHA-256 were most of routing's cost

@@ -20,6 +20,7 @@ from irp.intake import normalise
 from irp.intake.normalise import PayloadError
 from irp.intake.payloads import (
     AlertmanagerWebhook,
+    EventBridgeEvent,
     GenericAlert,
     GrafanaWebhook,
     PagerDutyWebhook,
@@ -60,6 +61,11 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
            "AWS SNS HTTP(S) subscription",
            "CloudWatch alarms, EventBridge events (AWS Health) and other notifications; the message "
            "signature is verified; a SubscriptionConfirmation is confirmed by the outbox.", ()),
+    Source("eventbridge", "/alerts/eventbridge", EventBridgeEvent, normalise.from_eventbridge,
+           "Amazon EventBridge API destination (raw events)",
+           "GuardDuty and Security Hub findings, AWS Health and CloudTrail events as EventBridge sends them; the "
+           "connection authenticates with the API-key header (IRP_EVENTBRIDGE_API_KEY_HEADER), basic auth or a "
+           "bearer token. The same events through SNS are read the same way.", ("x-irp-api-key",)),
     Source("pagerduty", "/alerts/pagerduty", PagerDutyWebhook, normalise.from_pagerduty,
            "PagerDuty v3 webhook",
            "Signed with X-PagerDuty-Signature. incident.triggered/reopened open or join an incident, "

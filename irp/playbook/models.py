@@ -150,6 +150,13 @@ class Route(_Strict):
         None, description="Take the incident type from this label instead (e.g. a SIEM rule's category); "
                           "the route matches only when the label holds a valid incident type.")
     severity: Severity | None = Field(None, description="Initial severity hint passed to the run (policy §5).")
+    map: dict[str, str] = Field(
+        default_factory=dict, description="Labels set from the alert's source document, each a JMESPath expression "
+        "(e.g. access_key: detail.resource.accessKeyDetails.accessKeyId); the matchers above see them; a label the "
+        "source set is kept; null sets nothing; lists are joined with ','. Data, like every label: never `clients`.")
+    severity_label: str | None = Field(
+        None, description="Take the severity hint from this label, read through the severity vocabulary "
+                          "(IRP_VOCABULARY_SYNONYMS: HIGH -> critical…); `severity` when it holds another value.")
     group_by: list[str] | None = Field(
         None, description="Labels whose values group alerts into one incident; default: one incident per "
                           "alert fingerprint.")

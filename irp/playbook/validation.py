@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jmespath
+import jmespath.exceptions
+import jmespath.functions
 from pydantic import ValidationError
 
 from irp.actions.registry import ActionSpec, get_registry
@@ -22,7 +25,7 @@ from irp.playbook import templates
 from irp.playbook.models import LABEL_NAME, Playbook, Routing, Step
 from irp.playbook.problems import Loc, Positions, Problem, loc_path, with_input
 
-__all__ = ["TARGET_ARGS", "TEMPLATE_VARIABLES", "routing_problems", "semantic_problems", "target_notes"]
+__all__ = ["TARGET_ARGS", "TEMPLATE_VARIABLES", "jmespath_error", "routing_problems", "semantic_problems", "target_notes"]
 
 TEMPLATE_VARIABLES = ("alert", "dry_run", "incident", "phase", "playbook", "stage", "steps")
 # Arguments that say where irp sends a request or which file it reads: never from alert data.
@@ -226,13 +229,45 @@ def routing_problems(routing: Routing, file: str, positions: Positions) -> list[
         seen.setdefault(route.name, index)
         if (route.incident_type is None) == (route.incident_type_label is None):
             add(("routes", index), "set exactly one of incident_type and incident_type_label")
-        extra = [route.incident_type_label] if route.incident_type_label else []
+        extra = [label for label in (route.incident_type_label, route.severity_label) if label]
         for label in [*route.labels, *route.labels_regex, *(route.group_by or []), *extra]:
             if not re.match(LABEL_NAME, label):
                 add(("routes", index), f"invalid label name {label!r}: use letters, digits, '_', '.' and '-'")
+        for label, expression in route.map.items():
+            if not re.match(LABEL_NAME, label):
+                add(("routes", index, "map", label), f"invalid label name {label!r}: use letters, digits, '_', '.' "
+                    "and '-'")
+            error = jmespath_error(expression)
+            if error:
+                add(("routes", index, "map", label), f"invalid JMESPath expression {expression!r}: {error}")
     for loc, pattern in _regexes(routing):
         try:
             re.compile(pattern)
         except re.error as exc:
             add(loc, f"invalid regular expression {pattern!r}: {exc}")
     return problems
+
+
+def jmespath_error(expression: str) -> str | None:
+    """What is wrong with a JMESPath expression (syntax, unknown function), or None."""
+    try:
+        parsed = jmespath.compile(expression).parsed
+    except jmespath.exceptions.LexerError as exc:
+        return f"unexpected {exc.token_value!r} at column {exc.lex_position} (an unclosed quote or a character " \
+               "JMESPath does not use)"
+    except jmespath.exceptions.ParseError as exc:
+        if exc.token_type is None:  # the expression ends before it is complete
+            return f"incomplete expression at column {exc.lex_position}"
+        return f"unexpected {exc.token_value!r} at column {exc.lex_position}"
+    except jmespath.exceptions.JMESPathError as exc:  # the lexer: an unknown character, an unclosed quote
+        return " ".join(str(exc).split())
+    stack = [parsed]
+    while stack:
+        node = stack.pop()
+        if node.get("type") == "function_expression" and node["value"] not in _JMESPATH_FUNCTIONS:
+            return f"unknown function {node['value']}(); valid: {', '.join(sorted(_JMESPATH_FUNCTIONS))}"
+        stack.extend(child for child in node.get("children", []) if isinstance(child, dict))
+    return None
+
+
+_JMESPATH_FUNCTIONS = frozenset(jmespath.functions.Functions.FUNCTION_TABLE)

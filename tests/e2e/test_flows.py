@@ -202,6 +202,25 @@ class TestFailureSemantics:
         assert any("invalid args for response.assign_action: due_in_hours" in e.message for e in incident.timeline)
 
 
+class TestUnknownValuesNeverStopAResponse:
+    def test_a_data_leak_with_an_unknown_category_reaches_contain_and_notify(self, evidence_root: Path) -> None:
+        """Before issue 17 one category outside the vocabulary failed assess_personal_data (on_failure: stop)."""
+        alert = read_alert(SAMPLES / "data_leak.json")
+        alert = alert.model_copy(update={"labels": {**alert.labels, "data_categories": "contact,shoe_sizes,pii"}})
+        state = run(IncidentType.data_leak, alert)
+        assert state.is_completed(), state.message
+        summary = state.result()
+        ran = [(s.stage.value, s.phase, s.status) for s in summary.stages]
+        assert ("contain", None, StepStatus.completed) in ran
+        assert ("notify", "initial", StepStatus.completed) in ran and ("notify", "final", StepStatus.completed) in ran
+        incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
+        assert [c.value for c in incident.personal_data.categories] == ["contact", "identification"]
+        assert incident.personal_data.unclassified == ["shoe_sizes"]
+        assert any(e.kind == "finding" and e.message.startswith("unclassified data categories 'shoe_sizes'")
+                   for e in incident.timeline)
+        assert (evidence_root / summary.incident_id / "objects" / "obligations" / "assessment.json").exists()  # §7
+
+
 class TestAlertDataIsNotTemplate:
     def test_template_syntax_in_an_alert_is_rendered_as_text(self, evidence_root: Path) -> None:
         hostile = "{{ 'zz' ~ 'qq' }} {% for i in range(3) %}x{% endfor %} {{ ''.__class__ }}"

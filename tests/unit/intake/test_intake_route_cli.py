@@ -53,7 +53,8 @@ def test_sns_confirmation_has_no_alert_and_bad_input_is_named() -> None:
     assert result.exit_code == 0 and "0 sns alerts" in result.output
     result = runner.invoke(app, ["playbooks", "route", "nagios", "-"], input="{}")
     assert isinstance(result.exception, IrpError)
-    assert str(result.exception) == "unknown source 'nagios'; valid: alertmanager, grafana, sns, pagerduty, generic, report"
+    assert str(result.exception) == ("unknown source 'nagios'; valid: alertmanager, grafana, sns, eventbridge, "
+                                     "pagerduty, generic, report")
 
 
 def test_errors_are_one_line_without_traceback() -> None:

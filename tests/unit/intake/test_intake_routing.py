@@ -131,8 +131,8 @@ class TestErrors:
                                 "  - name: b\n    incident_type: ransomware\n")
         problems = [str(p) for p in validate_routing(path)]
         assert f"{path}:4:5: routes.0.incident_typ: unknown key 'incident_typ'; valid keys: name, description, " \
-               "source, labels, labels_regex, title_regex, incident_type, incident_type_label, severity, " \
-               "group_by, clients" in problems
+               "source, labels, labels_regex, title_regex, incident_type, incident_type_label, severity, map, " \
+               "severity_label, group_by, clients" in problems
         assert any(p.startswith(f"{path}:6:5: routes.1.incident_type: Input should be 'unauthorized_access'")
                    for p in problems)
 
@@ -168,3 +168,108 @@ class TestErrors:
     def test_wrong_version(self, tmp_path: Path) -> None:
         path = _write(tmp_path, "version: 2\nroutes: []\n")
         assert [str(p) for p in validate_routing(path)] == [f"{path}:1:1: version: Input should be 1, got 2"]
+
+
+BROKEN_ROUTING = REPO / "tests" / "unit" / "playbook" / "broken_routing"
+
+
+class TestMapping:
+    """A route's map: labels from the source document (JMESPath), data like any label."""
+
+    EVENT = {"detail-type": "GuardDuty Finding", "detail": {
+        "type": "UnauthorizedAccess:IAMUser/MaliciousIPCaller", "severity": 7.5, "id": "f1",
+        "resource": {"accessKeyDetails": {"accessKeyId": "AKIAIOSFODNN7EXAMPLE", "userName": "bob"}},
+        "tags": ["a", 1, True, None, {"x": 1}], "nested": {"deep": {"object": 1}}}}
+
+    def router(self, **route) -> Router:
+        return Router(Routing.model_validate({"version": 1, "routes": [
+            {"name": "r", "incident_type": "account_compromise", **route}]}))
+
+    def alert(self, raw=None, source: str = "eventbridge", **labels: str) -> Alert:
+        return Alert(source=AlertSource(source), title="t", labels=labels, raw=self.EVENT if raw is None else raw)
+
+    def test_labels_from_the_document_reach_the_alert(self) -> None:
+        router = self.router(map={"access_key": "detail.resource.accessKeyDetails.accessKeyId",
+                                  "score": "detail.severity", "tags": "detail.tags", "nothing": "detail.missing",
+                                  "object": "detail.nested"})
+        alert = self.alert(kind="eventbridge")
+        [(routed_alert, routed, _)] = router.route_all([(alert, "firing")])
+        assert dict(routed.labels) == {"access_key": "AKIAIOSFODNN7EXAMPLE", "score": "7.5", "tags": "a,1,true"}
+        assert routed_alert.labels == {"kind": "eventbridge", "access_key": "AKIAIOSFODNN7EXAMPLE", "score": "7.5",
+                                       "tags": "a,1,true"}
+        assert routed_alert.fingerprint == alert.fingerprint  # the same alert, with more labels
+
+    def test_a_label_the_source_set_is_kept(self) -> None:
+        routed = self.router(map={"access_key": "detail.resource.accessKeyDetails.accessKeyId"}).route(
+            self.alert(access_key="AKIASOURCESAIDTHIS01"))
+        assert routed.labels == ()
+
+    def test_matchers_and_grouping_see_mapped_labels(self) -> None:
+        router = self.router(map={"finding_type": "detail.type", "access_key": "detail.resource.accessKeyDetails.accessKeyId"},
+                             labels_regex={"finding_type": "UnauthorizedAccess:IAMUser/.*"}, group_by=["access_key"])
+        routed = router.route(self.alert())
+        assert routed is not None
+        assert routed.group_key == router.route(self.alert(raw={**self.EVENT, "id": "other"})).group_key
+        assert router.route(self.alert(raw={"detail": {"type": "Recon:EC2/PortProbeUnprotectedPort"}})) is None
+
+    def test_an_expression_failing_on_this_document_sets_nothing(self) -> None:
+        routed = self.router(map={"n": "length(detail.severity)", "k": "detail.id"}).route(self.alert())
+        assert dict(routed.labels) == {"k": "f1"}  # length() of a number: a type error, the label is not set
+
+    def test_sns_maps_the_event_its_message_carries(self) -> None:
+        raw = {"Type": "Notification", "Message": json.dumps(self.EVENT)}
+        routed = self.router(map={"k": "detail.resource.accessKeyDetails.accessKeyId"}).route(self.alert(raw, "sns"))
+        assert dict(routed.labels) == {"k": "AKIAIOSFODNN7EXAMPLE"}
+
+    def test_severity_label_is_read_through_the_vocabulary(self) -> None:
+        router = self.router(map={"severity": "detail.sev"}, severity_label="severity", severity="minor")
+        hints = [router.route(self.alert(raw={"detail": {"sev": value}})).severity for value in ("HIGH", "Medium", "low",
+                                                                                                   "critical", "weird")]
+        assert hints == [Severity.critical, Severity.major, Severity.minor, Severity.critical, Severity.minor]
+
+    def test_data_categories_in_the_playbooks_words_unknown_kept(self) -> None:
+        routed = self.router().route(self.alert(data_categories="pii, Recordings,contact,shoe_sizes"))
+        assert dict(routed.labels) == {"data_categories": "identification,call_recordings,contact,shoe_sizes"}
+        assert self.router().route(self.alert(data_categories="contact")).labels == ()
+
+    def test_synonyms_from_configuration(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from irp.settings import get_settings
+
+        monkeypatch.setenv("IRP_VOCABULARY_SYNONYMS", '{"data_categories": {"shoe sizes": "special_category"}, '
+                                                      '"severity": {"sev1": "critical"}}')
+        get_settings.cache_clear()
+        try:
+            routed = self.router(map={"s": "'SEV1'"}, severity_label="s").route(
+                self.alert(data_categories="shoe_sizes"))
+            assert (dict(routed.labels)["data_categories"], routed.severity) == ("special_category", Severity.critical)
+        finally:
+            get_settings.cache_clear()
+
+    def test_bad_synonyms_setting_is_refused(self) -> None:
+        from pydantic import ValidationError
+
+        from irp.settings import Settings
+
+        with pytest.raises(ValidationError, match="'pii' -> 'people', not a word of the vocabulary; valid: "
+                                                  "identification, contact"):
+            Settings(vocabulary_synonyms={"data_categories": {"pii": "people"}})
+        with pytest.raises(ValidationError, match="unknown vocabulary 'colours'; valid: data_categories, severity"):
+            Settings(vocabulary_synonyms={"colours": {}})
+
+    def test_a_mapping_never_states_clients(self) -> None:
+        routed = self.router(map={"clients": "'acme'", "tenant": "'acme'"}).route(self.alert())
+        assert routed.clients == () and routed.run_clients() == []
+        assert dict(routed.labels) == {"clients": "acme", "tenant": "acme"}  # data, like the alert's own labels
+
+    def test_broken_expressions_golden_file(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from typer.testing import CliRunner
+
+        from irp.cli import app
+
+        monkeypatch.chdir(REPO)
+        case = (BROKEN_ROUTING / "jmespath").relative_to(REPO)
+        result = CliRunner().invoke(app, ["playbooks", "validate", str(case / "routing.yaml")])
+        assert result.exit_code == 1
+        assert result.stdout == (BROKEN_ROUTING / "jmespath" / "expected.txt").read_text()
+        with pytest.raises(PlaybookError):
+            Router.from_file(case / "routing.yaml")  # the intake refuses the file too
