@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         None, description="Isolation security group for quarantine: an sg- id, or a group name found in the VPC."
     )
     aws_waf_ip_set_arn: str | None = Field(None, description="ARN of the WAFv2 IP set aws.block_ip adds to.")
+    aws_waf_web_acl_arn: str | None = Field(
+        None, description="ARN of the WAFv2 web ACL aws.add_rate_limit_rule adds rate-based rules to.")
+    aws_trusted_accounts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="AWS account ids (comma-separated) besides this one that roles may trust "
+                                          "without aws.list_persistence reporting them.")
     aws_network_acl_id: str | None = Field(None, description="Network ACL aws.block_ip adds deny rules to.")
     platform_api_url: str | None = Field(
         None, description="Base URL of the CallCenterRate admin API, e.g. https://admin.example/admin/v1."
@@ -200,7 +205,8 @@ class Settings(BaseSettings):
     escalation_lead_hours: float = Field(
         2, ge=0, description="Escalate to security@ and dpo@ when an open deadline is this near, and when missed.")
 
-    @field_validator("notify_internal", "notify_allowlist", "evidence_collect_roots", mode="before")
+    @field_validator("notify_internal", "notify_allowlist", "evidence_collect_roots", "aws_trusted_accounts",
+                     mode="before")
     @classmethod
     def _text_list(cls, value: object) -> object:
         if isinstance(value, str):
