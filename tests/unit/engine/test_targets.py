@@ -25,7 +25,7 @@ from irp.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[3]
 # Actions of irp/actions/aws/ and irp/actions/http.py that change nothing they are pointed at.
-READ_ONLY = {"aws.lookup_cloudtrail_events", "aws.snapshot_volumes", "http.request"}
+READ_ONLY = {"aws.list_persistence", "aws.lookup_cloudtrail_events", "aws.snapshot_volumes", "http.request"}
 
 
 def verdict(monkeypatch: pytest.MonkeyPatch, rules: dict, action: str, args: dict, templated: tuple[str, ...] = ()):
