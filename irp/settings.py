@@ -216,6 +216,14 @@ class Settings(BaseSettings):
             return split_list(text)
         return value
 
+    @field_validator("aws_trusted_accounts")
+    @classmethod
+    def _accounts(cls, accounts: list[str]) -> list[str]:
+        bad = [a for a in accounts if not re.fullmatch(r"[0-9]{12}", a)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not AWS account ids (12 digits)")
+        return accounts
+
     @field_validator("reminder_lead_hours", mode="before")
     @classmethod
     def _hours(cls, value: object) -> object:

@@ -133,3 +133,11 @@ class TestRemovePersistence:
     def test_bad_ids_are_refused_by_the_model(self):
         with pytest.raises(ValueError, match="mfa/x-bad: not virtual MFA device serial numbers"):
             RemovePersistenceArgs(mfa_devices="mfa/x-bad")
+
+
+def test_trusted_accounts_must_be_account_ids(monkeypatch):
+    from irp.settings import Settings
+
+    monkeypatch.setenv("IRP_AWS_TRUSTED_ACCOUNTS", "111122223333, partner")
+    with pytest.raises(ValueError, match="partner: not AWS account ids"):
+        Settings()
