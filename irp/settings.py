@@ -140,6 +140,11 @@ class Settings(BaseSettings):
         None, description="Isolation security group for quarantine: an sg- id, or a group name found in the VPC."
     )
     aws_waf_ip_set_arn: str | None = Field(None, description="ARN of the WAFv2 IP set aws.block_ip adds to.")
+    aws_waf_web_acl_arn: str | None = Field(
+        None, description="ARN of the WAFv2 web ACL aws.add_rate_limit_rule adds rate-based rules to.")
+    aws_trusted_accounts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="AWS account ids (comma-separated) besides this one that roles may trust "
+                                          "without aws.list_persistence reporting them.")
     aws_network_acl_id: str | None = Field(None, description="Network ACL aws.block_ip adds deny rules to.")
     aws_owner_tag: str = Field("owner", min_length=1, description="Tag key (any case) that names a resource's owner "
                                "in the facts aws.describe_* return.")
@@ -217,7 +222,8 @@ class Settings(BaseSettings):
     escalation_lead_hours: float = Field(
         2, ge=0, description="Escalate to security@ and dpo@ when an open deadline is this near, and when missed.")
 
-    @field_validator("notify_internal", "notify_allowlist", "evidence_collect_roots", mode="before")
+    @field_validator("notify_internal", "notify_allowlist", "evidence_collect_roots", "aws_trusted_accounts",
+                     mode="before")
     @classmethod
     def _text_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -226,6 +232,14 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return split_list(text)
         return value
+
+    @field_validator("aws_trusted_accounts")
+    @classmethod
+    def _accounts(cls, accounts: list[str]) -> list[str]:
+        bad = [a for a in accounts if not re.fullmatch(r"[0-9]{12}", a)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not AWS account ids (12 digits)")
+        return accounts
 
     @field_validator("reminder_lead_hours", mode="before")
     @classmethod

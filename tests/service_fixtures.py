@@ -273,7 +273,8 @@ def _matches(event: dict[str, Any], attribute: dict[str, str]) -> bool:
 # --- the platform's admin API (docs/platform-api.md) ---------------------------------------------
 
 ADMIN_TOKEN = "ccr-admin-T0k3n-do-not-log"
-ALL_SCOPES = ["clients:suspend", "users:logout", "users:reset-password", "tokens:revoke", "maintenance:write"]
+ALL_SCOPES = ["clients:suspend", "users:logout", "users:reset-password", "users:disable", "tokens:revoke",
+              "maintenance:write"]
 
 
 class AdminApi:
@@ -284,7 +285,7 @@ class AdminApi:
         self.scopes = list(ALL_SCOPES if scopes is None else scopes)
         self.clients = {"acme": {"id": "acme", "name": "ACME", "status": "active", "suspended_reason": None}}
         self.users = {"u-42": {"id": "u-42", "client_id": "acme", "email": "agent@acme.example",
-                               "active_sessions": 3, "password_reset_required": False}}
+                               "active_sessions": 3, "password_reset_required": False, "status": "active"}}
         self.tokens = {
             "tok_1": {"id": "tok_1", "client_id": "acme", "name": "crm-sync", "status": "active",
                       "secret": "ccr_live_aaaaaaaaaaaaaaaa"},
@@ -347,6 +348,16 @@ class AdminApi:
                 user = self.users[uid]
                 revoked, user["active_sessions"] = user["active_sessions"], 0
                 return JSONResponse({"id": uid, "sessions_revoked": revoked, "active_sessions": 0})
+            case ("POST", ["users", uid, ("disable" | "enable") as verb]):
+                if denied := self._need("users:disable"):
+                    return denied
+                if uid not in self.users:
+                    return self._error(404, "not_found", uid)
+                user = self.users[uid]
+                user["status"] = "disabled" if verb == "disable" else "active"
+                if verb == "disable":
+                    user["active_sessions"] = 0
+                return JSONResponse(user)
             case ("POST", ["users", uid, "password-reset"]):
                 if denied := self._need("users:reset-password"):
                     return denied

@@ -1,7 +1,7 @@
 """Containment actions on the CallCenterRate platform's admin API (namespace `platform`).
 
 Side effects, only when the step is not a dry run: Client accounts suspended or reactivated, users
-logged out everywhere or made to reset their password, API tokens revoked, tenants or features put
+disabled or enabled, logged out everywhere or made to reset their password, API tokens revoked, tenants or features put
 in or out of maintenance. Every request and response is archived as evidence under
 actions/<stage>/<step>/http/ with the token redacted (irp/actions/http.py); the token is never
 logged, returned or archived.
@@ -189,6 +189,37 @@ def logout_user(args: UserArgs, ctx: ActionContext) -> Outcome:
         write=("POST", f"users/{args.user_id}/logout", {"incident_id": ctx.incident.id}),
         describe=f"log user {args.user_id} out of every session",
     )
+
+
+class UserStatusArgs(ActionArgs):
+    user_id: Annotated[str, Target("platform_user")] = Field(..., pattern=_ID, description="Platform user id.")
+    reason: str = Field("security incident", min_length=1, max_length=500,
+                        description="Kept in the platform's audit log, shown to the Client's admins.")
+
+
+def _set_user(args: UserStatusArgs, ctx: ActionContext, verb: Literal["disable", "enable"]) -> Outcome:
+    def enabling(before: dict[str, Any]) -> UndoPlan:
+        return UndoPlan(action="platform.enable_user", args={
+            "user_id": args.user_id, "reason": f"undo of incident {ctx.incident.id} containment"})
+
+    return _toggle(
+        ctx, target=f"user/{args.user_id}", read_path=f"users/{args.user_id}", scope="users:disable",
+        is_done=lambda u: u.get("status") == ("disabled" if verb == "disable" else "active"),
+        write=("POST", f"users/{args.user_id}/{verb}", {"reason": args.reason, "incident_id": ctx.incident.id}),
+        describe=f"{verb} platform user {args.user_id}", undo=enabling if verb == "disable" else None,
+    )
+
+
+@action
+def disable_user(args: UserStatusArgs, ctx: ActionContext) -> Outcome:
+    """Disable one platform user: no login, sessions ended; the Client account and its other users untouched."""
+    return _set_user(args, ctx, "disable")
+
+
+@action
+def enable_user(args: UserStatusArgs, ctx: ActionContext) -> Outcome:
+    """Enable a disabled platform user again (undo of platform.disable_user)."""
+    return _set_user(args, ctx, "enable")
 
 
 class PasswordResetArgs(ActionArgs):

@@ -1,20 +1,25 @@
 """EC2 actions: describe an instance and collect its state; quarantine and release it; snapshot its volumes.
 
-Side effects, not in dry runs: network interfaces moved into the isolation security group,
-termination protection on, the irp:quarantine tag (the instance keeps running); EBS snapshots tagged
+Side effects, not in dry runs: the instance taken out of its Auto Scaling group (standby, or
+detached) and deregistered from its load balancer target groups (autoscaling.py, elbv2.py), then its
+network interfaces moved into the isolation security group, termination protection on, the
+irp:quarantine tag (the instance keeps running); release puts all of it back. EBS snapshots tagged
 with the incident, kept under the retention policy; what the describe and collect actions read
-archived (redacted). Dry runs ask AWS (DryRun=True) whether each
-write would be allowed.
+archived (redacted). Dry runs ask AWS (DryRun=True) whether each EC2 write would be allowed (Auto
+Scaling and ELB have no DryRun).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from irp.actions.aws import autoscaling, elbv2
+from irp.actions.aws.autoscaling import Call
 from irp.actions.aws.clients import archive_facts, aws_client, call, check_dry_run, fact_tags, pages
 from irp.actions.base import Change, CommaList, Journal, Outcome, UndoPlan, record_outcome, run_change
 from irp.actions.registry import ActionArgs, ActionContext, Target, action
@@ -32,10 +37,36 @@ def _dry_run_all(ctx: ActionContext, ec2: Any, writes: Writes) -> list[str]:
     return [check_dry_run(ctx, ec2, operation, **kwargs) for operation, kwargs in writes]
 
 
-def _write_all(ctx: ActionContext, ec2: Any, writes: Writes, instance_id: str) -> dict[str, Any]:
+def _write_all(ctx: ActionContext, ec2: Any, writes: Writes, instance_id: str, *, first: Sequence[Call] = (),
+               then: Sequence[Call] = (), traffic: tuple[bool, bool] = (False, False)) -> dict[str, Any]:
+    """Run `first` (other services), the EC2 writes, `then`; the state after."""
+    for client, operation, kwargs in first:
+        call(ctx, client, operation, **kwargs)
     for operation, kwargs in writes:
         call(ctx, ec2, operation, **kwargs)
-    return _instance_state(ctx, ec2, instance_id)
+    for client, operation, kwargs in then:
+        call(ctx, client, operation, **kwargs)
+    return {**_instance_state(ctx, ec2, instance_id), **_traffic_state(ctx, instance_id, *traffic)}
+
+
+def _traffic_state(ctx: ActionContext, instance_id: str, asg: bool, tgs: bool,
+                   warnings: list[str] | None = None) -> dict[str, Any]:
+    """The instance's Auto Scaling group and target group registrations (only the parts asked for).
+
+    With `warnings`, a part AWS refuses to read (e.g. access denied) is left out and said there instead
+    of stopping the isolation; without, the refusal is raised.
+    """
+    state: dict[str, Any] = {}
+    for wanted, key, read in ((asg, "auto_scaling", autoscaling.membership), (tgs, "target_groups", elbv2.registrations)):
+        if not wanted:
+            continue
+        try:
+            state[key] = read(ctx, instance_id)
+        except PermanentError as exc:
+            if warnings is None:
+                raise
+            warnings.append(f"{key.replace('_', ' ')} not read, left as is: {exc}")
+    return state
 
 
 def _describe_instance(ctx: ActionContext, ec2: Any, instance_id: str) -> dict[str, Any]:
@@ -91,11 +122,41 @@ class QuarantineArgs(ActionArgs):
         None, description="sg- id or group name in the instance's VPC; default IRP_AWS_ISOLATION_SECURITY_GROUP."
     )
     protect_from_termination: bool = Field(True, description="Also turn on termination protection (evidence).")
+    leave_auto_scaling: bool = Field(
+        False, description="Leave the instance in service in its Auto Scaling group (default: standby, or detached "
+                           "when the group is at its minimum size).")
+    leave_target_groups: bool = Field(False, description="Leave the instance registered in its target groups.")
+
+
+def _traffic_out(instance_id: str, before: dict[str, Any], current: dict[str, Any],
+                 warnings: list[str]) -> tuple[list[Call], dict[str, Any], dict[str, Any], list[str]]:
+    """The calls taking the instance out of its group and target groups; what they do; the undo's arguments; the plan."""
+    calls: list[Call] = []
+    details: dict[str, Any] = {}
+    undo: dict[str, Any] = {}
+    plan: list[str] = []
+    group = before.get("auto_scaling")
+    how = autoscaling.way_out(group)
+    if how:
+        calls += autoscaling.out_calls(instance_id, group["group"], how, current.get("auto_scaling"))
+        details["auto_scaling"] = {"group": group["group"], "how": how, "replaced": how == "detached"}
+        undo.update(auto_scaling_group=group["group"], auto_scaling=how)
+        plan.append(f"{'standby in' if how == 'standby' else 'detach from'} Auto Scaling group {group['group']}"
+                    + (" (at its minimum size: a replacement is launched)" if how == "detached" else ""))
+    elif group and group["lifecycle_state"] != "Standby":
+        warnings.append(f"instance is {group['lifecycle_state']} in Auto Scaling group {group['group']}: left there")
+    registered = before.get("target_groups") or []
+    if registered:
+        calls += elbv2.target_calls("deregister_targets", instance_id, current.get("target_groups") or [])
+        details["target_groups"] = registered
+        undo["target_groups"] = registered
+        plan.append(f"deregister from {len(registered)} target group(s)")
+    return calls, details, undo, plan
 
 
 @action
 def quarantine_instance(args: QuarantineArgs, ctx: ActionContext) -> Outcome:
-    """Isolate an EC2 instance: only the isolation security group, termination protection, a tag; kept running."""
+    """Isolate an EC2 instance: out of its Auto Scaling and target groups, isolation group only, protected, tagged."""
     group_setting = args.isolation_group or get_settings().aws_isolation_security_group
     if not group_setting:
         raise NotConfiguredError("aws.quarantine_instance: no isolation group (argument or "
@@ -109,12 +170,15 @@ def quarantine_instance(args: QuarantineArgs, ctx: ActionContext) -> Outcome:
         raise PermanentError(f"instance {args.instance_id} has no network interface", provider="AWS ec2",
                              code="NoNetworkInterface")
     group_id, group = _isolation_group(ctx, ec2, group_setting, current["vpc_id"])
+    warnings: list[str] = []
+    traffic = (not args.leave_auto_scaling, not args.leave_target_groups)
+    current.update(_traffic_state(ctx, args.instance_id, *traffic, warnings=warnings))
     journal, before, replayed = Journal.begin(ctx, f"ec2-instance/{args.instance_id}", current, source_system="aws-ec2")
-    warnings = []
     if group.get("IpPermissions") or group.get("IpPermissionsEgress"):
         warnings.append(f"isolation group {group_id} has {len(group.get('IpPermissions', []))} inbound and "
                         f"{len(group.get('IpPermissionsEgress', []))} outbound rules: it should have none")
     warnings.append("connections already tracked by security groups stay open; block them with a network ACL")
+    out, traffic_details, traffic_undo, traffic_plan = _traffic_out(args.instance_id, before, current, warnings)
     moves = [eni for eni, groups in current["interfaces"].items() if groups != [group_id]]
     protect = args.protect_from_termination and not current["termination_protection"]
     tag = current["tags"].get(TAG_QUARANTINE) != ctx.incident.id
@@ -133,26 +197,35 @@ def quarantine_instance(args: QuarantineArgs, ctx: ActionContext) -> Outcome:
                 and state["tags"].get(TAG_QUARANTINE) == ctx.incident.id)
 
     undo = None
-    if not isolated(before):
+    if not isolated(before) or traffic_undo:
         undo = UndoPlan(action="aws.release_instance", args={
             "instance_id": args.instance_id,
             "interfaces": before["interfaces"],
             "termination_protection": before["termination_protection"],
             "remove_tags": [] if TAG_QUARANTINE in before["tags"] else [TAG_QUARANTINE],
+            **traffic_undo,
         })
-    plan = (f"move {', '.join(moves) or 'no interface'} to {group_id}"
-            + (", protect from termination" if protect else "") + (f", tag {TAG_QUARANTINE}" if tag else ""))
+    plan = ", ".join([*traffic_plan, f"move {', '.join(moves) or 'no interface'} to {group_id}"]
+                     + (["protect from termination"] if protect else []) + ([f"tag {TAG_QUARANTINE}"] if tag else []))
     return run_change(ctx, Change(
-        journal=journal, source_system="aws-ec2", before=before, done=not writes, current=current,
-        write=lambda: _write_all(ctx, ec2, writes, args.instance_id), redone=replayed and undo is not None, undo=undo,
+        journal=journal, source_system="aws-ec2", before=before, done=not writes and not out, current=current,
+        write=lambda: _write_all(ctx, ec2, writes, args.instance_id, first=out, traffic=traffic),
+        redone=replayed and undo is not None, undo=undo,
         checks=lambda: ["ec2:DescribeInstances, DescribeInstanceAttribute, DescribeSecurityGroups: target found",
                         *_dry_run_all(ctx, ec2, writes)],
-        dry_run=f"dry run: would quarantine {args.instance_id}: {plan}" if writes
+        dry_run=f"dry run: would quarantine {args.instance_id}: {plan}" if writes or out
         else f"dry run: {args.instance_id} is already quarantined",
         unchanged=f"instance {args.instance_id} is already quarantined in {group_id} ({{why}}): nothing changed",
         changed=lambda after: f"instance {args.instance_id} quarantined ({plan}); still {after['state']} for forensics",
-        details={"isolation_group": group_id, "warnings": warnings},
+        details={"isolation_group": group_id, "warnings": warnings, **traffic_details},
     ))
+
+
+class Registration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target_group_arn: str = Field(..., pattern=r"^arn:aws[a-z-]*:elasticloadbalancing:", description="Target group ARN.")
+    port: int | None = Field(None, ge=1, le=65535, description="Port the instance was registered on.")
 
 
 class ReleaseArgs(ActionArgs):
@@ -160,13 +233,37 @@ class ReleaseArgs(ActionArgs):
     interfaces: dict[str, list[str]] = Field(..., description="Security groups to put back, per network interface.")
     termination_protection: bool | None = Field(None, description="Value to put back; null leaves it.")
     remove_tags: CommaList = Field(default_factory=list, description="Tag keys to remove.")
+    auto_scaling_group: str | None = Field(None, min_length=1, max_length=255,
+                                           description="Auto Scaling group to put the instance back in service in.")
+    auto_scaling: autoscaling.How | None = Field(
+        None, description="How quarantine took it out: standby (ExitStandby) or detached (AttachInstances).")
+    target_groups: list[Registration] = Field(default_factory=list, description="Target groups and ports to "
+                                                                                  "register the instance in again.")
+
+
+def _traffic_back(args: ReleaseArgs, current: dict[str, Any]) -> tuple[list[Call], list[str]]:
+    """The calls putting the instance back in its Auto Scaling group and target groups, and the plan."""
+    calls: list[Call] = []
+    plan: list[str] = []
+    if args.auto_scaling_group and args.auto_scaling:
+        back = autoscaling.back_calls(args.instance_id, args.auto_scaling_group, args.auto_scaling,
+                                      current.get("auto_scaling"))
+        calls += back
+        plan += [f"back in service in Auto Scaling group {args.auto_scaling_group}"] if back else []
+    wanted = [reg.model_dump() for reg in args.target_groups]
+    missing = [reg for reg in wanted if reg not in (current.get("target_groups") or [])]
+    calls += elbv2.target_calls("register_targets", args.instance_id, missing)
+    plan += [f"registered again in {len(missing)} target group(s)"] if missing else []
+    return calls, plan
 
 
 @action
 def release_instance(args: ReleaseArgs, ctx: ActionContext) -> Outcome:
-    """Put a quarantined instance's security groups, protection and tags back (undo of quarantine_instance)."""
+    """Put a quarantined instance back: groups, protection, tags, Auto Scaling and target groups (undo of quarantine)."""
     ec2 = aws_client("ec2")
     current = _instance_state(ctx, ec2, args.instance_id)
+    traffic = (bool(args.auto_scaling_group and args.auto_scaling), bool(args.target_groups))
+    current.update(_traffic_state(ctx, args.instance_id, *traffic))
     journal, before, _ = Journal.begin(ctx, f"ec2-instance/{args.instance_id}", current, source_system="aws-ec2")
     missing = [eni for eni in args.interfaces if eni not in current["interfaces"]]
     moves = {eni: sorted(groups) for eni, groups in args.interfaces.items()
@@ -181,14 +278,17 @@ def release_instance(args: ReleaseArgs, ctx: ActionContext) -> Outcome:
                                                      "DisableApiTermination": {"Value": args.termination_protection}}))
     if tags:
         writes.append(("delete_tags", {"Resources": [args.instance_id], "Tags": [{"Key": key} for key in tags]}))
+    back, plan = _traffic_back(args, current)
+    back_text = f"; {', '.join(plan)}" if plan else ""
     return run_change(ctx, Change(
-        journal=journal, source_system="aws-ec2", before=before, done=not writes, current=current,
-        write=lambda: _write_all(ctx, ec2, writes, args.instance_id), checks=lambda: _dry_run_all(ctx, ec2, writes),
+        journal=journal, source_system="aws-ec2", before=before, done=not writes and not back, current=current,
+        write=lambda: _write_all(ctx, ec2, writes, args.instance_id, then=back, traffic=traffic),
+        checks=lambda: _dry_run_all(ctx, ec2, writes),
         dry_run=f"dry run: would release {args.instance_id} (groups of {len(moves)} interface(s), "
-                f"protection {'reset' if protection else 'unchanged'}, {len(tags)} tag(s) removed)",
+                f"protection {'reset' if protection else 'unchanged'}, {len(tags)} tag(s) removed{back_text})",
         unchanged=f"instance {args.instance_id} already has its groups, protection and tags back: nothing changed",
         changed=lambda _: f"instance {args.instance_id} released from quarantine: security groups restored on "
-                          f"{len(moves)} interface(s)",
+                          f"{len(moves)} interface(s){back_text}",
         details={"interfaces_gone": missing} if missing else {},
     ))
 

@@ -31,14 +31,16 @@ def _network(value: str) -> str:
     return str(network)
 
 
-def _parse_ip_set_arn(arn: str) -> tuple[str, str, str, str]:
-    """(region, scope, name, id) of arn:aws:wafv2:REGION:ACCOUNT:regional|global/ipset/NAME/ID."""
+def parse_wafv2_arn(arn: str, kind: str = "ipset") -> tuple[str, str, str, str]:
+    """(region, scope, name, id) of arn:aws:wafv2:REGION:ACCOUNT:regional|global/KIND/NAME/ID (ipset, webacl)."""
+    what = {"ipset": "IP set", "webacl": "web ACL"}[kind]
+    wrong = f"{arn!r} is not a WAFv2 {what} ARN (arn:aws:wafv2:REGION:ACCOUNT:regional/{kind}/NAME/ID)"
     parts = arn.split(":", 5)
     if len(parts) != 6 or parts[2] != "wafv2":
-        raise ValueError(f"{arn!r} is not a WAFv2 IP set ARN (arn:aws:wafv2:REGION:ACCOUNT:regional/ipset/NAME/ID)")
+        raise ValueError(wrong)
     resource = parts[5].split("/")
-    if len(resource) != 4 or resource[1] != "ipset" or resource[0] not in ("regional", "global"):
-        raise ValueError(f"{arn!r} is not a WAFv2 IP set ARN (arn:aws:wafv2:REGION:ACCOUNT:regional/ipset/NAME/ID)")
+    if len(resource) != 4 or resource[1] != kind or resource[0] not in ("regional", "global"):
+        raise ValueError(wrong)
     scope = "REGIONAL" if resource[0] == "regional" else "CLOUDFRONT"
     region = parts[3] if scope == "REGIONAL" else "us-east-1"
     return region, scope, resource[2], resource[3]
@@ -64,7 +66,7 @@ class BlockIpArgs(ActionArgs):
     @classmethod
     def _arn(cls, value: str | None) -> str | None:
         if value is not None:
-            _parse_ip_set_arn(value)
+            parse_wafv2_arn(value)
         return value
 
 
@@ -90,7 +92,7 @@ def _ip_set(ctx: ActionContext, arn: str | None) -> tuple[Any, str, dict[str, st
     if not arn:
         raise NotConfiguredError("WAF IP set: no ip_set_arn argument and IRP_AWS_WAF_IP_SET_ARN is unset")
     try:
-        region, scope, name, set_id = _parse_ip_set_arn(arn)
+        region, scope, name, set_id = parse_wafv2_arn(arn)
     except ValueError as exc:
         raise NotConfiguredError(str(exc)) from None
     return aws_client("wafv2", region=region), arn, {"Name": name, "Scope": scope, "Id": set_id}

@@ -1,13 +1,17 @@
 """S3 actions: describe a bucket, collect its server access logs; block its public access and put it
-back; restore an object version and remove it.
+back; restore an object version and remove it; deny one principal in a bucket policy and remove that
+statement.
 
 Side effects, not in dry runs: public access block configurations put or deleted; an earlier object
-version copied over the latest (history kept), or one version deleted (S3 has no DryRun); what the
-describe and collect actions read archived (credentials in request URIs redacted).
+version copied over the latest (history kept), or one version deleted; a bucket policy statement
+added or removed by Sid, the rest of the policy kept (S3 has no DryRun); what the describe and
+collect actions read archived (credentials in request URIs redacted).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections import Counter
 from datetime import datetime, timedelta
@@ -312,3 +316,115 @@ def collect_s3_access_logs(args: AccessLogsArgs, ctx: ActionContext) -> Outcome:
                  f"{len(lines)} S3 access log record(s) of {args.bucket} from {len(objects)} object(s) archived")
                 + (" (truncated)" if truncated else ""),
     )
+
+
+# --- bucket policy statements --------------------------------------------------------------------
+
+_POLICY_LIMIT = 20 * 1024  # S3's maximum bucket policy size
+_PRINCIPAL = (r"^arn:aws[a-z-]*:(iam::[0-9]{12}:(user|role)/[A-Za-z0-9_+=,.@/-]+"
+              r"|sts::[0-9]{12}:assumed-role/[A-Za-z0-9_+=,.@-]+/[A-Za-z0-9_+=,.@-]+)$")
+
+
+class DenyPrincipalArgs(ActionArgs):
+    bucket: Annotated[str, Target("bucket")] = Field(..., min_length=3, max_length=63, description="S3 bucket name.")
+    principal_arn: Annotated[str, Target("aws_principal")] = Field(
+        ..., pattern=_PRINCIPAL, max_length=2048,
+        description="IAM user or role ARN, or an assumed-role session ARN (never an account root or *).")
+    sid: str | None = Field(None, pattern=r"^[A-Za-z0-9]{1,100}$",
+                            description="Statement id; default IrpDeny + the incident id + a hash of the principal.")
+
+
+class PolicyStatementArgs(ActionArgs):
+    bucket: Annotated[str, Target("bucket")] = Field(..., min_length=3, max_length=63, description="S3 bucket name.")
+    sid: str = Field(..., pattern=r"^[A-Za-z0-9]{1,100}$", description="Sid of the statement to remove.")
+
+
+def _bucket_policy(ctx: ActionContext, s3: Any, bucket: str) -> dict[str, Any] | None:
+    if call(ctx, s3, "head_bucket", absent=("404", "NoSuchBucket"), Bucket=bucket) is None:
+        raise PermanentError(f"no S3 bucket {bucket}", provider="AWS s3", code="NoSuchBucket")
+    found = call(ctx, s3, "get_bucket_policy", absent=("NoSuchBucketPolicy",), Bucket=bucket)
+    if not found:
+        return None
+    policy = json.loads(found["Policy"])
+    statements = policy.get("Statement", [])
+    return {**policy, "Statement": statements if isinstance(statements, list) else [statements]}
+
+
+def _put_policy(ctx: ActionContext, s3: Any, bucket: str, policy: dict[str, Any] | None) -> dict[str, Any]:
+    if policy is None or not policy["Statement"]:
+        call(ctx, s3, "delete_bucket_policy", Bucket=bucket)
+    else:
+        call(ctx, s3, "put_bucket_policy", Bucket=bucket, Policy=json.dumps(policy))
+    return {"policy": _bucket_policy(ctx, s3, bucket)}
+
+
+def _is_caller(caller: str, principal: str) -> bool:
+    """Whether `principal` is the identity irp runs as: its user, its session, or the role of its session."""
+    if caller == principal:
+        return True
+    if ":assumed-role/" not in caller:
+        return False
+    account, role = caller.split(":")[4], caller.split(":assumed-role/")[1].split("/")[0]
+    return principal.split(":")[4] == account and ":role/" in principal and principal.rsplit("/", 1)[-1] == role
+
+
+@action
+def deny_principal_on_bucket(args: DenyPrincipalArgs, ctx: ActionContext) -> Outcome:
+    """Add a bucket policy statement denying one principal every S3 action on the bucket (rest of the policy kept)."""
+    s3 = aws_client("s3")
+    caller = call(ctx, aws_client("sts"), "get_caller_identity")["Arn"]
+    if _is_caller(caller, args.principal_arn):
+        raise PermanentError(f"{args.principal_arn} is the identity irp runs as ({caller}): denying it would lock "
+                             "irp out of the bucket and of the undo", provider="AWS s3", code="SelfDeny")
+    sid = args.sid or f"IrpDeny{re.sub(r'[^A-Za-z0-9]', '', ctx.incident.id)}" \
+                      f"{hashlib.sha256(args.principal_arn.encode()).hexdigest()[:8]}"
+    partition = args.principal_arn.split(":")[1]
+    statement = {"Sid": sid, "Effect": "Deny", "Principal": {"AWS": args.principal_arn}, "Action": "s3:*",
+                 "Resource": [f"arn:{partition}:s3:::{args.bucket}", f"arn:{partition}:s3:::{args.bucket}/*"]}
+    current = _bucket_policy(ctx, s3, args.bucket)
+    found = next((s for s in (current or {}).get("Statement", []) if s.get("Sid") == sid), None)
+    if found is not None and found != statement:
+        raise PermanentError(f"the policy of bucket {args.bucket} already has a statement {sid} that is not this deny: "
+                             "give another sid", provider="AWS s3", code="DuplicateSid")
+    wanted = {"Version": "2012-10-17", **(current or {})}
+    wanted["Statement"] = [*wanted.get("Statement", []), statement] if found is None else wanted["Statement"]
+    if len(json.dumps(wanted)) > _POLICY_LIMIT:
+        raise PermanentError(f"the policy of bucket {args.bucket} would exceed S3's 20 KB limit with this statement",
+                             provider="AWS s3", code="PolicyTooLarge")
+    journal, before, replayed = Journal.begin(ctx, f"s3-bucket/{args.bucket}/policy/{sid}", {"policy": current},
+                                              source_system="aws-s3")
+    had = any(s.get("Sid") == sid for s in (before["policy"] or {}).get("Statement", []))
+    undo = None if had else UndoPlan(action="aws.remove_bucket_policy_statement",
+                                     args={"bucket": args.bucket, "sid": sid})
+    return run_change(ctx, Change(
+        journal=journal, source_system="aws-s3", before=before, done=found is not None, current={"policy": current},
+        write=lambda: _put_policy(ctx, s3, args.bucket, wanted), redone=replayed and undo is not None, undo=undo,
+        checks=lambda: ["s3:HeadBucket, s3:GetBucketPolicy, sts:GetCallerIdentity: bucket found, principal is not "
+                        "irp itself (S3 has no DryRun)"],
+        dry_run=f"dry run: would deny {args.principal_arn} every S3 action on bucket {args.bucket} (statement {sid})"
+                + (" (already there)" if found is not None else ""),
+        unchanged=f"bucket {args.bucket} already denies {args.principal_arn} (statement {sid}, {{why}}): nothing changed",
+        changed=lambda _: f"bucket {args.bucket} now denies {args.principal_arn} every S3 action (statement {sid}); "
+                          f"{len(wanted['Statement']) - 1} other statement(s) kept",
+        details={"sid": sid},
+    ))
+
+
+@action
+def remove_bucket_policy_statement(args: PolicyStatementArgs, ctx: ActionContext) -> Outcome:
+    """Remove one statement, by Sid, from a bucket policy (undo of aws.deny_principal_on_bucket)."""
+    s3 = aws_client("s3")
+    current = _bucket_policy(ctx, s3, args.bucket)
+    statements = (current or {}).get("Statement", [])
+    kept = [s for s in statements if s.get("Sid") != args.sid]
+    journal, before, _ = Journal.begin(ctx, f"s3-bucket/{args.bucket}/policy/{args.sid}", {"policy": current},
+                                       source_system="aws-s3")
+    return run_change(ctx, Change(
+        journal=journal, source_system="aws-s3", before=before, done=len(kept) == len(statements),
+        current={"policy": current}, write=lambda: _put_policy(ctx, s3, args.bucket, {**current, "Statement": kept}),
+        checks=lambda: ["s3:HeadBucket and s3:GetBucketPolicy: bucket found (S3 has no DryRun)"],
+        dry_run=f"dry run: would remove statement {args.sid} from the policy of bucket {args.bucket}",
+        unchanged=f"the policy of bucket {args.bucket} has no statement {args.sid}: nothing changed",
+        changed=lambda _: f"statement {args.sid} removed from the policy of bucket {args.bucket}"
+                          + ("" if kept else " (it was the only one: policy deleted)"),
+    ))

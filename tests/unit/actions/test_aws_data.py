@@ -241,3 +241,83 @@ class TestCloudTrail:
             archived = handle.read().decode()
         assert "FwoGZXIvYXdzEXAMPLE-session-token" not in archived
         assert "ASIAEXAMPLEISSUED" in archived  # which session was issued stays known
+
+
+class TestDenyPrincipalOnBucket:
+    ATTACKER = "arn:aws:iam::123456789012:user/mallory"
+    KEEP = {"Sid": "ReadForAuditors", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:role/audit"},
+            "Action": "s3:GetObject", "Resource": "arn:aws:s3:::exports/*"}
+
+    @pytest.fixture
+    def bucket(self, s3) -> str:
+        s3.create_bucket(Bucket="exports", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+        s3.put_bucket_policy(Bucket="exports", Policy=json.dumps({"Version": "2012-10-17", "Statement": [self.KEEP]}))
+        return "exports"
+
+    def policy(self, s3) -> list[dict] | None:
+        try:
+            return json.loads(s3.get_bucket_policy(Bucket="exports")["Policy"])["Statement"]
+        except s3.exceptions.ClientError:
+            return None
+
+    def test_denies_keeps_the_rest_and_undo_removes_only_it(self, s3, bucket, evidence_root):
+        from irp.actions.aws.s3 import DenyPrincipalArgs, deny_principal_on_bucket
+
+        first = deny_principal_on_bucket(DenyPrincipalArgs(bucket=bucket, principal_arn=self.ATTACKER),
+                                         make_ctx(evidence_root))
+        sid = first.details["sid"]
+        assert first.changed and sid.startswith("IrpDenyINCTEST0001")
+        assert self.policy(s3) == [self.KEEP, {
+            "Sid": sid, "Effect": "Deny", "Principal": {"AWS": self.ATTACKER}, "Action": "s3:*",
+            "Resource": ["arn:aws:s3:::exports", "arn:aws:s3:::exports/*"]}]
+        second = deny_principal_on_bucket(DenyPrincipalArgs(bucket=bucket, principal_arn=self.ATTACKER),
+                                          make_ctx(evidence_root))
+        assert not second.changed and second.undo == first.undo and len(self.policy(s3)) == 2
+        assert run_undo(first, evidence_root).changed and self.policy(s3) == [self.KEEP]
+
+    def test_a_bucket_without_policy_gets_one_and_undo_deletes_it(self, s3, evidence_root):
+        from irp.actions.aws.s3 import DenyPrincipalArgs, deny_principal_on_bucket
+
+        s3.create_bucket(Bucket="exports", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+        outcome = deny_principal_on_bucket(DenyPrincipalArgs(bucket="exports", principal_arn=self.ATTACKER),
+                                           make_ctx(evidence_root))
+        assert outcome.before == {"policy": None} and len(self.policy(s3)) == 1
+        assert "policy deleted" in run_undo(outcome, evidence_root).message and self.policy(s3) is None
+
+    def test_irp_never_denies_itself(self, s3, bucket, fault_proxy, evidence_root):
+        from irp.actions.aws.s3 import DenyPrincipalArgs, deny_principal_on_bucket
+
+        fault_proxy.faults = [Fault(lambda m, p, h, body: b"Action=GetCallerIdentity" in body, 200, (
+            b'<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>'
+            b"<Arn>arn:aws:sts::123456789012:assumed-role/irp-responder/prefect</Arn><UserId>AROAX:prefect</UserId>"
+            b"<Account>123456789012</Account></GetCallerIdentityResult></GetCallerIdentityResponse>"))]
+        with pytest.raises(PermanentError, match="is the identity irp runs as"):
+            deny_principal_on_bucket(DenyPrincipalArgs(bucket=bucket,
+                                                       principal_arn="arn:aws:iam::123456789012:role/irp-responder"),
+                                     make_ctx(evidence_root))
+        assert self.policy(s3) == [self.KEEP]
+
+    def test_the_caller_check_covers_the_role_of_a_session(self):
+        from irp.actions.aws.s3 import _is_caller
+
+        session = "arn:aws:sts::123456789012:assumed-role/irp-responder/prefect"
+        assert _is_caller(session, "arn:aws:iam::123456789012:role/irp-responder")
+        assert _is_caller(session, "arn:aws:iam::123456789012:role/team/irp-responder")
+        assert not _is_caller(session, "arn:aws:iam::123456789012:role/irp-responder-2")
+        assert not _is_caller(session, "arn:aws:iam::210987654321:role/irp-responder")
+
+    @pytest.mark.parametrize("arn", ["*", "arn:aws:iam::123456789012:root", "123456789012",
+                                     "arn:aws:iam::123456789012:group/admins"])
+    def test_roots_wildcards_and_groups_are_refused_by_the_model(self, arn):
+        from irp.actions.aws.s3 import DenyPrincipalArgs
+
+        with pytest.raises(ValueError, match="principal_arn"):
+            DenyPrincipalArgs(bucket="exports", principal_arn=arn)
+
+    def test_a_foreign_statement_with_the_sid_is_refused(self, s3, bucket, evidence_root):
+        from irp.actions.aws.s3 import DenyPrincipalArgs, deny_principal_on_bucket
+
+        with pytest.raises(PermanentError, match="already has a statement ReadForAuditors"):
+            deny_principal_on_bucket(DenyPrincipalArgs(bucket=bucket, principal_arn=self.ATTACKER,
+                                                       sid="ReadForAuditors"), make_ctx(evidence_root))
+        assert self.policy(s3) == [self.KEEP]

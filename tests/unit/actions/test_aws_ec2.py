@@ -11,6 +11,7 @@ from service_fixtures import (  # noqa: F401  (fixtures)
     ec2_error,
     events,
     fault_proxy,
+    iam_error,
     json_error,
     json_target,
     make_ctx,
@@ -257,3 +258,84 @@ class TestBlockIpWithNetworkAcl:
         outcome = unblock_ip(UnblockIpArgs(cidr="203.0.113.9/32", method="nacl", network_acl_id=acl),
                              make_ctx(evidence_root, step="unblock"))
         assert outcome.changed and self.denies(ec2, acl) == []
+
+
+class TestQuarantineTraffic:
+    """An instance in an Auto Scaling group and in target groups: out of both after quarantine, back after release."""
+
+    @pytest.fixture
+    def served(self, aws, ec2) -> dict:
+        subnet = ec2.describe_subnets()["Subnets"][0]
+        vpc = subnet["VpcId"]
+        elb = boto("elbv2", aws)
+        web, admin = (elb.create_target_group(Name=name, Protocol="HTTP", Port=port, VpcId=vpc, TargetType="instance")
+                      ["TargetGroups"][0]["TargetGroupArn"] for name, port in (("web", 80), ("admin", 8080)))
+        asg = boto("autoscaling", aws)
+        ec2.create_launch_template(LaunchTemplateName="web", LaunchTemplateData={"ImageId": "ami-12345678",
+                                                                                 "InstanceType": "t3.micro"})
+        asg.create_auto_scaling_group(AutoScalingGroupName="web", LaunchTemplate={"LaunchTemplateName": "web"},
+                                      MinSize=1, MaxSize=3, DesiredCapacity=2, VPCZoneIdentifier=subnet["SubnetId"],
+                                      TargetGroupARNs=[web])
+        instance_id = asg.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"][0]["InstanceId"]
+        elb.register_targets(TargetGroupArn=admin, Targets=[{"Id": instance_id, "Port": 9000}])
+        ec2.create_security_group(GroupName="irp-isolation", Description="no traffic", VpcId=vpc)
+        return {"id": instance_id, "asg": asg, "elb": elb, "web": web, "admin": admin}
+
+    @staticmethod
+    def placement(served) -> dict:
+        found = served["asg"].describe_auto_scaling_instances(InstanceIds=[served["id"]])["AutoScalingInstances"]
+        group = served["asg"].describe_auto_scaling_groups(AutoScalingGroupNames=["web"])["AutoScalingGroups"][0]
+        targets = {name: sorted(d["Target"].get("Port") for d in served["elb"].describe_target_health(
+            TargetGroupArn=served[name])["TargetHealthDescriptions"] if d["Target"]["Id"] == served["id"])
+            for name in ("web", "admin")}
+        return {"state": found[0]["LifecycleState"] if found else None, "desired": group["DesiredCapacity"], **targets}
+
+    def test_out_of_both_after_quarantine_and_back_in_both_after_release(self, ec2, served, evidence_root):
+        assert self.placement(served) == {"state": "InService", "desired": 2, "web": [80], "admin": [9000]}
+        outcome = quarantine_instance(QuarantineArgs(instance_id=served["id"], isolation_group="irp-isolation"),
+                                      make_ctx(evidence_root))
+        assert self.placement(served) == {"state": "Standby", "desired": 1, "web": [], "admin": []}
+        assert outcome.details["auto_scaling"] == {"group": "web", "how": "standby", "replaced": False}
+        assert sorted((r["target_group_arn"], r["port"]) for r in outcome.details["target_groups"]) == sorted(
+            [(served["web"], 80), (served["admin"], 9000)])
+        assert "standby in Auto Scaling group web" in outcome.message
+        assert outcome.undo.args["auto_scaling"] == "standby"
+        again = quarantine_instance(QuarantineArgs(instance_id=served["id"], isolation_group="irp-isolation"),
+                                    make_ctx(evidence_root))
+        assert not again.changed and again.undo == outcome.undo
+        released = run_undo(outcome, evidence_root)
+        assert released.changed and "back in service in Auto Scaling group web" in released.message
+        assert self.placement(served) == {"state": "InService", "desired": 2, "web": [80], "admin": [9000]}
+        assert "irp:quarantine" not in state(ec2, served["id"])["tags"]
+
+    def test_a_group_at_its_minimum_detaches_and_release_attaches(self, served, evidence_root):
+        served["asg"].update_auto_scaling_group(AutoScalingGroupName="web", MinSize=2)
+        outcome = quarantine_instance(QuarantineArgs(instance_id=served["id"], isolation_group="irp-isolation"),
+                                      make_ctx(evidence_root))
+        assert outcome.details["auto_scaling"] == {"group": "web", "how": "detached", "replaced": True}
+        assert self.placement(served)["state"] is None and self.placement(served)["admin"] == []
+        served["asg"].update_auto_scaling_group(AutoScalingGroupName="web", MaxSize=4)
+        run_undo(outcome, evidence_root)
+        assert self.placement(served)["state"] == "InService" and self.placement(served)["admin"] == [9000]
+
+    def test_leave_options_keep_group_and_targets(self, served, evidence_root):
+        outcome = quarantine_instance(QuarantineArgs(instance_id=served["id"], isolation_group="irp-isolation",
+                                                     leave_auto_scaling=True, leave_target_groups=True),
+                                      make_ctx(evidence_root))
+        assert outcome.changed and "auto_scaling" not in outcome.details
+        assert self.placement(served) == {"state": "InService", "desired": 2, "web": [80], "admin": [9000]}
+        assert "auto_scaling" not in outcome.undo.args and "target_groups" not in outcome.undo.args
+
+    def test_dry_run_leaves_group_and_targets(self, served, evidence_root):
+        outcome = quarantine_instance(QuarantineArgs(instance_id=served["id"], isolation_group="irp-isolation"),
+                                      make_ctx(evidence_root, dry_run=True))
+        assert outcome.dry_run and "standby in Auto Scaling group web" in outcome.message
+        assert self.placement(served) == {"state": "InService", "desired": 2, "web": [80], "admin": [9000]}
+
+    def test_a_refused_read_is_a_warning_not_a_stop(self, served, fault_proxy, evidence_root):
+        fault_proxy.faults = [Fault(query_action("DescribeAutoScalingInstances"), 403,
+                                    iam_error("AccessDenied", "not authorized"))]
+        outcome = quarantine_instance(QuarantineArgs(instance_id=served["id"], isolation_group="irp-isolation"),
+                                      make_ctx(evidence_root))
+        assert outcome.changed and any("auto scaling not read" in w for w in outcome.details["warnings"])
+        assert self.placement(served)["web"] == [] and self.placement(served)["state"] == "InService"
