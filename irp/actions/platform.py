@@ -151,17 +151,26 @@ class AccountArgs(ActionArgs):
     reason: str = Field("security incident", min_length=1, max_length=500, description="Shown to the Client's admins.")
 
 
-def _set_account(args: AccountArgs, ctx: ActionContext, verb: Literal["suspend", "reactivate"]) -> Outcome:
-    def reactivation(before: dict[str, Any]) -> UndoPlan:
-        return UndoPlan(action="platform.reactivate_account", args={
-            "client_id": args.client_id, "reason": f"undo of incident {ctx.incident.id} containment"})
+def _set_status(ctx: ActionContext, *, path: str, scope: str, verb: str, wanted: str, what: str, reason: str,
+                undo: tuple[str, dict[str, Any]] | None) -> Outcome:
+    """POST `path/verb` unless the object's status is already `wanted`; `undo`: (action, args) that reverses it."""
+    def undo_plan(before: dict[str, Any]) -> UndoPlan:
+        action, args = undo
+        return UndoPlan(action=action, args={**args, "reason": f"undo of incident {ctx.incident.id} containment"})
 
     return _toggle(
-        ctx, target=f"client/{args.client_id}", read_path=f"clients/{args.client_id}", scope="clients:suspend",
-        is_done=lambda c: c.get("status") == ("suspended" if verb == "suspend" else "active"),
-        write=("POST", f"clients/{args.client_id}/{verb}", {"reason": args.reason, "incident_id": ctx.incident.id}),
-        describe=f"{verb} Client account {args.client_id}", undo=reactivation if verb == "suspend" else None,
+        ctx, target=path.replace("clients/", "client/").replace("users/", "user/"), read_path=path, scope=scope,
+        is_done=lambda found: found.get("status") == wanted,
+        write=("POST", f"{path}/{verb}", {"reason": reason, "incident_id": ctx.incident.id}),
+        describe=f"{verb} {what}", undo=undo_plan if undo else None,
     )
+
+
+def _set_account(args: AccountArgs, ctx: ActionContext, verb: Literal["suspend", "reactivate"]) -> Outcome:
+    return _set_status(
+        ctx, path=f"clients/{args.client_id}", scope="clients:suspend", verb=verb, reason=args.reason,
+        wanted="suspended" if verb == "suspend" else "active", what=f"Client account {args.client_id}",
+        undo=("platform.reactivate_account", {"client_id": args.client_id}) if verb == "suspend" else None)
 
 
 @action
@@ -198,16 +207,10 @@ class UserStatusArgs(ActionArgs):
 
 
 def _set_user(args: UserStatusArgs, ctx: ActionContext, verb: Literal["disable", "enable"]) -> Outcome:
-    def enabling(before: dict[str, Any]) -> UndoPlan:
-        return UndoPlan(action="platform.enable_user", args={
-            "user_id": args.user_id, "reason": f"undo of incident {ctx.incident.id} containment"})
-
-    return _toggle(
-        ctx, target=f"user/{args.user_id}", read_path=f"users/{args.user_id}", scope="users:disable",
-        is_done=lambda u: u.get("status") == ("disabled" if verb == "disable" else "active"),
-        write=("POST", f"users/{args.user_id}/{verb}", {"reason": args.reason, "incident_id": ctx.incident.id}),
-        describe=f"{verb} platform user {args.user_id}", undo=enabling if verb == "disable" else None,
-    )
+    return _set_status(
+        ctx, path=f"users/{args.user_id}", scope="users:disable", verb=verb, reason=args.reason,
+        wanted="disabled" if verb == "disable" else "active", what=f"platform user {args.user_id}",
+        undo=("platform.enable_user", {"user_id": args.user_id}) if verb == "disable" else None)
 
 
 @action
