@@ -484,11 +484,12 @@ class TestOutage:
         from flows.incidents import INCIDENT_FLOWS
         from irp.alerts import read_alert
 
-        store = _open(bucket, monkeypatch)
         # AWS is configured (the evidence store's credentials): the sample alert's key and bucket are
-        # allowed targets, or the contain steps would wait for a person (irp/engine/targets.py)
+        # allowed targets, or the contain steps would wait for a person (irp/engine/targets.py). Set
+        # before the store is opened: the flow must use the same store (one per URL and settings).
         monkeypatch.setenv("IRP_ACTION_TARGETS", '{"access_key": {"allow": ["*"]}, "bucket": {"allow": ["*"]}}')
         get_settings.cache_clear()
+        store = _open(bucket, monkeypatch)
         uploaded_before: list[str] = []
 
         def stop_at_first_object() -> None:
