@@ -387,3 +387,17 @@ def save_secret(name: str, value: str) -> None:
     from prefect.blocks.system import Secret
 
     Secret(value=value).save(name, overwrite=True)
+
+
+def intake_request(service: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request to the intake's ASGI app in-process (no server): `service` is an IntakeService."""
+    import asyncio
+
+    from irp.intake.app import create_app
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(send())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -10,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from service_fixtures import intake_request
 
-from irp.intake.app import create_app
 from irp.intake.service import IntakeService
 from irp.intake.sources import SOURCES, alerts_in, parse_json
 from irp.settings import Settings
@@ -51,12 +50,7 @@ def service(tmp_path: Path) -> Iterator[IntakeService]:
 
 
 def _request(service: IntakeService, method: str, path: str, **kwargs) -> httpx.Response:
-    async def send() -> httpx.Response:
-        transport = httpx.ASGITransport(app=create_app(service))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(send())
+    return intake_request(service, method, path, **kwargs)
 
 
 class TestAlertPosts:

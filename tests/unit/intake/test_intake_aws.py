@@ -3,7 +3,6 @@ the labels the playbooks read, mapped by the shipped routing.yaml from the sampl
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -12,10 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from service_fixtures import intake_request
 from typer.testing import CliRunner
 
 from irp.cli import app
-from irp.intake.app import create_app
 from irp.intake.service import IntakeService
 from irp.settings import Settings
 
@@ -68,12 +67,7 @@ def service(tmp_path: Path) -> Iterator[IntakeService]:
 
 
 def _request(service: IntakeService, method: str, path: str, **kwargs) -> httpx.Response:
-    async def send() -> httpx.Response:
-        transport = httpx.ASGITransport(app=create_app(service))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(send())
+    return intake_request(service, method, path, **kwargs)
 
 
 def _runs(service: IntakeService) -> list[dict]:
