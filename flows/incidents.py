@@ -12,6 +12,7 @@ from __future__ import annotations
 from prefect import Flow, flow
 
 from irp.engine.respond import RunSummary, StageTasks, respond
+from irp.engine.script import Script
 from irp.models import Alert, ClientOrigin, IncidentType, Severity
 from tasks.analyse import analyse
 from tasks.contain import contain
@@ -29,10 +30,12 @@ Args:
     alert: The alert or report that opened the incident.
     severity: Leave empty to let the playbook classify (§5); set it to override.
     dry_run: Run every step without side effects, recording what each would have done.
-    incident_id: Leave empty for a new incident; set it to attach the run to an existing one.
+    incident_id: Leave empty for a new incident; set it to continue an existing one where it waits.
     severity_hint: Initial severity suggested by alert routing; the playbook's rules decide.
     clients: Clients a trusted source names: the route that matched the alert, or a responder
         (§7 letters go only to confirmed Clients; those the alert itself names wait for a responder).
+    decisions: Scripted human decisions at simulated times (tests, demos, exercises); leave empty
+        for a real response, whose stages wait for people in the Resume form of this run.
 """
 
 STAGE_TASKS = StageTasks(detect=detect, analyse=analyse, contain=contain, restore=restore, notify=notify, review=review)
@@ -46,8 +49,10 @@ def _incident_flow(incident_type: IncidentType) -> Flow:
         incident_id: str | None = None,
         severity_hint: Severity | None = None,
         clients: list[ClientOrigin] | None = None,
+        decisions: Script | None = None,
     ) -> RunSummary:
-        return respond(incident_type, alert, severity, dry_run, incident_id, severity_hint, clients, stages=STAGE_TASKS)
+        return respond(incident_type, alert, severity, dry_run, incident_id, severity_hint, clients, decisions,
+                       stages=STAGE_TASKS)
 
     run.__name__ = incident_type.value
     run.__qualname__ = incident_type.value

@@ -25,6 +25,7 @@ from irp import audit
 from irp.errors import EvidenceError, IrpError
 from irp.evidence.base import EvidenceStore, local_actor
 from irp.evidence.custody import check_chain
+from irp.lifecycle import waiting_text
 from irp.models import Incident, IncidentStatus, IncidentType, Severity
 from irp.reports.charts import timeline_svg
 from irp.reports.kpis import METRICS, IncidentMetrics, format_duration, measure_incident
@@ -114,6 +115,7 @@ def incident_row(incident: Incident, metrics: IncidentMetrics | None = None) -> 
         "type": incident.type.value,
         "severity": incident.severity.value,
         "status": incident.status.value,
+        "waiting_for": waiting_text(incident) if incident.waiting else "",
         "title": incident.title,
         "detected_at": incident.detected_at.isoformat(),
         "aware_at": incident.aware_at.isoformat(),

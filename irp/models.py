@@ -16,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "ActionItem",
+    "Closure",
+    "CorrectiveAction",
+    "ReviewOutcome",
+    "StageEnd",
+    "Waiting",
     "Delivery",
     "Alert",
     "UNCLASSIFIED_SEVERITY",
@@ -269,6 +274,7 @@ class ActionItem(_Model):
     title: str
     owner: str
     stage: Stage
+    step: str = Field("", description="The playbook step that assigned it, or that a person takes over.")
     details: str = ""
     due_at: datetime | None = None
     status: str = Field("open", description="open or closed.")
@@ -364,13 +370,76 @@ class ClientOrigin(_Model):
 
 
 class IncidentStatus(StrEnum):
+    """Where the response is (irp/lifecycle.py says what each status waits for)."""
+
     detected = "detected"
     analysing = "analysing"
     containing = "containing"
     restoring = "restoring"
     reviewing = "reviewing"
+    notifying = "notifying"
     closed = "closed"
+    false_positive = "false_positive"
     stopped = "stopped"
+
+    @property
+    def ended(self) -> bool:
+        """True once nothing more will happen: closed, closed as a false positive, or stopped."""
+        return self in (IncidentStatus.closed, IncidentStatus.false_positive, IncidentStatus.stopped)
+
+
+class CorrectiveAction(_Model):
+    """A corrective action the review decided (§11): what, who, by when."""
+
+    title: str = Field(..., min_length=1, max_length=500)
+    owner: str = Field(..., min_length=1, max_length=200)
+    due: datetime | None = Field(None, description="When it is due (a date or an ISO 8601 time).")
+
+    @field_validator("due")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class ReviewOutcome(_Model):
+    """What the post-incident review concluded (§11): causes, what worked, what did not, corrective actions."""
+
+    by: str
+    at: datetime
+    causes: str
+    worked: str = ""
+    did_not_work: str = ""
+    corrective: list[CorrectiveAction] = Field(default_factory=list)
+
+
+class StageEnd(_Model):
+    """When and how a stage ended: its automatic part left nothing open, its measures were closed, or a
+    responder ended it (irp/lifecycle.py)."""
+
+    stage: Stage
+    at: datetime
+    how: Literal["automatic", "measures_closed", "advanced", "review_recorded", "notifications_met"]
+    by: str = "irp"
+    note: str = ""
+
+
+class Closure(_Model):
+    """How the incident ended: closed once everything it owed was done, or closed as a false positive."""
+
+    at: datetime
+    how: Literal["closed", "false_positive"]
+    by: str = "irp"
+    note: str = ""
+
+
+class Waiting(_Model):
+    """What a run waits for, and how it will be woken (irp/engine/waits.py)."""
+
+    stage: Stage
+    needs: list[str] = Field(default_factory=list, description="What is missing, in words.")
+    since: datetime = Field(default_factory=utcnow)
+    flow_run_id: str = ""
+    mode: Literal["suspended", "offline", "scripted"] = "offline"
 
 
 class Incident(_Model):
@@ -398,6 +467,9 @@ class Incident(_Model):
     alerts: list[str] = Field(default_factory=list, description="Fingerprints of the alerts joined.")
     escalated: bool = False
     actions: list[ActionItem] = Field(default_factory=list, description="Assigned measures (§6, §11).")
+    waiting: Waiting | None = Field(None, description="What the response waits for, while it waits.")
+    review: ReviewOutcome | None = Field(None, description="The review's outcome, once recorded (§11).")
+    closure: Closure | None = Field(None, description="When and how the incident ended.")
     playbook: PlaybookRef | None = None
     flow_run_ids: list[str] = Field(default_factory=list)
     dry_run: bool = False
@@ -422,12 +494,9 @@ class Incident(_Model):
         return {"affected_clients": list(dict.fromkeys([*self.affected_clients, *clients])),
                 "client_origins": [*self.client_origins, *(origin[c] for c in fresh)]}
 
-    def stage_ended_at(self, stage: Stage) -> datetime | None:
-        """When `stage` first completed, or None."""
-        return next(
-            (s.ended_at for s in self.stages if s.stage == stage and s.status == StepStatus.completed),
-            None,
-        )
+    def automatic_done(self, stage: Stage, phase: str | None = None) -> StageOutcome | None:
+        """The outcome of `stage`'s automatic part (of `phase`, for notify), once it ran."""
+        return next((s for s in self.stages if s.stage == stage and s.phase == phase), None)
 
 
 def new_incident_id(now: datetime | None = None) -> str:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from irp.actions.base import Outcome, UndoPlan
 from irp.actions.registry import ActionArgs, ActionContext, action, get_registry
-from irp.errors import ActionError, InvalidArgumentsError
+from irp.errors import ActionError, InvalidArgumentsError, IrpError
 from irp.evidence import EvidenceStore
 from irp.models import Alert, AlertSource, Stage, TimelineEntry, utcnow
 
@@ -118,6 +118,24 @@ def find_step_record(store: EvidenceStore, incident_id: str, step: str, stage: S
     name = max(found)[1]
     with store.open(incident_id, name) as handle:
         return name, json.load(handle)
+
+
+def undoable_steps(store: EvidenceStore, incident_id: str) -> list[tuple[str, str]]:
+    """(step, action) of every step that changed something and recorded how to undo it, in run order."""
+    found: dict[str, str] = {}
+    for item in store.manifest(incident_id):
+        match = _STEP_RECORD.match(item.name)
+        if match is None:
+            continue
+        try:
+            with store.open(incident_id, item.name) as handle:
+                record = json.load(handle)
+        except (OSError, ValueError, IrpError):
+            continue
+        output = record.get("output")
+        if not record.get("dry_run") and isinstance(output, dict) and output.get("undo"):
+            found[match["step"]] = str(record.get("action", ""))
+    return list(found.items())
 
 
 def undo_recorded_step(store: EvidenceStore, incident_id: str, step: str, *, stage: Stage | None = None,

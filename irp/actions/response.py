@@ -34,6 +34,7 @@ def assign_action(args: AssignArgs, ctx: ActionContext) -> dict[str, Any]:
         title=args.title,
         owner=args.owner,
         stage=ctx.stage,
+        step=ctx.step,
         details=args.details,
         due_at=utcnow() + timedelta(hours=args.due_in_hours) if args.due_in_hours else None,
     )

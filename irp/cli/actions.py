@@ -16,7 +16,6 @@ from typing import Annotated
 import typer
 
 from irp.cli.common import echo_json, open_evidence_store, user_errors, warn_skipped
-from irp.errors import IrpError
 from irp.models import Stage
 
 __all__ = ["actions_app"]
@@ -109,40 +108,30 @@ def close(
     by: Annotated[str, typer.Option("--by", help="Who closes it (recorded in the audit log).")],
     resolution: Annotated[str, typer.Option("--resolution", help="What was done; how to check it.")],
 ) -> None:
-    """Close an action of INCIDENT: who, when and what was done go to the record, timeline and audit log."""
-    from irp import audit
+    """Close an action of INCIDENT (timeline, evidence, audit log); the last measure of a waiting stage resumes it."""
+    from irp.engine.decisions import record, resume_waiting_run
     from irp.history import find_incident
-    from irp.models import IncidentStatus, TimelineEntry, utcnow
+    from irp.lifecycle import Decision, decision_id, needs
+    from irp.models import utcnow
 
     with user_errors():
-        if not by.strip() or not resolution.strip():
-            raise IrpError("--by and --resolution must not be empty: say who closes the action and what was done")
         store = open_evidence_store()
-        record = find_incident(store, incident)
-        if record.status not in (IncidentStatus.closed, IncidentStatus.stopped):
-            raise IrpError(f"incident {record.id} is still being handled (status {record.status.value}); "
-                           "close its actions once its run has ended, or the run would overwrite the closure")
-        item = next((a for a in record.actions if a.id.casefold() == action_id.strip().casefold()), None)
-        if item is None:
-            known = ", ".join(f"{a.id} ({a.status})" for a in record.actions) or "none"
-            raise IrpError(f"incident {record.id} has no action {action_id!r}; its actions: {known}")
-        if item.status == "closed":
-            raise IrpError(f"action {item.id} of {record.id} was already closed on "
-                           f"{item.closed_at:%Y-%m-%d %H:%M} UTC by {item.closed_by}: {item.resolution}")
+        current = find_incident(store, incident)
         now = utcnow()
-        closed = item.model_copy(update={"status": "closed", "closed_at": now, "closed_by": by.strip(),
-                                         "resolution": resolution.strip()})
-        entry = TimelineEntry(at=now, kind="action", stage=item.stage, actor=by.strip(),
-                              message=f"action {item.id} closed by {by.strip()}: {resolution.strip()}",
-                              data={"action_id": item.id})
-        updated = record.model_copy(update={
-            "actions": [closed if a.id == item.id else a for a in record.actions],
-            "timeline": [*record.timeline, entry],
-        })
-        store.save_incident(updated)
-        audit.record(store, record.id, "action_closed", actor=by.strip(), incident=updated,
-                     details={"action_id": item.id, "title": item.title, "owner": item.owner,
-                              "resolution": resolution.strip()})
+        who = " ".join(by.split())
+        decision = Decision(decision="close_measure", id=decision_id("cli", current.id, action_id, now), by=who or " ",
+                            measure=action_id.strip(), note=resolution.strip())
+        record(store, current, decision, now)
+        updated = find_incident(store, current.id)
+    item = next(a for a in updated.actions if a.id.casefold() == action_id.strip().casefold())
     late = item.due_at is not None and now > item.due_at
-    typer.echo(f"action {item.id} of {record.id} closed by {by.strip()}"
-               f"{' (after its due date)' if late else ''}: {item.title}")
+    typer.echo(f"action {item.id} of {updated.id} closed by {who}{' (after its due date)' if late else ''}: {item.title}")
+    waiting = updated.waiting
+    if waiting is not None:
+        left = needs(updated, waiting.stage)
+        if left:
+            typer.echo(f"{updated.id} still waits at {waiting.stage.value}: {'; '.join(left)}")
+        else:
+            said = resume_waiting_run(updated)
+            if said:
+                typer.echo(said)

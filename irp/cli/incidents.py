@@ -79,6 +79,8 @@ def list_incidents(
         typer.echo(f"{incident.id:<21} {incident.detected_at:%Y-%m-%d %H:%M} {incident.type.value:<23} "
                    f"{incident.severity.value:<9} {incident.status.value:<11} "
                    f"{format_duration(row['restore_seconds']):>9}  {title}")
+        if row["waiting_for"] and not incident.status.ended:
+            typer.echo(f"{'':<21} waits: {row['waiting_for']}")
     typer.echo(f"{len(rows)} incident(s)")
 
 
@@ -90,6 +92,7 @@ def show(
     """Show one incident: timeline, flow runs (Prefect UI links), playbook version, metrics, actions."""
     from irp import audit
     from irp.history import describe_measures, find_incident, full_timeline
+    from irp.lifecycle import waiting_text
     from irp.prefect_ui import flow_run_url, ui_base
     from irp.reports.kpis import measure_incident
 
@@ -109,6 +112,7 @@ def show(
             "flow_runs": runs,
             "metrics": metrics.model_dump(mode="json"),
             "timeline": [r.model_dump(mode="json") for r in rows],
+            "waiting_for": waiting_text(incident),
             "evidence_location": store.location(incident.id),
         })
         return
@@ -117,7 +121,7 @@ def show(
     echo(f"  type       {incident.type.value} ({incident.type.label})")
     echo(f"  severity   {incident.severity.value} ({incident.severity_source}"
          f"{': ' + incident.severity_reason if incident.severity_reason else ''})")
-    echo(f"  status     {incident.status.value}{'  escalated' if incident.escalated else ''}")
+    echo(f"  status     {waiting_text(incident)}{'  escalated' if incident.escalated else ''}")
     echo(f"  detected   {incident.detected_at:%Y-%m-%d %H:%M:%S} UTC   aware {incident.aware_at:%Y-%m-%d %H:%M:%S} UTC")
     echo(f"  reporter   {incident.reporter or '—'}")
     echo(f"  clients    {'; '.join(_client_origin(incident, c) for c in incident.affected_clients) or '—'}")
@@ -139,7 +143,16 @@ def show(
     echo("actions:")
     for a in incident.actions:
         due = f"due {a.due_at:%Y-%m-%d %H:%M}" if a.due_at else "no due date"
-        echo(f"  {a.id}  {a.stage.value:<8} {a.status:<6} {a.owner}  {due}  {a.title}")
+        done = f"  — closed by {a.closed_by}: {a.resolution}" if a.status == "closed" else ""
+        echo(f"  {a.id}  {a.stage.value:<8} {a.status:<6} {a.owner}  {due}  {a.title}{done}")
+    if incident.review:
+        r = incident.review
+        echo(f"review:      by {r.by} on {r.at:%Y-%m-%d %H:%M} UTC")
+        echo(f"  causes     {r.causes}")
+        if r.worked:
+            echo(f"  worked     {r.worked}")
+        if r.did_not_work:
+            echo(f"  did not    {r.did_not_work}")
     if not incident.actions:
         echo("  —")
     echo("timeline (UTC):")
@@ -378,3 +391,144 @@ def confirm_clients(
     held = [o.id for o in incident.obligations if o.recipient in names and o.audience in ("client", "data_subjects")]
     for obligation in held:
         typer.echo(f"  send now: irp incidents notify {incident_id} {obligation}")
+
+
+def _decide(incident_id: str, decision_fields: dict, *, resume: bool = True):
+    """Record one decision of a person on an incident, then wake its run when the wait it answers is over."""
+    from irp.engine.decisions import record, resume_waiting_run
+    from irp.history import find_incident
+    from irp.lifecycle import Decision, decision_id, needs
+    from irp.models import utcnow
+
+    store = open_evidence_store()
+    current = find_incident(store, incident_id)
+    now = utcnow()
+    decision = Decision(id=decision_id("cli", current.id, now, decision_fields.get("decision")), **decision_fields)
+    record(store, current, decision, now)
+    updated = find_incident(store, current.id)
+    waiting = updated.waiting
+    if resume and waiting is not None:
+        left = needs(updated, waiting.stage) if waiting.stage.value != "notify" or decision.decision != "advance" else []
+        if left and updated.status.value != "false_positive":
+            typer.echo(f"{updated.id} still waits at {waiting.stage.value}: {'; '.join(left)}")
+        else:
+            said = resume_waiting_run(updated)
+            if said:
+                typer.echo(said)
+    return updated
+
+
+def _name(by: str) -> str:
+    who = " ".join(by.split())
+    if not who:
+        raise IrpError("--by must not be empty: say who decides")
+    return who
+
+
+@incidents_app.command("advance")
+def advance(
+    incident_id: Annotated[str, typer.Argument(metavar="ID", help="Incident id.")],
+    stage: Annotated[str, typer.Argument(metavar="STAGE", help="The stage to end: detect, analyse, contain, "
+                                                                 "restore, review or notify.")],
+    by: Annotated[str, typer.Option("--by", metavar="NAME", help="Who decides (timeline, audit log).")],
+    note: Annotated[str, typer.Option("--note", metavar="TEXT", help="Why the stage is over, e.g. "
+                                      "'contained: keys revoked by hand, see ticket SEC-42'.")],
+) -> None:
+    """End a stage of ID: containment done, service restored and checked, notifications explained (§6)."""
+    from irp.models import Stage
+
+    with user_errors():
+        valid = [s.value for s in Stage]
+        if stage not in valid:
+            raise IrpError(f"stage {stage!r}: valid: {', '.join(valid)}")
+        if not note.strip():
+            raise IrpError("--note must not be empty: say why the stage is over")
+        updated = _decide(incident_id, {"decision": "advance", "stage": stage, "by": _name(by), "note": note.strip()})
+    typer.echo(f"stage {stage} of {updated.id} ended by {_name(by)}: {note.strip()}")
+
+
+@incidents_app.command("review")
+def review(
+    incident_id: Annotated[str, typer.Argument(metavar="ID", help="Incident id.")],
+    by: Annotated[str, typer.Option("--by", metavar="NAME", help="Who records the review.")],
+    causes: Annotated[str, typer.Option("--causes", metavar="TEXT", help="Root cause and contributing causes.")],
+    worked: Annotated[str, typer.Option("--worked", metavar="TEXT", help="What worked in the response.")] = "",
+    did_not_work: Annotated[str, typer.Option("--did-not-work", metavar="TEXT", help="What did not.")] = "",
+    corrective: Annotated[list[str] | None, typer.Option(
+        "--corrective", metavar="title=…,owner=…,due=YYYY-MM-DD",
+        help="A corrective action (§11); repeat the option for several.")] = None,
+) -> None:
+    """Record the review's outcome (§11): causes, what worked, what did not, corrective actions with owners."""
+    from irp.lifecycle import parse_corrective
+    from irp.models import ReviewOutcome, utcnow
+
+    with user_errors():
+        if not causes.strip():
+            raise IrpError("--causes must not be empty: the review records the causes (§11)")
+        try:
+            actions = [parse_corrective(text) for text in corrective or []]
+        except ValueError as exc:
+            raise IrpError(f"--corrective {exc}") from None
+        who = _name(by)
+        outcome = ReviewOutcome(by=who, at=utcnow(), causes=causes.strip(), worked=worked.strip(),
+                                did_not_work=did_not_work.strip(), corrective=actions)
+        updated = _decide(incident_id, {"decision": "review", "by": who, "review": outcome})
+    typer.echo(f"review of {updated.id} recorded by {who}: {len(actions)} corrective action(s)")
+    for item in updated.actions:
+        if item.stage.value == "review" and item.details.startswith("corrective action decided"):
+            due = f"due {item.due_at:%Y-%m-%d}" if item.due_at else "no due date"
+            typer.echo(f"  {item.id}  {item.owner}  {due}  {item.title}")
+
+
+@incidents_app.command("false-positive")
+def false_positive(
+    incident_id: Annotated[str, typer.Argument(metavar="ID", help="Incident id.")],
+    by: Annotated[str, typer.Option("--by", metavar="NAME", help="Who decides.")],
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why it is not an incident.")],
+) -> None:
+    """Close ID as a false positive at any stage: nothing more runs, no final letter goes; undo is offered."""
+    from irp.actions.actions import undoable_steps
+
+    with user_errors():
+        if not reason.strip():
+            raise IrpError("--reason must not be empty: say why it is a false positive")
+        updated = _decide(incident_id, {"decision": "false_positive", "by": _name(by), "note": reason.strip()})
+        store = open_evidence_store()
+        undo = undoable_steps(store, updated.id)
+    typer.echo(f"{updated.id} closed as a false positive by {_name(by)}: {reason.strip()}")
+    if undo:
+        typer.echo("what the response changed can be undone:")
+        for step, action in undo:
+            typer.echo(f"  irp actions undo {updated.id} {step}      ({action})")
+    told = [n for n in updated.notifications if n.audience != "internal" and n.status in ("sent", "partial")]
+    if told:
+        typer.echo("external recipients were told; tell them it was a false positive:")
+        for n in told:
+            if n.obligation:
+                typer.echo(f"  irp incidents notify {updated.id} {n.obligation} --phase final")
+
+
+@incidents_app.command("resume")
+def resume(
+    incident_id: Annotated[str, typer.Argument(metavar="ID", help="Incident id.")],
+) -> None:
+    """Continue ID's response where it waits, once people have decided (resumes its suspended run, if any)."""
+    from irp.alerts import parse_alert
+    from irp.cli.runtime import _quiet_prefect, _report
+    from irp.engine.decisions import resume_waiting_run
+    from irp.history import find_incident
+
+    with user_errors():
+        store = open_evidence_store()
+        incident = find_incident(store, incident_id)
+        if incident.status.ended:
+            raise IrpError(f"incident {incident.id} has ended ({incident.status.value}): nothing to resume")
+        if incident.waiting is not None and incident.waiting.mode == "suspended":
+            typer.echo(resume_waiting_run(incident) or "nothing to resume")
+            return
+        with store.open(incident.id, "run/alert.json") as handle:
+            alert = parse_alert(handle.read(), f"{incident.id}/run/alert.json")
+    _quiet_prefect()
+    from flows.incidents import INCIDENT_FLOWS
+
+    _report(INCIDENT_FLOWS[incident.type](alert=alert, incident_id=incident.id, return_state=True))

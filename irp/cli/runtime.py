@@ -65,17 +65,32 @@ def run(
     alert: Annotated[Path, typer.Option("--alert", help="Alert JSON file (see README: alert format).")],
     severity: Annotated[Severity | None, typer.Option(help="Override the §5 classification.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Run every step without side effects.")] = False,
+    decisions: Annotated[Path | None, typer.Option(
+        "--decisions", metavar="FILE",
+        help="Scripted human decisions at simulated times (approvals, measures closed, stages ended, review).")] = None,
 ) -> None:
-    """Run the playbook of TYPE on an alert; print the incident id, each stage's outcome and the evidence."""
+    """Run the playbook of TYPE on an alert: its automatic part, then what people decide.
+
+    Without a Prefect server (or --decisions), the run ends where it waits for people, the incident open,
+    and says how to continue.
+    """
     from irp.alerts import read_alert
+    from irp.engine.script import load_script
 
     parsed = read_alert(alert)
+    script = load_script(decisions) if decisions else None
     if _stack_note:
         echo_err(f"irp: {_stack_note}")
     _quiet_prefect()
     from flows.incidents import INCIDENT_FLOWS
 
-    state = INCIDENT_FLOWS[incident_type](alert=parsed, severity=severity, dry_run=dry_run, return_state=True)
+    state = INCIDENT_FLOWS[incident_type](alert=parsed, severity=severity, dry_run=dry_run, decisions=script,
+                                          return_state=True)
+    _report(state)
+
+
+def _report(state) -> None:
+    """Print what a run of an incident flow did and, when it ended before the incident, what it waits for."""
     if not state.is_completed():
         error = state.result(raise_on_failure=False)
         message = str(error) if isinstance(error, IrpError) else f"{type(error).__name__}: {error}"
@@ -95,13 +110,23 @@ def run(
             typer.echo(f"  {name}")
     else:
         typer.echo(f"evidence: {summary.evidence_location} ({len(summary.evidence)} items, SHA-256 in manifest.jsonl)")
+    if summary.waiting is not None:
+        incident_id, stage = summary.incident_id, summary.waiting.stage.value
+        typer.echo(f"waiting: {summary.waiting_text}")
+        typer.echo("  the incident stays open; people continue it:")
+        typer.echo(f"    irp incidents show {incident_id}                  what it waits for, its measures")
+        typer.echo(f"    irp actions close {incident_id} ACTION --by NAME --resolution TEXT")
+        typer.echo(f"    irp incidents advance {incident_id} {stage} --by NAME --note TEXT")
+        typer.echo(f"    irp incidents review {incident_id} --by NAME --causes TEXT --corrective 'title=…,owner=…,due=…'")
+        typer.echo(f"    irp incidents resume {incident_id}                continue the run here")
+        typer.echo("  on the stack (irp stack), runs wait in Prefect and resume by themselves when people decide")
 
 
 def demo() -> None:
     """Run the data-leak playbook on the sample alert (the quick start's main job)."""
     typer.echo(f"irp demo: data_leak playbook on {SAMPLE_ALERT.relative_to(REPO_ROOT)}, "
                f"evidence in {get_settings().evidence_url}")
-    run(IncidentType.data_leak, SAMPLE_ALERT, None, False)
+    run(IncidentType.data_leak, SAMPLE_ALERT, None, False, None)
 
 
 def stack(

@@ -20,9 +20,10 @@ from prefect.states import Running
 from pydantic import BaseModel, Field
 
 from irp import audit
+from irp.engine.records import RunContext
 from irp.engine.targets import TargetValue
 from irp.evidence import open_store
-from irp.models import Incident, Stage, TimelineEntry
+from irp.models import Incident, Stage, TimelineEntry, utcnow
 from irp.playbook.models import Approval, Step
 from irp.settings import get_settings
 
@@ -117,13 +118,41 @@ def _back_to_running() -> None:
         client.set_flow_run_state(flow_run.id, Running(), force=True)
 
 
-def request_approval(step: Step, stage: Stage, incident: Incident, args: Any, dry_run: bool, *,
+def _unattended(step: Step, stage: Stage, run: RunContext, gate: Approval) -> ApprovalOutcome:
+    """No one to ask (no Prefect server), or a decisions file: the file's decision, else not approved."""
+    scripted = [d for d in (run.script.decisions if run.script else []) if (d.approve or d.reject) == step.id]
+    if run.approvals == "script" and scripted:
+        approvals = list(dict.fromkeys(d.by for d in scripted if d.approve))
+        start = run.script_start or utcnow()
+        rejected = next((d for d in scripted if d.reject), None)
+        entries = [TimelineEntry(kind="approval", stage=stage, step=step.id, actor=d.by, at=start + d.at,
+                                 message=f"step {step.id} {'approved' if d.approve else 'rejected'} by {d.by} "
+                                         f"(decisions file): {d.note or '—'}") for d in scripted]
+        decisions = [{"decision": "approve" if d.approve else "reject", "approver": d.by, "reason": d.note}
+                     for d in scripted]
+        if rejected is None and len(approvals) >= gate.approvers:
+            return ApprovalOutcome(approved=True, reason=f"approved by {', '.join(approvals)} (decisions file)",
+                                   decisions=decisions, timeline=entries)
+        reason = (f"step {step.id} rejected by {rejected.by}: {rejected.note}" if rejected else
+                  f"approval of step {step.id}: {len(approvals)}/{gate.approvers} approvals in the decisions file")
+        return ApprovalOutcome(approved=False, reason=reason, decisions=decisions, timeline=entries)
+    reason = (f"no one can approve step {step.id} here (no Prefect server to ask): not run; a person takes it "
+              "over, or runs the response on the stack (irp stack) where approvals are asked in the UI")
+    return ApprovalOutcome(approved=False, reason=reason,
+                           timeline=[TimelineEntry(kind="approval", stage=stage, step=step.id, message=reason)])
+
+
+def request_approval(step: Step, stage: Stage, incident: Incident, args: Any, run: RunContext, *,
                      why: str = "", targets: list[TargetValue] = ()) -> ApprovalOutcome:
     """Pause until `step.approval.approvers` distinct people approve, one rejects, or time runs out.
 
     `why` (irp/engine/targets.py) asks for a step without `approval:`: one person, the playbook defaults.
+    Without a server, or with a decisions file, nobody is asked (`_unattended`).
     """
     gate = step.approval or Approval()
+    dry_run = run.dry_run
+    if not dry_run and run.approvals != "pause":
+        return _unattended(step, stage, run, gate)
     if dry_run:
         message = (f"dry run: step {step.id} would be {why}" if why
                    else f"dry run: step {step.id} would need {gate.approvers} approval(s)")

@@ -6,11 +6,12 @@ A StepRecord is archived as evidence after each step and visible to later steps 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from irp.actions.registry import template_vars
+from irp.engine.script import Script
 from irp.models import Alert, Incident, Stage, StageOutcome, StepStatus, TimelineEntry
 from irp.playbook.models import Playbook
 
@@ -48,6 +49,11 @@ class RunContext(BaseModel):
     evidence_url: str
     dry_run: bool = False
     steps: dict[str, StepRecord] = Field(default_factory=dict)
+    approvals: Literal["pause", "script", "none"] = Field(
+        "pause", description="How approvals are asked: the Prefect UI (pause), a decisions file, or not at all "
+                             "(no server: the step becomes a measure for a person).")
+    script: Script | None = None
+    script_start: datetime | None = None
 
 
 class StageResult(BaseModel):

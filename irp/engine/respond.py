@@ -7,7 +7,9 @@ tasks (tasks/) are given by the flow (flows/incidents.py) as a StageTasks.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,27 +18,35 @@ from pathlib import Path
 from prefect import Task, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
+from prefect.settings import PREFECT_API_URL
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel, Field
 
-from irp import audit
-from irp.engine.records import RunContext, StageResult
-from irp.errors import IrpError
+from irp import audit, lifecycle
+from irp.engine.records import RunContext, StageResult, StepRecord
+from irp.engine.script import Script
+from irp.engine.waits import Offline, Scripted, Suspend, Waiter, WaitingForPeople
+from irp.errors import EvidenceError, IrpError
 from irp.evidence import EvidenceStore, open_store, remove_tree, temporary_store
 from irp.models import (
     UNCLASSIFIED_SEVERITY,
     Alert,
     ClientOrigin,
+    Closure,
     Incident,
     IncidentStatus,
     IncidentType,
     Severity,
+    Stage,
     StageOutcome,
     TimelineEntry,
+    Waiting,
     new_incident_id,
+    utcnow,
 )
-from irp.playbook.loader import LoadedPlaybook, load_playbook_for_run
+from irp.notifications.obligations import deadlines
+from irp.playbook.loader import LoadedPlaybook, load_playbook, load_playbook_for_run
 from irp.playbook.models import playbook_path
 from irp.settings import get_settings
 
@@ -61,6 +71,8 @@ class RunSummary(BaseModel):
     evidence: list[str] = Field(default_factory=list)
     dry_run: bool = False
     flow_run_id: str = ""
+    waiting: Waiting | None = Field(None, description="What the incident waits for when the run ended before it.")
+    waiting_text: str = Field("", description="The same, in words (irp/lifecycle.py).")
 
 
 @dataclass(frozen=True)
@@ -84,18 +96,21 @@ _STATUS_OF = {
 }
 
 
-def _label_run(incident: Incident) -> None:
-    """Name the flow run after the incident and tag it with id, type and severity."""
+def _label_run(incident: Incident, waiting: Stage | None = None) -> None:
+    """Name the flow run after the incident (and the stage it waits at) and tag it with id, type and severity."""
     run_id = flow_run.id
     if not run_id:
         return
     run_tags = [f"incident:{incident.id}", f"type:{incident.type.value}", f"severity:{incident.severity.value}"]
     if incident.dry_run:
         run_tags.append("dry-run")
-    existing = [t for t in (flow_run.tags or []) if not t.startswith(("incident:", "type:", "severity:"))]
+    if waiting:
+        run_tags.append(f"waits:{waiting.value}")
+    existing = [t for t in (flow_run.tags or []) if not t.startswith(("incident:", "type:", "severity:", "waits:"))]
+    name = f"{incident.id} {incident.type.value}" + (f" — waits at {waiting.value}" if waiting else "")
     try:
         with get_client(sync_client=True) as client:
-            client.update_flow_run(run_id, name=f"{incident.id} {incident.type.value}", tags=[*existing, *run_tags])
+            client.update_flow_run(run_id, name=name, tags=[*existing, *run_tags])
     except Exception as exc:  # labels are a convenience; never fail a response over them
         get_run_logger().warning("could not label the flow run: %s", exc)
 
@@ -135,33 +150,53 @@ def respond(
     incident_id: str | None = None,
     severity_hint: Severity | None = None,
     clients: list[ClientOrigin] | None = None,
+    decisions: Script | None = None,
     *,
     stages: StageTasks,
 ) -> RunSummary:
-    """Run the playbook of `incident_type` on `alert`: the body of every incident flow.
+    """Run the playbook of `incident_type` on `alert`, or continue the incident `incident_id` where it waits.
 
     `clients`: the Clients a trusted source names (a route of routing.yaml, a responder's declaration);
     the Clients the alert's own data names are recorded as unconfirmed by the playbook's steps.
+    `decisions`: scripted human decisions (irp/engine/script.py); without them a deployment's run
+    suspends while it waits for people, any other run ends with the incident open (irp/engine/waits.py).
     """
     settings = get_settings()
-    loaded = load_playbook_for_run(playbook_path(settings.playbooks_dir, incident_type))
     if dry_run:
         store, dry_folder = temporary_store()
     else:
         store, dry_folder = open_store(settings.evidence_url), None
-    incident = _new_incident(incident_type, alert, loaded, severity, severity_hint, incident_id, clients, dry_run)
-    get_run_logger().info("incident %s (%s): playbook %s v%s sha256 %s", incident.id, incident_type.value,
-                          loaded.playbook.name, loaded.playbook.version, loaded.ref.sha256)
     try:
-        _archive_inputs(store, incident, alert, loaded)
-        # Every save of the record is audited (state changes, irp/audit.py), as this flow run.
+        incident_id = incident_id or _run_incident_id()
+        existing = _existing(store, incident_id)
+        if existing is not None and existing.type != incident_type:
+            raise IrpError(f"incident {incident_id} is a {existing.type.value} incident, not {incident_type.value}: "
+                           f"continue it with the {existing.type.value} flow")
+        loaded = (_started_playbook(store, existing) if existing else None) or \
+            load_playbook_for_run(playbook_path(settings.playbooks_dir, incident_type))
         records = audit.AuditedRecord(store, actor=f"flow run {flow_run.id}" if flow_run.id else "irp engine")
-        records.save(incident)
-        run = RunContext(alert=alert, playbook=loaded.playbook, evidence_url=store.url, dry_run=dry_run)
+        if existing is None:
+            incident = _new_incident(incident_type, alert, loaded, severity, severity_hint, incident_id, clients, dry_run)
+            _archive_inputs(store, incident, alert, loaded)
+            records.save(incident)
+        else:
+            incident = existing
+            records.last = existing
+            if flow_run.id and str(flow_run.id) not in incident.flow_run_ids:
+                incident = incident.model_copy(update={"flow_run_ids": [*incident.flow_run_ids, str(flow_run.id)]})
+                records.save(incident)
+        get_run_logger().info("incident %s (%s): playbook %s v%s sha256 %s%s", incident.id, incident_type.value,
+                              loaded.playbook.name, loaded.playbook.version, loaded.ref.sha256,
+                              " (continued)" if existing else "")
+        waiter = _waiter(dry_run, decisions, incident)
+        run = RunContext(alert=alert, playbook=loaded.playbook, evidence_url=store.url, dry_run=dry_run,
+                         steps=_recorded_steps(store, incident), approvals=_approvals(decisions),
+                         script=decisions, script_start=incident.aware_at)
         with _one_run_per_incident(incident.id):
-            incident, stopped_by = _run_stages(stages, incident, run, records)
+            incident, stopped_by = _run_line(stages, incident, run, records, store, waiter)
+        if stopped_by:
+            records.save(incident)
         store.put_json(incident.id, "incident.json", incident.model_dump(mode="json"), source_system="irp")
-        records.save(incident)
         summary = _summary(incident, store, stopped_by, dry_run)
     finally:
         if dry_folder:
@@ -170,6 +205,80 @@ def respond(
         raise RunStopped(f"incident {incident.id}: step {stopped_by} failed and stopped the run; "
                          f"evidence in {summary.evidence_location}")
     return summary
+
+
+def _run_incident_id() -> str:
+    """The id of the incident a run opens without one: derived from the flow run, so a resumed run finds it."""
+    if not flow_run.id:
+        return new_incident_id()
+    started = flow_run.scheduled_start_time or utcnow()
+    return f"INC-{started:%Y%m%d}-{hashlib.sha256(str(flow_run.id).encode()).hexdigest()[:6].upper()}"
+
+
+def _existing(store: EvidenceStore, incident_id: str) -> Incident | None:
+    """The incident's record when a run already opened it (this run before a suspend, or an earlier one)."""
+    if incident_id not in store.incident_ids():
+        return None
+    try:
+        return store.load_incident(incident_id)
+    except EvidenceError:
+        return None
+
+
+def _started_playbook(store: EvidenceStore, incident: Incident) -> LoadedPlaybook | None:
+    """The playbook the incident started with (its archived bytes), so a continued response keeps its plan."""
+    if incident.playbook is None:
+        return None
+    name = f"playbook/{Path(incident.playbook.path).name}"
+    current = Path(incident.playbook.path)
+    try:
+        if current.is_file() and hashlib.sha256(current.read_bytes()).hexdigest() == incident.playbook.sha256:
+            return load_playbook_for_run(current)
+        with store.open(incident.id, name) as handle:
+            data = handle.read()
+        with tempfile.TemporaryDirectory() as folder:
+            copy = Path(folder) / current.name
+            copy.write_bytes(data)
+            loaded = load_playbook(copy)
+        return LoadedPlaybook(loaded.playbook, incident.playbook, data)
+    except (OSError, IrpError) as exc:
+        get_run_logger().warning("incident %s: its archived playbook cannot be read (%s); the current one applies",
+                                 incident.id, exc)
+        return None
+
+
+def _recorded_steps(store: EvidenceStore, incident: Incident) -> dict[str, StepRecord]:
+    """The step records of the stages already run, for templates that read `steps.ID` after a resume."""
+    found: dict[str, StepRecord] = {}
+    if not incident.stages:
+        return found
+    for item in store.manifest(incident.id):
+        if not item.name.startswith("steps/"):
+            continue
+        try:
+            with store.open(incident.id, item.name) as handle:
+                record = StepRecord.model_validate_json(handle.read())
+        except Exception:  # noqa: BLE001 (a record that cannot be read is reported by `irp evidence verify`)
+            continue
+        found[record.id] = record
+    return found
+
+
+def _approvals(script: Script | None) -> str:
+    if script is not None:
+        return "script"
+    return "pause" if PREFECT_API_URL.value() else "none"
+
+
+def _waiter(dry_run: bool, script: Script | None, incident: Incident) -> Waiter | None:
+    """How this run waits for people (irp/engine/waits.py); None for a dry run, which never waits."""
+    if dry_run:
+        return None
+    if script is not None:
+        return Scripted(script, incident.aware_at)
+    if flow_run.id and deployment.id:
+        return Suspend()
+    return Offline()
 
 
 def _new_incident(incident_type: IncidentType, alert: Alert, loaded: LoadedPlaybook, severity: Severity | None,
@@ -217,6 +326,7 @@ def _archive_inputs(store: EvidenceStore, incident: Incident, alert: Alert, load
               source_time=alert.observed_at.isoformat())
     store.put(incident.id, f"playbook/{Path(loaded.ref.path).name}", loaded.source,
               content_type="application/yaml", source_system="irp")
+    store.put_json(incident.id, "run/alert.json", alert.model_dump(mode="json", exclude={"raw"}), source_system="irp")
 
 
 def _summary(incident: Incident, store: EvidenceStore, stopped_by: str | None, dry_run: bool) -> RunSummary:
@@ -233,51 +343,153 @@ def _summary(incident: Incident, store: EvidenceStore, stopped_by: str | None, d
         evidence=[item.name for item in store.manifest(incident.id)],
         dry_run=dry_run,
         flow_run_id=str(flow_run.id or ""),
+        waiting=incident.waiting,
+        waiting_text=lifecycle.waiting_text(incident),
     )
 
 
-def _run_stages(stages: StageTasks, incident: Incident, run: RunContext,
-                records: audit.AuditedRecord) -> tuple[Incident, str | None]:
-    """The stages in the policy's order; a stop ends the main line but what ran is kept."""
+def _run_line(stages: StageTasks, incident: Incident, run: RunContext, records: audit.AuditedRecord,
+              store: EvidenceStore, waiter: Waiter | None) -> tuple[Incident, str | None]:
+    """The policy's order, each stage's automatic part once, then its wait for people (§6, §11).
 
-    def step_into(stage_task: Task, incident: Incident, **kwargs: str) -> tuple[Incident, StageResult]:
-        status = _STATUS_OF.get(stage_task.name)
+    detect → analyse → (notify initial ∥ contain) → wait contain → restore → wait restore → review →
+    wait review → notify final → wait notifications → closed. A stop ends the line; what ran is kept.
+    """
+
+    def automatic(stage_task: Task, stage: Stage, phase: str | None = None) -> str | None:
+        nonlocal incident
+        if incident.automatic_done(stage, phase):
+            return None
+        status = _STATUS_OF.get(stage)
         if status:
             incident = incident.model_copy(update={"status": status})
+        kwargs = {"phase": phase} if phase else {}
         result: StageResult = stage_task(quote(incident), quote(run), **kwargs)
-        run.steps.update({record.id: record for record in result.steps})
-        incident = result.apply(incident)
+        incident = _apply(result, incident, run)
         records.save(incident)
-        return incident, result
+        return result.stopped_by
 
-    # Task runs carry no tags: tag-based concurrency checks would cost a server call per step.
+    def wait(stage: Stage) -> bool:
+        """Until `stage`'s needs are met; False when the incident was closed as a false positive meanwhile."""
+        nonlocal incident
+        n = 0
+        while True:
+            incident = _reload(store, incident)
+            if incident.status == IncidentStatus.false_positive:
+                return False
+            missing = _needs(incident, stage, waiter)
+            if not missing or waiter is None:
+                break
+            waiting = Waiting(stage=stage, needs=missing, flow_run_id=str(flow_run.id or ""), mode=waiter.mode,
+                              since=incident.waiting.since if incident.waiting and incident.waiting.stage == stage
+                              else waiter.now())
+            incident = incident.model_copy(update={"status": _WAIT_STATUS[stage], "waiting": waiting})
+            records.save(incident)
+            _label_run(incident, waiting=stage)
+            try:
+                waiter.wait(store, incident, stage, missing, n)
+            except WaitingForPeople:
+                raise _Waiting(incident) from None
+            n += 1
+        if incident.waiting is not None:
+            incident = incident.model_copy(update={"waiting": None})
+            records.save(incident)
+        return True
+
     try:
-        for stage_task in (stages.detect, stages.analyse):
-            incident, result = step_into(stage_task, incident)
-            if result.stopped_by:
-                return _stop(incident, result.stopped_by), result.stopped_by
-    finally:  # named and tagged once, with the severity analyse decided; not on the way to the first stage
-        _label_run(incident)
-    initial = stages.notify.submit(quote(incident), quote(run), phase="initial")
-    stopped_by = None
-    for stage_task in (stages.contain, stages.restore):
-        incident, result = step_into(stage_task, incident)
-        if result.stopped_by:
-            stopped_by = result.stopped_by
-            break
-    notified: StageResult = initial.result()
-    run.steps.update({record.id: record for record in notified.steps})
-    incident = notified.apply(incident)
-    stopped_by = stopped_by or notified.stopped_by
-    if stopped_by:
-        return _stop(incident, stopped_by), stopped_by
-    incident, result = step_into(stages.review, incident)
-    if result.stopped_by:
-        return _stop(incident, result.stopped_by), result.stopped_by
-    incident, result = step_into(stages.notify, incident, phase="final")
-    if result.stopped_by:
-        return _stop(incident, result.stopped_by), result.stopped_by
-    return incident.model_copy(update={"status": IncidentStatus.closed}), None
+        try:
+            for stage_task, stage in ((stages.detect, Stage.detect), (stages.analyse, Stage.analyse)):
+                stopped_by = automatic(stage_task, stage)
+                if stopped_by:
+                    return _stop(incident, stopped_by), stopped_by
+        finally:  # named and tagged once, with the severity analyse decided; not on the way to the first stage
+            _label_run(incident)
+        if not wait(Stage.detect):  # a false positive declared while the run was away
+            return _ended(incident, records), None
+        initial = None
+        if not incident.automatic_done(Stage.notify, "initial"):
+            initial = stages.notify.submit(quote(incident), quote(run), phase="initial")
+        stopped_by = automatic(stages.contain, Stage.contain)
+        if initial is not None:
+            notified: StageResult = initial.result()
+            incident = _apply(notified, incident, run)
+            records.save(incident)
+            stopped_by = stopped_by or notified.stopped_by
+        if stopped_by:
+            return _stop(incident, stopped_by), stopped_by
+        for stage_task, stage in ((None, Stage.contain), (stages.restore, Stage.restore), (stages.review, Stage.review)):
+            if stage_task is not None:
+                stopped_by = automatic(stage_task, stage)
+                if stopped_by:
+                    return _stop(incident, stopped_by), stopped_by
+            if not wait(stage):
+                return _ended(incident, records), None
+        stopped_by = automatic(stages.notify, Stage.notify, "final")
+        if stopped_by:
+            return _stop(incident, stopped_by), stopped_by
+        if not wait(Stage.notify):
+            return _ended(incident, records), None
+        return _close(incident, records, waiter), None
+    except _Waiting as waiting:
+        return waiting.incident, None
+
+
+class _Waiting(Exception):  # noqa: N818 (control flow: the run ends while the incident waits)
+    def __init__(self, incident: Incident) -> None:
+        super().__init__(incident.id)
+        self.incident = incident
+
+
+_WAIT_STATUS = {Stage.detect: IncidentStatus.analysing, Stage.analyse: IncidentStatus.analysing,
+                Stage.contain: IncidentStatus.containing, Stage.restore: IncidentStatus.restoring,
+                Stage.review: IncidentStatus.reviewing, Stage.notify: IncidentStatus.notifying}
+
+
+def _apply(result: StageResult, incident: Incident, run: RunContext) -> Incident:
+    run.steps.update({record.id: record for record in result.steps})
+    return result.apply(incident)
+
+
+def _reload(store: EvidenceStore, incident: Incident) -> Incident:
+    """The record as stored, with every decision taken meanwhile (irp/lifecycle.py)."""
+    try:
+        return store.load_incident(incident.id)
+    except EvidenceError:
+        return lifecycle.fold(incident)
+
+
+def _needs(incident: Incident, stage: Stage, waiter: Waiter | None) -> list[str]:
+    """What `stage` waits for; for notify, the owed notifications neither met nor explained."""
+    if stage != Stage.notify:
+        return lifecycle.needs(incident, stage, waiter.now() if waiter else None)
+    if lifecycle.advanced(incident, Stage.notify):
+        return []
+    owed = [d for d in deadlines(incident, waiter.now() if waiter else utcnow()) if d.is_open]
+    return [f"{d.obligation.kind} to {d.obligation.audience} {d.obligation.recipient} ({d.status}, due "
+            f"{d.due_at:%Y-%m-%d %H:%M} UTC): send it (irp incidents notify {incident.id} {d.obligation.id}) or "
+            f"explain (irp incidents advance {incident.id} notify --note ...)" for d in owed]
+
+
+def _close(incident: Incident, records: audit.AuditedRecord, waiter: Waiter | None) -> Incident:
+    """Closed: every stage ended and every owed notification met or explained."""
+    ends = [e.at for s in lifecycle.MAIN_LINE[:-1] if (e := lifecycle.stage_end(incident, s))]
+    now = waiter.now() if waiter else utcnow()
+    at = max([now, *ends]) if waiter and waiter.mode == "scripted" else now
+    closure = Closure(at=at, how="closed", by="irp", note="every stage ended; every owed notification met or explained")
+    incident = incident.model_copy(update={
+        "status": IncidentStatus.closed, "closure": closure, "waiting": None,
+        "timeline": [*incident.timeline, TimelineEntry(at=at, kind="closed", message=f"incident closed: {closure.note}")]})
+    records.save(incident)
+    audit.record(records.store, incident.id, "closed", actor=records.actor, incident=incident, strict=False)
+    return incident
+
+
+def _ended(incident: Incident, records: audit.AuditedRecord) -> Incident:
+    """A false positive: nothing more runs, no final letter goes."""
+    if incident.waiting is not None:
+        incident = incident.model_copy(update={"waiting": None})
+        records.save(incident)
+    return incident
 
 
 def _stop(incident: Incident, step_id: str) -> Incident:

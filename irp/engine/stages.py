@@ -5,8 +5,9 @@ Side effects: whatever the steps' actions do, plus one evidence item per step (i
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from prefect.utilities.annotations import quote
@@ -19,7 +20,7 @@ from irp.engine.records import RunContext, StageResult, StepRecord, template_con
 from irp.engine.steps import error_text, execute_step, failed, rendered_args, skipped
 from irp.errors import IrpError, NotConfiguredError
 from irp.evidence import EvidenceStore, open_store
-from irp.models import Incident, Stage, StageOutcome, StepStatus, TimelineEntry, utcnow
+from irp.models import ActionItem, Incident, Stage, StageOutcome, StepStatus, TimelineEntry, utcnow
 from irp.playbook.models import Step
 
 __all__ = ["run_stage"]
@@ -121,6 +122,7 @@ def _keep(current: _StageRun, step: Step, record: StepRecord) -> bool:
         current.updates.update(record.updates)
     current.timeline.extend(record.timeline)
     current.timeline.append(_step_entry(record, step.on_failure))
+    _take_over(current, step, record)
     current.store.put_json(incident.id, f"steps/{stage.value}/{step.id}{'-' + phase if phase else ''}.json",
                            record.model_dump(mode="json"), source_system="irp")
     if record.status != StepStatus.failed:
@@ -162,13 +164,47 @@ def _gate(current: _StageRun, step: Step, started: datetime, verdict: targets.Ve
     except Exception as exc:  # whatever a template does is this step's failure
         return current.failed(step, started, f"cannot render args: {error_text(exc)}")
     held = verdict.held if verdict and step.approval is None else ""
-    outcome = request_approval(step, current.stage, current.incident, args, current.run.dry_run, why=held,
+    outcome = request_approval(step, current.stage, current.incident, args, current.run, why=held,
                                targets=verdict.targets if verdict else [])
     current.timeline.extend(outcome.timeline)
     if outcome.decisions or outcome.timed_out:
         current.store.put_json(current.incident.id, f"approvals/{current.stage.value}/{step.id}.json",
                                outcome.model_dump(mode="json", exclude={"timeline"}), source_system="prefect-ui")
     return None if outcome.approved else current.skipped(step, started, outcome.reason)
+
+
+_TAKEN_OVER = ("not configured", "approval of step", "no one can approve")  # skips a person must make up for
+TAKEOVER_DUE = timedelta(hours=1)
+
+
+def _take_over(current: _StageRun, step: Step, record: StepRecord) -> None:
+    """A failed step, or one skipped for want of configuration or of an approver, becomes a measure for a person.
+
+    Not when the playbook handles it itself: a later assign_action of the stage whose `when` reads this step.
+    """
+    if current.stage not in (Stage.detect, Stage.analyse, Stage.contain, Stage.restore) or current.run.dry_run:
+        return
+    if not (record.status == StepStatus.failed
+            or (record.status == StepStatus.skipped and record.reason.startswith(_TAKEN_OVER))):
+        return
+    stage_steps = getattr(current.run.playbook.stages, current.stage.value)
+    if any(s.action == "response.assign_action" and s.when and f"steps.{step.id}." in s.when for s in stage_steps):
+        return
+    why = record.error or record.reason
+    item = ActionItem(
+        id="T-" + hashlib.sha256(f"{current.incident.id}/{current.stage}/{step.id}".encode()).hexdigest()[:6].upper(),
+        title=f"Do by hand what step {step.id} could not: {step.description or step.action}"[:500],
+        owner=current.run.playbook.owner, stage=current.stage, step=step.id, details=why[:2000],
+        due_at=record.ended_at + TAKEOVER_DUE)
+    if any(a.id == item.id for a in current.incident.actions):
+        return
+    actions = [*current.incident.actions, item]
+    current.incident = current.incident.model_copy(update={"actions": actions})
+    current.updates["actions"] = actions
+    current.timeline.append(TimelineEntry(
+        kind="action", stage=current.stage, step=step.id, at=record.ended_at, data={"action_id": item.id},
+        message=f"measure {item.id} assigned to {item.owner}: step {step.id} {record.status.value} ({why[:200]}); "
+                "a person takes it over"))
 
 
 def _step_entry(record: StepRecord, on_failure: str) -> TimelineEntry:

@@ -37,6 +37,7 @@ from irp.evidence.models import (
     TarExport,
     VerifyReport,
 )
+from irp.lifecycle import fold
 from irp.models import Incident, Severity, TimelineEntry, utcnow
 
 CHUNK_SIZE = 8 * 1024 * 1024
@@ -99,10 +100,11 @@ def retention_until(severity: Severity | None, mode: str, days: dict[Any, int]) 
 
 
 def with_events(incident: Incident, events: list[TimelineEntry]) -> Incident:
-    """The incident with external timeline entries merged in time order (each entry once)."""
+    """The incident with external timeline entries merged in time order (each entry once), and the
+    people's decisions among them applied (irp/lifecycle.py)."""
     seen = {(e.at, e.kind, e.message) for e in incident.timeline}
     merged = [*incident.timeline, *(e for e in events if (e.at, e.kind, e.message) not in seen)]
-    return incident.model_copy(update={"timeline": sorted(merged, key=lambda e: e.at)})
+    return fold(incident.model_copy(update={"timeline": sorted(merged, key=lambda e: e.at)}))
 
 
 def manifest_lines(items: list[EvidenceItem]) -> bytes:

@@ -178,10 +178,10 @@ class LocalEvidenceStore(EvidenceStore):
         except FileNotFoundError:
             raise EvidenceError(f"no incident {incident_id} in {self.url}") from None
         events_path = folder / "events.jsonl"
+        events = []
         if events_path.exists():
             events = [TimelineEntry.model_validate_json(line) for line in events_path.read_text().splitlines() if line]
-            incident = with_events(incident, events)
-        return incident
+        return with_events(incident, events)
 
     def append_event(self, incident_id: str, entry: TimelineEntry) -> None:
         with self._locked(incident_id) as folder:

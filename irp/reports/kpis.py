@@ -3,13 +3,12 @@
 Four durations per incident, each against a target for its severity (IRP_RESPONSE_TARGETS_MINUTES):
 
     acknowledge  detection (the source's observed_at) → awareness (the incident opened, aware_at)
-    contain      detection → the contain stage completed
-    restore      detection → the restore stage completed
-    notify       awareness → the first notification (the regulatory clocks count from awareness)
+    contain      detection → the contain stage ended (its measures closed, or a responder ended it)
+    restore      detection → the restore stage ended (a responder confirmed service and data are back)
+    notify       awareness → the first notification delivered (one rendered but not sent never counts)
 
 A measure is `met` or `missed` once reached; before that it is `pending` until its target has
-passed (then `missed`); a notification that never came on an ended incident is `n/a` (none was
-needed). Means over the incidents that reached a measure give MTTA, MTTC, MTTR and MTTN.
+passed (then `missed`); on an ended incident that owed no notification, notify is `n/a`. Means over the incidents that reached a measure give MTTA, MTTC, MTTR and MTTN.
 """
 
 from __future__ import annotations
@@ -22,7 +21,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from irp.errors import ConfigurationError
+from irp.lifecycle import stage_end
 from irp.models import Incident, IncidentStatus, Severity, Stage, utcnow
+from irp.notifications.obligations import notifications_of
 from irp.settings import get_settings
 
 __all__ = [
@@ -43,7 +44,6 @@ DEFAULT_TARGETS_MINUTES: dict[str, dict[str, float]] = {
     "major": {"acknowledge": 60, "contain": 1440, "restore": 4320, "notify": 4320},
     "minor": {"acknowledge": 480, "contain": 4320, "restore": 10080, "notify": 4320},
 }
-_ENDED = (IncidentStatus.closed, IncidentStatus.stopped)
 
 State = Literal["met", "missed", "pending", "n/a"]
 
@@ -115,11 +115,8 @@ def targets(raw: dict[str, dict[str, float]] | None = None) -> dict[Severity, di
 
 
 def first_notification_at(incident: Incident) -> datetime | None:
-    """When the first notification went out: a notification record, else a `notification` timeline entry."""
-    records = [r.at for r in getattr(incident, "notifications", []) or []
-               if getattr(r, "status", "sent") in ("sent", "partial")]
-    entries = [e.at for e in incident.timeline if e.kind == "notification"]
-    found = records or entries
+    """When the first notification was delivered (to at least one recipient), by a run or from outside one."""
+    found = [r.at for r in notifications_of(incident) if r.status in ("sent", "partial")]
     return min(found) if found else None
 
 
@@ -129,11 +126,12 @@ def measure_incident(incident: Incident, *, now: datetime | None = None,
     now = now or utcnow()
     table = target_table or targets()
     limits = table[incident.severity]
-    ended = incident.status in _ENDED
+    ended = incident.status.ended
+    contained, restored = stage_end(incident, Stage.contain), stage_end(incident, Stage.restore)
     milestones = {
         "acknowledge": (incident.detected_at, incident.aware_at),
-        "contain": (incident.detected_at, incident.stage_ended_at(Stage.contain)),
-        "restore": (incident.detected_at, incident.stage_ended_at(Stage.restore)),
+        "contain": (incident.detected_at, contained.at if contained else None),
+        "restore": (incident.detected_at, restored.at if restored else None),
         "notify": (incident.aware_at, first_notification_at(incident)),
     }
     measures = {}
@@ -144,7 +142,7 @@ def measure_incident(incident: Incident, *, now: datetime | None = None,
             state: State = "met" if seconds <= target else "missed"
         else:
             seconds = None
-            if metric == "notify" and ended:
+            if metric == "notify" and ended and not incident.obligations:
                 state = "n/a"
             else:
                 state = "missed" if (now - start).total_seconds() > target else "pending"
