@@ -130,7 +130,12 @@ class AuditedRecord:
         self.last: Incident | None = None
 
     def save(self, incident: Incident) -> None:
+        """Save the record; audit it as a load now returns it (with the people's decisions, irp/lifecycle.py)."""
         self.store.save_incident(incident)
+        try:
+            incident = self.store.load_incident(incident.id)
+        except EvidenceError as exc:
+            log.warning("incident %s: saved record not read back for the audit: %s", incident.id, exc)
         record_state(self.store, self.last, incident, actor=self.actor)
         self.last = incident
 

@@ -9,6 +9,10 @@ it is missed, saying that the notification must now go with the reasons for the 
 Each message is archived with its delivery result; each reminder and escalation is a timeline event
 of the incident, so none is sent twice. An escalation that could not be delivered is tried again
 at the next watch; a watch that starts late sends only the tightest reminder due.
+
+The response's own clocks too, for every incident still open: one reminder per measure past its due
+time (irp/lifecycle.py), and one escalation when the stage the incident waits at (contain, restore)
+is past its §5 target for the incident's severity (IRP_RESPONSE_TARGETS_MINUTES, from detection).
 Side effects: messages to the internal recipients, evidence items, timeline events.
 """
 
@@ -21,9 +25,11 @@ from pydantic import BaseModel, Field
 
 from irp.errors import IrpError
 from irp.evidence import EvidenceStore
-from irp.models import Incident, TimelineEntry, utcnow
+from irp.lifecycle import format_due, needs, open_measures
+from irp.models import Incident, Stage, TimelineEntry, utcnow
 from irp.notifications import dispatch, outside_context
 from irp.notifications.obligations import Deadline, deadlines, notices_sent
+from irp.reports.kpis import format_duration, targets
 from irp.settings import Settings
 
 __all__ = ["Notice", "WatchReport", "check_deadlines", "describe", "remaining_text"]
@@ -34,7 +40,7 @@ class Notice(BaseModel):
 
     incident_id: str
     obligation: str
-    kind: str = Field(..., description="reminder, near or missed.")
+    kind: str = Field(..., description="reminder, near, missed; overdue_measures or stage_late.")
     key: str
     status: str
     notification: str
@@ -93,7 +99,12 @@ def check_deadlines(store: EvidenceStore, settings: Settings, now: datetime | No
         except (IrpError, ValueError) as exc:
             report.problems.append(f"{incident_id}: cannot read the incident: {exc}")
             continue
-        if incident.dry_run or not incident.obligations:
+        if incident.dry_run:
+            continue
+        if not incident.status.ended:
+            for notice in _response_notices(store, settings, incident, now, report.problems):
+                report.notices.append(notice)
+        if not incident.obligations:
             continue
         report.incidents += 1
         current = deadlines(incident, now)
@@ -108,6 +119,46 @@ def check_deadlines(store: EvidenceStore, settings: Settings, now: datetime | No
             except IrpError as exc:
                 report.problems.append(f"{incident_id} {deadline.obligation.id}: {exc}")
     return report
+
+
+def _response_notices(store: EvidenceStore, settings: Settings, incident: Incident, now: datetime,
+                      problems: list[str]) -> list[Notice]:
+    """Remind of overdue measures (once each) and escalate the stage the incident waits at past its §5 target."""
+    sent = {k for e in incident.timeline if e.kind in ("reminder", "escalation") for k in e.data.get("keys") or []}
+    due: list[tuple[str, list[str], dict[str, Any]]] = []
+    overdue = [m for m in open_measures(incident) if m.due_at and m.due_at < now and f"measure:{m.id}" not in sent]
+    if overdue:
+        due.append(("overdue_measures", [f"measure:{m.id}" for m in overdue], {"measures": [
+            f"{m.id} ({m.stage.value}, {m.owner}, {format_due(m, now)}): {m.title}" for m in overdue]}))
+    waiting = incident.waiting
+    metric = {Stage.contain: "contain", Stage.restore: "restore"}.get(waiting.stage) if waiting else None
+    if metric and f"stage:{waiting.stage.value}" not in sent:
+        target = targets()[incident.severity][metric]
+        if (now - incident.detected_at).total_seconds() > target:
+            due.append(("stage_late", [f"stage:{waiting.stage.value}"], {
+                "stage": waiting.stage.value, "target": format_duration(target) + " after detection",
+                "waits": "; ".join(needs(incident, waiting.stage, now)) or "a decision"}))
+    notices = []
+    for kind, keys, details in due:
+        escalation = {"kind": kind, "obligation": None, "due_at": None, "remaining": "", "reason": "",
+                      "deadlines": [], **details}
+        try:
+            record = dispatch(store, incident, settings, template="internal_escalation", language="fr",
+                              audience="internal", recipient="", phase="reminder" if kind == "overdue_measures"
+                              else "escalation", context=outside_context(incident, "reminder"), now=now,
+                              extra={"escalation": escalation})
+        except IrpError as exc:
+            problems.append(f"{incident.id} {kind}: {exc}")
+            continue
+        delivered = record.status != "failed"
+        store.append_event(incident.id, TimelineEntry(
+            at=now, kind="reminder" if kind == "overdue_measures" else "escalation", actor="deadline-watch",
+            message=f"{'reminder: measures overdue' if kind == 'overdue_measures' else 'escalation: stage late'} "
+                    f"({', '.join(keys)}): {record.status}" + (f" — {record.reason}" if record.reason else ""),
+            data={"keys": keys if delivered else [], "notification": record.id, "status": record.status}))
+        notices.append(Notice(incident_id=incident.id, obligation="", kind=kind, key=",".join(keys),
+                              status=record.status, notification=record.id))
+    return notices
 
 
 def _notify(store: EvidenceStore, settings: Settings, incident: Incident, deadline: Deadline,

@@ -6,11 +6,13 @@ from datetime import datetime, timedelta
 
 from irp import audit
 from irp.evidence import LocalEvidenceStore
+from irp.lifecycle import Decision, decision_entry
 from irp.models import (
     ActionItem,
     Incident,
     IncidentStatus,
     IncidentType,
+    NotificationRecord,
     PlaybookRef,
     Severity,
     Stage,
@@ -57,18 +59,26 @@ def build_incident(
         end = max(end, cursor)
         stages.append(StageOutcome(stage=stage, phase=phase, status=StepStatus.completed, started_at=cursor,
                                    ended_at=end))
+        if stage in (Stage.contain, Stage.restore):  # these stages end when a responder says so (irp/lifecycle.py)
+            timeline.append(decision_entry(Decision(decision="advance", id=f"{incident_id}-{stage.value}",
+                                                    by="oncall", stage=stage, note=f"{stage.value} done"), end))
         timeline.append(TimelineEntry(at=cursor, kind="stage", stage=stage, message=f"stage {stage.value} started"))
         timeline.append(TimelineEntry(at=end, kind="step", stage=stage, step=f"{stage.value}_step",
                                       message=f"step {stage.value}_step (timeline.record) completed"))
         timeline.append(TimelineEntry(at=end, kind="stage", stage=stage, message=f"stage {stage.value} completed"))
         cursor = end
+    notifications = []
     if notified_after is not None:
         timeline.append(TimelineEntry(at=aware + notified_after, kind="notification", stage=Stage.notify,
-                                      message="initial client notification rendered: Incident de sécurité"))
+                                      message="initial client notification sent: Incident de sécurité"))
+        notifications.append(NotificationRecord(id=f"N-{incident_id}", at=aware + notified_after, audience="client",
+                                                recipient="acme", template="client_notification",
+                                                subject="Incident de sécurité", status="sent"))
     return Incident(
         id=incident_id, type=type, severity=severity, status=status, title=title,
         summary="4.2 GB of call recordings sent to 203.0.113.50.", detected_at=detected, aware_at=aware,
         stages=stages, timeline=sorted(timeline, key=lambda e: e.at), actions=actions or [],
+        notifications=notifications,
         playbook=PlaybookRef(name=type.value, version="1.2.0", policy_version="2026-05-13",
                              path=f"playbooks/{type.value}.yaml", sha256="ab" * 32),
         flow_run_ids=flow_run_ids or [],

@@ -118,10 +118,15 @@ def _back_to_running() -> None:
         client.set_flow_run_state(flow_run.id, Running(), force=True)
 
 
+def _scripted(step: Step, run: RunContext) -> list:
+    """The decisions file's approvals and rejections of `step`."""
+    return [d for d in (run.script.decisions if run.script else []) if (d.approve or d.reject) == step.id]
+
+
 def _unattended(step: Step, stage: Stage, run: RunContext, gate: Approval) -> ApprovalOutcome:
-    """No one to ask (no Prefect server), or a decisions file: the file's decision, else not approved."""
-    scripted = [d for d in (run.script.decisions if run.script else []) if (d.approve or d.reject) == step.id]
-    if run.approvals == "script" and scripted:
+    """The decisions file decides, or no one can be asked (no Prefect server): not approved."""
+    scripted = _scripted(step, run)
+    if scripted:
         approvals = list(dict.fromkeys(d.by for d in scripted if d.approve))
         start = run.script_start or utcnow()
         rejected = next((d for d in scripted if d.reject), None)
@@ -151,7 +156,7 @@ def request_approval(step: Step, stage: Stage, incident: Incident, args: Any, ru
     """
     gate = step.approval or Approval()
     dry_run = run.dry_run
-    if not dry_run and run.approvals != "pause":
+    if not dry_run and (run.approvals == "none" or _scripted(step, run)):
         return _unattended(step, stage, run, gate)
     if dry_run:
         message = (f"dry run: step {step.id} would be {why}" if why

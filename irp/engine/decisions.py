@@ -12,7 +12,7 @@ from datetime import datetime
 from irp import audit
 from irp.errors import IrpError
 from irp.evidence import EvidenceStore
-from irp.lifecycle import Decision, decision_entry, decisions
+from irp.lifecycle import Decision, decision_entry, decisions, fold
 from irp.models import Incident, Stage, utcnow
 
 __all__ = ["check", "record", "resume_waiting_run"]
@@ -23,7 +23,7 @@ _ACT = {"close_measure": "action_closed", "advance": "stage_advanced", "review":
 
 def check(incident: Incident, decision: Decision) -> None:
     """Raise IrpError when `decision` does not apply to `incident`, saying what would."""
-    if incident.status.ended:
+    if incident.status.ended and decision.decision != "close_measure":  # corrective actions outlive the incident
         raise IrpError(f"incident {incident.id} has ended ({incident.status.value}); nothing is waiting for a decision")
     if decision.decision == "close_measure":
         item = next((a for a in incident.actions if a.id.casefold() == decision.measure.casefold()), None)
@@ -63,11 +63,13 @@ def record(store: EvidenceStore, incident: Incident, decision: Decision, at: dat
         return False
     entry = decision_entry(decision, at or utcnow())
     store.append_event(incident.id, entry)
+    after = fold(incident.model_copy(update={"timeline": [*incident.timeline, entry]}))
     store.put_json(incident.id, f"decisions/{entry.at:%Y%m%dT%H%M%S}-{decision.id}.json",
                    entry.model_dump(mode="json"), source_system="irp")
-    audit.record(store, incident.id, _ACT[decision.decision], actor=decision.by, strict=strict,
-                 details={k: v for k, v in entry.data.items() if k not in ("by", "review")}
-                 | ({"causes": decision.review.causes} if decision.review else {}))
+    audit.record(store, incident.id, _ACT[decision.decision], actor=decision.by, strict=strict, incident=after,
+                 details={k: v for k, v in entry.data.items() if k not in ("by", "review", "measure")}
+                 | ({"causes": decision.review.causes} if decision.review else {})
+                 | ({"action_id": decision.measure} if decision.measure else {}))
     return True
 
 

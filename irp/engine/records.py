@@ -49,9 +49,9 @@ class RunContext(BaseModel):
     evidence_url: str
     dry_run: bool = False
     steps: dict[str, StepRecord] = Field(default_factory=dict)
-    approvals: Literal["pause", "script", "none"] = Field(
-        "pause", description="How approvals are asked: the Prefect UI (pause), a decisions file, or not at all "
-                             "(no server: the step becomes a measure for a person).")
+    approvals: Literal["pause", "none"] = Field(
+        "pause", description="How approvals are asked when the decisions file does not decide: the Prefect UI "
+                             "(pause), or not at all (no server: the step becomes a measure for a person).")
     script: Script | None = None
     script_start: datetime | None = None
 

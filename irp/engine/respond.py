@@ -24,6 +24,7 @@ from prefect.utilities.annotations import quote
 from pydantic import BaseModel, Field
 
 from irp import audit, lifecycle
+from irp.actions.registry import ActionContext
 from irp.engine.records import RunContext, StageResult, StepRecord
 from irp.engine.script import Script
 from irp.engine.waits import Offline, Scripted, Suspend, Waiter, WaitingForPeople
@@ -190,7 +191,7 @@ def respond(
                               " (continued)" if existing else "")
         waiter = _waiter(dry_run, decisions, incident)
         run = RunContext(alert=alert, playbook=loaded.playbook, evidence_url=store.url, dry_run=dry_run,
-                         steps=_recorded_steps(store, incident), approvals=_approvals(decisions),
+                         steps=_recorded_steps(store, incident), approvals=_approvals(),
                          script=decisions, script_start=incident.aware_at)
         with _one_run_per_incident(incident.id):
             incident, stopped_by = _run_line(stages, incident, run, records, store, waiter)
@@ -264,9 +265,8 @@ def _recorded_steps(store: EvidenceStore, incident: Incident) -> dict[str, StepR
     return found
 
 
-def _approvals(script: Script | None) -> str:
-    if script is not None:
-        return "script"
+def _approvals() -> str:
+    """Approvals are asked in the Prefect UI when there is a server to ask them on."""
     return "pause" if PREFECT_API_URL.value() else "none"
 
 
@@ -424,6 +424,9 @@ def _run_line(stages: StageTasks, incident: Incident, run: RunContext, records: 
                     return _stop(incident, stopped_by), stopped_by
             if not wait(stage):
                 return _ended(incident, records), None
+        if incident.review and not incident.automatic_done(Stage.notify, "final") and not run.dry_run:
+            incident = _final_review_report(store, incident, run)
+            records.save(incident)
         stopped_by = automatic(stages.notify, Stage.notify, "final")
         if stopped_by:
             return _stop(incident, stopped_by), stopped_by
@@ -468,6 +471,21 @@ def _needs(incident: Incident, stage: Stage, waiter: Waiter | None) -> list[str]
     return [f"{d.obligation.kind} to {d.obligation.audience} {d.obligation.recipient} ({d.status}, due "
             f"{d.due_at:%Y-%m-%d %H:%M} UTC): send it (irp incidents notify {incident.id} {d.obligation.id}) or "
             f"explain (irp incidents advance {incident.id} notify --note ...)" for d in owed]
+
+
+def _final_review_report(store: EvidenceStore, incident: Incident, run: RunContext) -> Incident:
+    """The review report again, now with the outcome people recorded (the review stage wrote the draft)."""
+    from irp.actions.review import ReportArgs, write_report
+
+    ctx = ActionContext(incident=incident, alert=run.alert, store=store, stage=Stage.review, step="review_outcome",
+                        action="review.write_report", flow_run_id=str(flow_run.id or ""), playbook=run.playbook,
+                        steps=run.steps)
+    try:
+        write_report(ReportArgs(), ctx)
+    except Exception as exc:  # noqa: BLE001 (the draft stays; the outcome is in the record and the timeline)
+        get_run_logger().warning("incident %s: the final review report could not be written: %s", incident.id, exc)
+        return incident
+    return incident.model_copy(update={"timeline": sorted([*incident.timeline, *ctx.timeline], key=lambda e: e.at)})
 
 
 def _close(incident: Incident, records: audit.AuditedRecord, waiter: Waiter | None) -> Incident:

@@ -8,7 +8,8 @@ Four durations per incident, each against a target for its severity (IRP_RESPONS
     notify       awareness → the first notification delivered (one rendered but not sent never counts)
 
 A measure is `met` or `missed` once reached; before that it is `pending` until its target has
-passed (then `missed`); on an ended incident that owed no notification, notify is `n/a`. Means over the incidents that reached a measure give MTTA, MTTC, MTTR and MTTN.
+passed (then `missed`); on an ended incident that owed no notification, notify is `n/a`.
+Means over the incidents that reached a measure give MTTA, MTTC, MTTR and MTTN.
 """
 
 from __future__ import annotations

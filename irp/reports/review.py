@@ -75,9 +75,19 @@ def observed(incident: Incident, metrics: IncidentMetrics) -> tuple[list[str], l
     return worked, did_not
 
 
+def recorded_notes(incident: Incident, args: ReviewNotes) -> ReviewNotes:
+    """The review's outcome once people recorded it (irp incidents review, the Resume form), else the playbook's notes."""
+    review = incident.review
+    if review is None:
+        return args
+    return ReviewNotes(root_cause=review.causes, what_worked=review.worked or args.what_worked,
+                       what_did_not=review.did_not_work or args.what_did_not)
+
+
 def compose(incident: Incident, args: ReviewNotes, evidence: list[Any], *,
             now: datetime | None = None) -> dict[str, Any]:
     """Everything the review shows, for the markdown and the HTML."""
+    args = recorded_notes(incident, args)
     metrics = measure_incident(incident, now=now)
     worked, did_not = observed(incident, metrics)
     return {
@@ -98,8 +108,9 @@ def report_markdown(incident: Incident, args: ReviewNotes, evidence: list[Any], 
     """The review report of an incident as markdown."""
     review = compose(incident, args, evidence, now=now)
     pd = incident.personal_data
+    draft = "" if incident.review else " (draft: the review meeting has not recorded its outcome yet)"
     lines = [
-        f"# Post-incident review — {incident.id}",
+        f"# Post-incident review — {incident.id}{draft}",
         "",
         f"**{_cell(incident.title)}**",
         "",
@@ -121,7 +132,7 @@ def report_markdown(incident: Incident, args: ReviewNotes, evidence: list[Any], 
     lines += ["## Response metrics", "", "| Measure | Duration | Target | Deadline |", "|---|---|---|---|"]
     for name, m in review["metrics"].measures.items():
         lines.append(f"| {name} | {format_duration(m.seconds)} | {format_duration(m.target_seconds)} | {m.state} |")
-    lines += ["", "## Root cause", "", args.root_cause, ""]
+    lines += ["", "## Root cause", "", review["root_cause"], ""]
     for title, items in (("What worked", review["worked"]), ("What did not", review["did_not"])):
         lines += [f"## {title}", ""]
         lines += [f"- {_cell(item)}" for item in items] or ["_Nothing recorded._"]

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from lifecycle_fixtures import EVERYONE_AGREES
 from playbook_copies import edit_playbook
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -62,7 +63,8 @@ class TestHistory:
         summaries = {}
         for incident_type in (IncidentType.data_leak, IncidentType.service_unavailability,
                               IncidentType.account_compromise):
-            state = INCIDENT_FLOWS[incident_type](alert=fresh_alert(incident_type), return_state=True)
+            state = INCIDENT_FLOWS[incident_type](alert=fresh_alert(incident_type), decisions=EVERYONE_AGREES,
+                                                  return_state=True)
             assert state.is_completed(), state.message
             summaries[incident_type] = state.result()
         stopped = INCIDENT_FLOWS[IncidentType.malware](alert=fresh_alert(IncidentType.malware), return_state=True)
@@ -171,7 +173,7 @@ class TestOperatorActs:
         result: dict = {}
         thread = threading.Thread(target=lambda: result.setdefault(
             "state", INCIDENT_FLOWS[IncidentType.data_leak](alert=fresh_alert(IncidentType.data_leak),
-                                                            return_state=True)))
+                                                            decisions=EVERYONE_AGREES, return_state=True)))
         thread.start()
         with get_client(sync_client=True) as client:
             deadline = time.monotonic() + 120

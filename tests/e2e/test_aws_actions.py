@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from lifecycle_fixtures import EVERYONE_AGREES
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 from service_fixtures import Fault, aws, boto, fault_proxy, iam_error, make_ctx, moto_server, query_action  # noqa: F401  (fixtures)
@@ -105,7 +106,7 @@ def public_block(cloud: dict) -> dict | None:
 
 
 def test_playbook_contains_through_aws_and_undo_rolls_back(cloud, playbooks, evidence_root):
-    state = INCIDENT_FLOWS[IncidentType.data_leak](alert=alert(cloud), return_state=True)
+    state = INCIDENT_FLOWS[IncidentType.data_leak](alert=alert(cloud), decisions=EVERYONE_AGREES, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary.status == IncidentStatus.closed and not summary.escalated
@@ -135,7 +136,8 @@ def test_playbook_contains_through_aws_and_undo_rolls_back(cloud, playbooks, evi
 
 
 def test_an_undo_declared_by_the_playbook_runs_in_restore(cloud, playbooks, evidence_root):
-    state = INCIDENT_FLOWS[IncidentType.data_leak](alert=alert(cloud, false_positive="true"), return_state=True)
+    state = INCIDENT_FLOWS[IncidentType.data_leak](alert=alert(cloud, false_positive="true"), decisions=EVERYONE_AGREES,
+                                                   return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert blocked(cloud) == [] and key_status(cloud) == "Inactive"  # only the declared undo ran
@@ -153,7 +155,7 @@ def test_dry_run_of_the_playbook_changes_nothing_in_aws(cloud, playbooks, eviden
 def test_a_refusing_provider_is_escalated_and_on_the_incident(cloud, playbooks, fault_proxy, evidence_root):
     fault_proxy.faults = [Fault(query_action("UpdateAccessKey"), 403, iam_error("AccessDenied", "no iam:Update"),
                                 times=10)]
-    state = INCIDENT_FLOWS[IncidentType.data_leak](alert=alert(cloud), return_state=True)
+    state = INCIDENT_FLOWS[IncidentType.data_leak](alert=alert(cloud), decisions=EVERYONE_AGREES, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary.escalated

@@ -29,6 +29,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from lifecycle_fixtures import EVERYONE_AGREES
 from typer.testing import CliRunner
 
 from irp.cli import app
@@ -506,7 +507,7 @@ class TestOutage:
         watcher = threading.Thread(target=stop_at_first_object)
         watcher.start()
         alert = read_alert(REPO / "playbooks" / "samples" / "data_leak.json")
-        state = INCIDENT_FLOWS[IncidentType.data_leak](alert=alert, return_state=True)
+        state = INCIDENT_FLOWS[IncidentType.data_leak](alert=alert, decisions=EVERYONE_AGREES, return_state=True)
         watcher.join()
         assert state.is_completed(), state.message
         summary = state.result()

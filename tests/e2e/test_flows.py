@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from lifecycle_fixtures import EVERYONE_AGREES
 from playbook_copies import edit_playbook
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
@@ -31,6 +32,9 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def run(incident_type: IncidentType, alert: Alert, **params):
+    """A whole response: people end each stage (lifecycle_fixtures), unless the test scripts its own or dry-runs."""
+    if not params.get("dry_run"):
+        params.setdefault("decisions", EVERYONE_AGREES)
     return INCIDENT_FLOWS[incident_type](alert=alert, return_state=True, **params)
 
 

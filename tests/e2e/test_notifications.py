@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from lifecycle_fixtures import EVERYONE_AGREES
 from notify_fixtures import SMTP_PASSWORD, smtp_server, tls_cert, webhook  # noqa: F401 (fixtures)
 from pydantic import SecretStr
 from typer.testing import CliRunner
@@ -136,6 +137,7 @@ def configured(smtp_server, tls_cert, monkeypatch: pytest.MonkeyPatch):
 
 
 def run(incident_type: IncidentType, alert, **params):
+    params.setdefault("decisions", EVERYONE_AGREES)  # people end each stage: the final letters go
     state = INCIDENT_FLOWS[incident_type](alert=alert, return_state=True, **params)
     assert state.is_completed(), state.message
     return state.result()

@@ -15,11 +15,14 @@ from irp.actions.incident import ScopeArgs, set_scope
 from irp.actions.registry import get_registry
 from irp.cli import app
 from irp.engine.approval import describe, request_approval
+from irp.engine.records import RunContext
+from irp.engine.script import Script
 from irp.engine.targets import TargetValue, judge
 from irp.errors import ConfigurationError
 from irp.models import ClientOrigin, Stage, TimelineEntry
 from irp.notifications import client_hold
 from irp.playbook.loader import load_playbook
+from irp.playbook.models import Approval
 from irp.playbook.templates import reads_run_data
 from irp.settings import Settings, get_settings
 
@@ -144,8 +147,30 @@ class TestApprovalForm:
         assert "| `ip_set_arn` | ip_set | `arn:aws:wafv2:...` | the playbook or configuration |" in text
 
     def test_a_dry_run_says_the_step_would_be_held(self) -> None:
-        outcome = request_approval(self.Step(), Stage.contain, make_incident(), {}, True, why="held for approval: x")
+        run = RunContext.model_construct(dry_run=True, approvals="pause", script=None)
+        outcome = request_approval(self.Step(), Stage.contain, make_incident(), {}, run, why="held for approval: x")
         assert outcome.approved and outcome.timeline[0].message == "dry run: step reset_password would be held for approval: x"
+
+    def test_without_a_server_nobody_approves_and_the_reason_says_so(self) -> None:
+        run = RunContext.model_construct(dry_run=False, approvals="none", script=None)
+        outcome = request_approval(self.Step(), Stage.contain, make_incident(), {}, run)
+        assert not outcome.approved and outcome.reason.startswith("no one can approve step reset_password here")
+
+    def test_a_decisions_file_approves_with_enough_distinct_people_or_rejects(self) -> None:
+        two = Approval(approvers=2)
+        step = type("S", (), {"id": "reset_password", "action": "platform.reset_password", "description": "",
+                              "approval": two})()
+        def run(*entries):
+            script = Script.model_validate({"decisions": list(entries)})
+            return RunContext.model_construct(dry_run=False, approvals="pause", script=script,
+                                              script_start=make_incident().aware_at)
+        once = {"at": "5m", "by": "alice", "approve": "reset_password", "note": "ok"}
+        assert not request_approval(step, Stage.contain, make_incident(), {}, run(once, once)).approved  # one person
+        both = request_approval(step, Stage.contain, make_incident(), {}, run(once, {**once, "by": "bob"}))
+        assert both.approved and both.reason == "approved by alice, bob (decisions file)"
+        rejected = request_approval(step, Stage.contain, make_incident(), {},
+                                    run(once, {"at": "6m", "by": "bob", "reject": "reset_password", "note": "no"}))
+        assert not rejected.approved and rejected.reason == "step reset_password rejected by bob: no"
 
 
 class TestValidatorNotes:

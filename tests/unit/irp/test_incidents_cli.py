@@ -218,7 +218,7 @@ class TestActions:
         action = incident.actions[0]
         assert (action.status, action.closed_by, action.resolution) == (
             "closed", "Alice Martin", "Keys rotated; checked in IAM")
-        assert any(e.kind == "action" and "closed by Alice Martin" in e.message for e in incident.timeline)
+        assert any(e.kind == "decision" and "closed by Alice Martin" in e.message for e in incident.timeline)
         entry = audit.entries(store, incident.id)[-1]
         assert (entry.details["act"], entry.actor, entry.details["action_id"]) == (
             "action_closed", "Alice Martin", "A-000002")
@@ -230,13 +230,22 @@ class TestActions:
 
     @pytest.mark.parametrize(("incident", "action", "message"), [
         ("INC-20261110-BBBBBB", "A-999999", "has no action 'A-999999'; its actions: A-000002 (open)"),
-        ("INC-20261128-EEEEEE", "A-000003", "is still being handled (status containing)"),
         ("INC-20261110-BBBBBX", "A-000002", "no incident INC-20261110-BBBBBX"),
     ])
     def test_close_refusals_say_why(self, store, incident: str, action: str, message: str) -> None:
         result = invoke(actions_app, "close", incident, action, "--by", "Alice", "--resolution", "done")
         assert result.exit_code == 1
         assert message in result.output and "Traceback" not in result.output
+
+    def test_a_measure_closes_while_its_incident_is_handled(self, store) -> None:
+        """People close measures during the response: the run reads the decision, it never overwrites it."""
+        result = invoke(actions_app, "close", "INC-20261128-EEEEEE", "A-000003", "--by", "Alice", "--resolution", "done")
+        assert result.exit_code == 0, result.output
+        incident = store.load_incident("INC-20261128-EEEEEE")
+        store.save_incident(incident.model_copy(update={"actions": [
+            a.model_copy(update={"status": "open", "closed_at": None}) for a in incident.actions]}))  # a run's stale copy
+        again = store.load_incident("INC-20261128-EEEEEE")
+        assert [(a.id, a.status, a.closed_by) for a in again.actions] == [("A-000003", "closed", "Alice")]
 
 
 class TestMonthlyReport:
