@@ -79,8 +79,8 @@ def playbooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def alert_with(key: str) -> Alert:
-    alert = Alert.model_validate_json((REPO / "playbooks" / "samples" / "data_leak.json").read_text())
-    return alert.model_copy(update={"labels": {**alert.labels, "access_key": key}, "fingerprint": ""})
+    alert = json.loads((REPO / "playbooks" / "samples" / "data_leak.json").read_text())
+    return Alert.model_validate({**alert, "labels": {**alert["labels"], "access_key": key}, "fingerprint": ""})
 
 
 def cli(*args: str) -> str:
@@ -90,9 +90,12 @@ def cli(*args: str) -> str:
 
 
 def start_worker(log: Path) -> subprocess.Popen:
+    """`irp worker` in its own process, on the session's Prefect server (not a running `irp stack`)."""
+    from prefect.settings import PREFECT_API_URL
+
     return subprocess.Popen([str(Path(sys.executable).parent / "irp"), "worker", "--pool", POOL, "--poll-seconds", "0.2"],
-                            cwd=REPO, env=dict(os.environ), stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            cwd=REPO, env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait_until(check, what: str, timeout: float = 240):
