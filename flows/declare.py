@@ -13,14 +13,26 @@ from datetime import datetime
 from typing import Any, Literal
 
 from prefect import flow
-from prefect.runtime import flow_run
+from prefect.deployments import run_deployment
+from prefect.runtime import deployment, flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.incidents import INCIDENT_FLOWS
 from irp import audit
+from irp.deployments import respond_deployment
 from irp.engine.respond import RunSummary
 from irp.evidence import open_store
-from irp.models import Alert, AlertSource, ClientOrigin, DataCategory, IncidentType, Severity, new_incident_id, utcnow
+from irp.models import (
+    Alert,
+    AlertSource,
+    ClientOrigin,
+    DataCategory,
+    IncidentStatus,
+    IncidentType,
+    Severity,
+    new_incident_id,
+    utcnow,
+)
 from irp.settings import get_settings
 
 __all__ = ["IncidentReport", "declare_incident"]
@@ -83,7 +95,10 @@ class IncidentReport(BaseModel):
 @flow(name="declare_incident", log_prints=True,
       description="Declare an incident reported by a Client, an employee or a third party (§8, §9).")
 def declare_incident(report: IncidentReport, dry_run: bool = False) -> RunSummary:
-    """Declare an incident by hand and run its playbook as a subflow, as an alert would.
+    """Declare an incident by hand and start its response, as an alert would.
+
+    Deployed (the stack), the response is its type's own deployment run, which waits for people in
+    Prefect; called in-process, it runs as a subflow (which ends where it waits for people).
 
     Args:
         report: What is reported: the type, what happened, who reports it, what is affected.
@@ -99,5 +114,15 @@ def declare_incident(report: IncidentReport, dry_run: bool = False) -> RunSummar
     # A responder declares: the Clients named here are confirmed (§7 letters may go to them).
     clients = [ClientOrigin.of(client, "responder", by=f"declared (reported by {report.reporter})")
                for client in dict.fromkeys(c.strip() for c in report.affected_clients) if client]
-    return INCIDENT_FLOWS[report.incident_type](alert=report.to_alert(), severity=report.severity, dry_run=dry_run,
+    alert = report.to_alert()
+    if deployment.id and not dry_run:
+        started = run_deployment(respond_deployment(report.incident_type), timeout=0, as_subflow=False, parameters={
+            "alert": alert.model_dump(mode="json"), "severity": report.severity, "incident_id": incident_id,
+            "clients": [c.model_dump(mode="json") for c in clients]})
+        print(f"incident {incident_id}: response started as flow run {started.id}")
+        return RunSummary(incident_id=incident_id, type=report.incident_type,
+                          severity=report.severity, status=IncidentStatus.detected, stages=[],
+                          evidence_location=open_store(get_settings().evidence_url).location(incident_id),
+                          flow_run_id=str(started.id), waiting_text="response started: see its flow run")
+    return INCIDENT_FLOWS[report.incident_type](alert=alert, severity=report.severity, dry_run=dry_run,
                                                 incident_id=incident_id, clients=clients)

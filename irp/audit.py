@@ -105,6 +105,15 @@ def changes(before: Incident, after: Incident) -> dict[str, Any]:
             found.setdefault("actions_assigned", []).append(a.id)
         elif old_actions[a.id].status != a.status:
             found.setdefault("actions_changed", []).append(f"{a.id} {a.status}")
+    if before.waiting != after.waiting:
+        found["waiting"] = (f"{after.waiting.stage.value}: {'; '.join(after.waiting.needs)}"[:500]
+                            if after.waiting else "no longer waiting")
+    if before.review != after.review and after.review:
+        found["review"] = f"recorded by {after.review.by}"
+    if before.closure != after.closure and after.closure:
+        found["closure"] = f"{after.closure.how} by {after.closure.by}"
+    if before.flow_run_ids != after.flow_run_ids:
+        found["flow_run_ids"] = after.flow_run_ids
     return found
 
 

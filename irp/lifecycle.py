@@ -189,7 +189,9 @@ def needs(incident: Incident, stage: Stage, now: datetime | None = None) -> list
     if stage == Stage.notify or advanced(incident, stage):
         return []
     missing = []
-    stages = (Stage.detect, Stage.analyse, Stage.review) if stage == Stage.review else (stage,)
+    stages = (stage,)
+    if stage == Stage.review:  # the analysis must be over too (its measures closed, or ended by a responder)
+        stages = (*(s for s in (Stage.detect, Stage.analyse) if stage_end(incident, s) is None), Stage.review)
     measures = [m for s in stages for m in open_measures(incident, s)]
     if measures:
         oldest = measures[0]

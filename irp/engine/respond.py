@@ -63,7 +63,7 @@ class RunSummary(BaseModel):
 
     incident_id: str
     type: IncidentType
-    severity: Severity
+    severity: Severity | None = Field(..., description="None only before the playbook classified it.")
     status: IncidentStatus
     stages: list[StageOutcome]
     stopped_by: str | None = None

@@ -88,8 +88,10 @@ class ScriptedDecision(_Strict):
 
     @field_validator("at", mode="before")
     @classmethod
-    def _offset(cls, value: Any) -> timedelta:
-        return value if isinstance(value, timedelta) else parse_offset(value)
+    def _offset(cls, value: Any) -> Any:
+        if isinstance(value, timedelta) or (isinstance(value, str) and value.strip().upper().startswith("P")):
+            return value  # ISO 8601 (PT40M), as JSON carries it: pydantic parses it
+        return parse_offset(value)
 
     @model_validator(mode="after")
     def _one(self) -> ScriptedDecision:

@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from lifecycle_fixtures import EVERYONE_AGREES
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -108,7 +109,8 @@ def test_runs_complete_on_a_postgres_backed_server_with_two_workers(
     ids = []
     for index in range(4):
         response = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=10,
-                              json={"parameters": {"alert": {**alert, "fingerprint": f"pg-{index}"}}})
+                              json={"parameters": {"alert": {**alert, "fingerprint": f"pg-{index}"},
+                                                   "decisions": EVERYONE_AGREES.model_dump(mode="json")}})
         assert response.status_code == 201, response.text
         ids.append(response.json()["id"])
     deadline = time.monotonic() + 600

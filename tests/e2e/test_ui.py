@@ -147,13 +147,18 @@ def declare_through_the_form(page, stack: UIStack, title: str, shots: Path) -> N
     page.screenshot(path=str(shots / "2-run-started.png"))
 
 
-def decide_through_the_resume_form(page, stack: UIStack, run_id: str, decision: str, who: str, reason: str,
-                                   shots: Path) -> None:
+def open_resume_form(page, stack: UIStack, run_id: str, heading: str):
     page.goto(f"{stack.url}/v2/runs/flow-run/{run_id}")
     page.get_by_role("button", name="Open menu").first.click()
     page.get_by_role("menuitem", name="Resume").click()
     dialog = page.get_by_role("dialog")
-    dialog.get_by_text("Approval needed").wait_for()
+    dialog.get_by_text(heading).first.wait_for()
+    return dialog
+
+
+def decide_through_the_resume_form(page, stack: UIStack, run_id: str, decision: str, who: str, reason: str,
+                                   shots: Path) -> None:
+    dialog = open_resume_form(page, stack, run_id, "Approval needed")
     text = dialog.inner_text()
     assert "suspend_tenant" in text and "timeline.record" in text and "Suspend the tenant" in text
     assert "severity" in text and "major" in text
@@ -164,23 +169,46 @@ def decide_through_the_resume_form(page, stack: UIStack, run_id: str, decision: 
     dialog.get_by_label("Reason").fill(reason)
     page.screenshot(path=str(shots / f"3-resume-{decision}.png"))
     click_until(dialog.get_by_role("button", name="Resume"),
-                lambda: stack.get(f"/flow_runs/{run_id}")["state_type"] != "PAUSED", shots / "3-resume-retry.png")
+                lambda: stack.get(f"/flow_runs/{run_id}")["state_name"] != "Paused", shots / "3-resume-retry.png")
+
+
+def suspended_at(stack: UIStack, incident_id: str, stage: str, timeout: float = 240):
+    """The incident once its response run is suspended waiting at `stage` (no worker busy with it)."""
+    store = open_store(f"file://{stack.root / 'evidence'}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if incident_id in store.incident_ids():
+            incident = store.load_incident(incident_id)
+            runs = [stack.get(f"/flow_runs/{i}") for i in incident.flow_run_ids[-1:]]
+            if incident.waiting and incident.waiting.stage.value == stage and runs and \
+                    runs[0]["state_name"] == "Suspended":
+                return incident, runs[0]
+        time.sleep(1)
+    raise AssertionError(f"{incident_id} did not wait at {stage} within {timeout:.0f} s")
+
+
+def irp_cli(stack: UIStack, *args: str) -> str:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env.update(PREFECT_API_URL=stack.api, IRP_EVIDENCE_URL=f"file://{stack.root / 'evidence'}",
+               IRP_PLAYBOOKS_DIR=str(stack.root / "playbooks"))
+    done = subprocess.run([str(Path(sys.executable).parent / "irp"), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def run_declaration(browser, stack: UIStack, title: str, decision: str, who: str, reason: str, shots: Path):
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     try:
         declare_through_the_form(page, stack, title, shots)
-        paused = stack.wait_for_run(lambda r: r["state_type"] == "PAUSED", what="paused run")
+        paused = stack.wait_for_run(lambda r: r["state_name"] == "Paused", what="paused run")
         decide_through_the_resume_form(page, stack, paused["id"], decision, who, reason, shots)
-        done = stack.wait_for_run(lambda r: r["id"] == paused["id"] and r["state_type"] in ("COMPLETED", "FAILED"),
-                                  what="finished run")
-        page.goto(f"{stack.url}/v2/runs/flow-run/{done['id']}")
-        page.get_by_text("Completed").first.wait_for(timeout=30_000)
-        page.screenshot(path=str(shots / "4-run-completed.png"))
-        assert done["state_type"] == "COMPLETED"
-        incident_id = done["name"].split()[0]
-        return open_store(f"file://{stack.root / 'evidence'}").load_incident(incident_id)
+        incident_id = paused["name"].split()[0]
+        incident, run = suspended_at(stack, incident_id, "contain")  # the response now waits for its measures
+        page.goto(f"{stack.url}/v2/runs/flow-run/{run['id']}")
+        page.get_by_text("Suspended").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(shots / "4-run-waits-at-contain.png"))
+        return incident
     finally:
         page.close()
 
@@ -205,3 +233,43 @@ def test_reject_from_the_resume_form_skips_the_step(ui_stack: UIStack, browser, 
     assert ("step suspend_tenant (timeline.record) skipped: step suspend_tenant rejected by Bob Lefèvre: "
             "the share is internal") in messages
     assert not any(m.endswith(" suspended") for m in messages)
+
+
+def test_the_review_outcome_from_the_resume_form_closes_the_incident(ui_stack: UIStack, browser, output_dir: Path) -> None:
+    """The whole life in the UI: approval, measures ended from the CLI, the review recorded in the form, closure."""
+    incident = run_declaration(browser, ui_stack, "Recordings exported by a contractor", "approve",
+                               "Alice Durand", "confirmed with the Client", output_dir)
+    note = "done outside irp for this test"
+    irp_cli(ui_stack, "incidents", "advance", incident.id, "analyse", "--by", "Claire DPO", "--note", note)
+    said = irp_cli(ui_stack, "incidents", "advance", incident.id, "contain", "--by", "Alice Durand", "--note", note)
+    assert "resumed flow run" in said
+    suspended_at(ui_stack, incident.id, "restore")
+    irp_cli(ui_stack, "incidents", "advance", incident.id, "restore", "--by", "Bob Martin", "--note", "exports checked")
+    waiting, run = suspended_at(ui_stack, incident.id, "review")
+    assert "awaiting review" in irp_cli(ui_stack, "incidents", "show", incident.id)
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    try:
+        dialog = open_resume_form(page, ui_stack, run["id"], "waits at")
+        assert "review" in dialog.inner_text()
+        dialog.get_by_label("Your name").fill("Claire DPO")
+        dialog.get_by_label("Causes").fill("A contractor's export token was never revoked.")
+        dialog.get_by_label("What worked").fill("The DLP alert came within minutes.")
+        dialog.get_by_label("What did not work").fill("Nobody owned contractor offboarding.")
+        dialog.get_by_label("Corrective actions").fill("title=Revoke contractor tokens at offboarding,owner=it-lead,"
+                                                       "due=2027-01-31")
+        page.screenshot(path=str(output_dir / "5-review-form.png"), full_page=True)
+        store = open_store(f"file://{ui_stack.root / 'evidence'}")
+        click_until(dialog.get_by_role("button", name="Resume"),
+                    lambda: store.load_incident(incident.id).review is not None, output_dir / "5-review-retry.png")
+    finally:
+        page.close()
+    suspended_at(ui_stack, incident.id, "notify")  # the letters are owed: no mail channel in this stack
+    irp_cli(ui_stack, "incidents", "advance", incident.id, "notify", "--by", "Claire DPO",
+            "--note", "CNIL notified through its online form")
+    done = ui_stack.wait_for_run(lambda r: r["id"] == run["id"] and r["state_type"] in ("COMPLETED", "FAILED"),
+                                 what="finished run")
+    assert done["state_type"] == "COMPLETED"
+    closed = store.load_incident(incident.id)
+    assert closed.status.value == "closed" and closed.review.by == "Claire DPO"
+    assert closed.review.causes == "A contractor's export token was never revoked."
+    assert any(a.title == "Revoke contractor tokens at offboarding" and a.owner == "it-lead" for a in closed.actions)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from lifecycle_fixtures import EVERYONE_AGREES
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -41,7 +42,8 @@ def test_two_workers_run_each_scheduled_run_exactly_once(deployment_id: str) -> 
     alert = json.loads((REPO / "playbooks" / "samples" / "human_error.json").read_text())
     try:
         with get_client(sync_client=True) as client:
-            ids = [client.create_flow_run_from_deployment(deployment_id, parameters={"alert": alert}).id
+            people = EVERYONE_AGREES.model_dump(mode="json")  # each run goes through its whole life unattended
+            ids = [client.create_flow_run_from_deployment(deployment_id, parameters={"alert": alert, "decisions": people}).id
                    for _ in range(4)]
             deadline = time.monotonic() + 300
             while True:
