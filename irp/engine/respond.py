@@ -468,9 +468,12 @@ def _needs(incident: Incident, stage: Stage, waiter: Waiter | None) -> list[str]
     if lifecycle.advanced(incident, Stage.notify):
         return []
     owed = [d for d in deadlines(incident, waiter.now() if waiter else utcnow()) if d.is_open]
-    return [f"{d.obligation.kind} to {d.obligation.audience} {d.obligation.recipient} ({d.status}, due "
-            f"{d.due_at:%Y-%m-%d %H:%M} UTC): send it (irp incidents notify {incident.id} {d.obligation.id}) or "
-            f"explain (irp incidents advance {incident.id} notify --note ...)" for d in owed]
+    if not owed:
+        return []
+    return [f"{len(owed)} notification(s) owed: " + ", ".join(
+                f"{d.obligation.id} ({d.status}, due {d.due_at:%Y-%m-%d %H:%M} UTC)" for d in owed),
+            f"send each (irp incidents notify {incident.id} OBLIGATION) or explain "
+            f"(irp incidents advance {incident.id} notify --note TEXT)"]
 
 
 def _final_review_report(store: EvidenceStore, incident: Incident, run: RunContext) -> Incident:

@@ -63,8 +63,8 @@ class TestEveryIncidentType:
         summary = state.result()
         assert summary.status == IncidentStatus.closed
         stages = [(s.stage.value, s.phase) for s in summary.stages]
-        assert stages == [("detect", None), ("analyse", None), ("contain", None), ("restore", None),
-                          ("notify", "initial"), ("review", None), ("notify", "final")]
+        assert stages == [("detect", None), ("analyse", None), ("contain", None), ("notify", "initial"),
+                          ("restore", None), ("review", None), ("notify", "final")]
         assert all(s.status == StepStatus.completed for s in summary.stages)
 
         folder = evidence_root / summary.incident_id
@@ -99,8 +99,12 @@ class TestRunRecords:
         with get_client(sync_client=True) as client:
             artifacts = client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"review-{summary.incident_id.lower()}"])))
-        assert len(artifacts) == 1 and artifacts[0].type == "markdown"
-        assert f"# Post-incident review — {summary.incident_id}" in artifacts[0].data
+        # the review stage writes the draft; the outcome people record rewrites it (a new version, same key)
+        assert len(artifacts) == 2 and {a.type for a in artifacts} == {"markdown"}
+        draft, final = sorted(artifacts, key=lambda a: a.created)
+        assert f"# Post-incident review — {summary.incident_id} (draft" in draft.data
+        assert f"# Post-incident review — {summary.incident_id}\n" in final.data
+        assert "established by the test" in final.data  # the causes the review recorded
 
     def test_an_edited_playbook_applies_to_the_next_run(self, playbooks: Path, evidence_root: Path) -> None:
         alert = read_alert(SAMPLES / "data_leak.json")
@@ -392,7 +396,7 @@ class TestExpressionBombs:
         summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json")).result()
         assert summary.status == IncidentStatus.closed
         assert [(s.stage.value, s.phase, s.status) for s in summary.stages][-4:] == [
-            ("restore", None, StepStatus.completed), ("notify", "initial", StepStatus.completed),
+            ("notify", "initial", StepStatus.completed), ("restore", None, StepStatus.completed),
             ("review", None, StepStatus.completed), ("notify", "final", StepStatus.completed)]
         incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
         failed = {e.step: e.message for e in incident.timeline if e.kind == "step" and "failed (continue)" in e.message}
