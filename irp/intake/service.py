@@ -245,10 +245,34 @@ class IntakeService:
         while not self._stop.wait(_PURGE_EVERY):
             now = time.time()
             try:
+                self.close_ended_groups(now - self.settings.dedup_window_seconds)
                 self.journal.purge(now - self.settings.intake_retention_days * 86400,
                                    now - self.settings.dedup_window_seconds)
             except Exception:
                 log.exception("journal purge failed")
+
+    def close_ended_groups(self, window_start: float) -> int:
+        """Groups past the dedup window whose incident has ended stop taking alerts; returns how many.
+
+        An open incident's group keeps joining its alerts, however long its response takes.
+        """
+        from irp.evidence import open_store
+
+        quiet = self.journal.quiet_open_groups(window_start)
+        if not quiet:
+            return 0
+        store = open_store(self.settings.evidence_url)
+        known = set(store.incident_ids())
+        ended = []
+        for key, incident_id in quiet:
+            try:
+                if incident_id not in known or store.load_incident(incident_id).status.ended:
+                    ended.append((key, incident_id))
+            except Exception as exc:  # noqa: BLE001 (unreadable: left open, tried at the next sweep)
+                log.warning("incident %s: status not read (%s); its alerts keep joining it", incident_id, exc)
+        if ended:
+            self.journal.mark_ended(ended).result(timeout=60)
+        return len(ended)
 
     def request_routing_reload(self) -> None:
         """Read the routing file again now, changed or not (SIGHUP; safe in a signal handler)."""

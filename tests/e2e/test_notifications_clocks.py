@@ -19,7 +19,18 @@ from flows.deadlines import watch_deadlines
 from irp.cli import app
 from irp.deadlines import check_deadlines
 from irp.evidence import open_store
-from irp.models import Incident, IncidentType, NotificationRecord, PersonalData, PlaybookRef, Severity
+from irp.models import (
+    ActionItem,
+    Incident,
+    IncidentStatus,
+    IncidentType,
+    NotificationRecord,
+    PersonalData,
+    PlaybookRef,
+    Severity,
+    Stage,
+    Waiting,
+)
 from irp.notifications.obligations import decide
 from irp.settings import get_settings
 
@@ -98,6 +109,27 @@ class TestWatch:
         assert kinds == ["reminder", "reminder", "escalation", "escalation"]
         names = {i.name for i in store.manifest(incident.id)}
         assert any(n.startswith("notifications/escalation/internal_escalation.fr") for n in names)
+
+    def test_overdue_measures_are_reminded_once_and_a_late_stage_is_escalated(self, configured) -> None:
+        store = open_store(get_settings().evidence_url)
+        make_incident(store, status=IncidentStatus.containing, waiting=Waiting(stage=Stage.contain, since=AWARE),
+                      actions=[ActionItem(id="A-1", title="Revoke the export token", owner="platform-oncall",
+                                          stage=Stage.contain, due_at=AWARE + timedelta(hours=2))])
+        assert watch(AWARE + timedelta(hours=1)).notices == []
+        # the measure is past due; contain's target (critical: 4 h from detection, 1 h before awareness) is not
+        overdue = watch(AWARE + timedelta(hours=2, minutes=30))
+        assert [(n.kind, n.key, n.status) for n in overdue.notices] == [("overdue_measures", "measure:A-1", "sent")]
+        mail = configured.messages[-1].message
+        assert mail["Subject"] == "[IRP][Mesures en retard] INC-20261120-C10C4A"
+        body = mail.get_body(("plain",)).get_content()
+        assert "A-1 (contain, platform-oncall, overdue by 30 min): Revoke the export token" in body
+        assert "irp actions close INC-20261120-C10C4A" in body
+        late = watch(AWARE + timedelta(hours=3, minutes=5))
+        assert [(n.kind, n.key) for n in late.notices] == [("stage_late", "stage:contain")]
+        body = configured.messages[-1].message.get_body(("plain",)).get_content()
+        assert "« contain » dépasse l'objectif" in body and "4h 00m after detection" in body
+        assert "1 measure(s) open (A-1)" in body
+        assert watch(AWARE + timedelta(hours=5)).notices == []  # each once
 
     def test_a_late_watch_sends_only_the_tightest_notice(self, configured) -> None:
         make_incident(open_store(get_settings().evidence_url))

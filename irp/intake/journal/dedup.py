@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -19,6 +20,8 @@ from irp.intake.journal.outbox_table import LEASE_SECONDS, OutboxTable
 from irp.intake.journal.records import AcceptResult, AlertDecision, AlertDelivery, idempotency_key
 from irp.intake.routing import Routed
 from irp.models import Alert, new_incident_id
+
+OPEN_GROUP_MAX_SECONDS = 180 * 86400  # an open incident keeps its alerts at most this long after the last one
 
 
 class AlertJournal(OutboxTable):
@@ -81,11 +84,14 @@ class AlertJournal(OutboxTable):
             return AlertDecision(**base, outcome="unrouted", deduplicated=False)
         opened_before = now - self.window
         # The writer holds the group's key (one writer per SQLite file; advisory locks on PostgreSQL),
-        # so nobody else decides on this group between the two statements.
+        # so nobody else decides on this group between the two statements. An alert joins the group's
+        # incident while it is recent (the window) or while the incident is still open (its response
+        # goes on for days: `mark_ended` closes the group once the incident has ended).
         rows = self._x(conn,
                        "UPDATE groups SET last_seen = CASE WHEN last_seen < ? THEN ? ELSE last_seen END "
-                       "WHERE key = ? AND last_seen >= ? RETURNING incident_id, incident_type, route, severity_hint",
-                       (now, now, routed.group_key, opened_before)).fetchall()
+                       "WHERE key = ? AND (last_seen >= ? OR (incident_open = 1 AND last_seen >= ?)) "
+                       "RETURNING incident_id, incident_type, route, severity_hint",
+                       (now, now, routed.group_key, opened_before, now - OPEN_GROUP_MAX_SECONDS)).fetchall()
         if rows:  # an open incident: the alert joins it (a timeline entry, no run)
             group = rows[0]
             kind = {"firing": "repeat", "resolved": "resolved"}.get(event, "update")
@@ -103,10 +109,10 @@ class AlertJournal(OutboxTable):
         incident_id = new_incident_id()
         hint = routed.severity.value if routed.severity else None
         self._x(conn,
-                "INSERT INTO groups (key, incident_id, incident_type, route, severity_hint, last_seen) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET incident_id = excluded.incident_id, "
+                "INSERT INTO groups (key, incident_id, incident_type, route, severity_hint, last_seen, incident_open) "
+                "VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (key) DO UPDATE SET incident_id = excluded.incident_id, "
                 "incident_type = excluded.incident_type, route = excluded.route, "
-                "severity_hint = excluded.severity_hint, last_seen = excluded.last_seen",
+                "severity_hint = excluded.severity_hint, last_seen = excluded.last_seen, incident_open = 1",
                 (routed.group_key, incident_id, routed.incident_type.value, routed.route, hint, now))
         deployment, parameters = respond_call(routed.incident_type, alert, incident_id, hint,
                                               routed.run_clients() if routed.clients else None)
@@ -172,6 +178,20 @@ class AlertJournal(OutboxTable):
                     (older_than,))
             self._x(conn, "DELETE FROM outbox WHERE state = 'done' AND created_at < ?", (older_than,))
             self._x(conn, "DELETE FROM batches WHERE state = 'done' AND created_at < ?", (older_than,))
-            self._x(conn, "DELETE FROM groups WHERE last_seen < ?", (window_start,))
+            self._x(conn, "DELETE FROM groups WHERE last_seen < ? AND (incident_open = 0 OR last_seen < ?)",
+                    (window_start, time.time() - OPEN_GROUP_MAX_SECONDS))
 
         return self._submit(fn)
+
+    def quiet_open_groups(self, window_start: float) -> list[tuple[str, str]]:
+        """(group key, incident id) of the groups past the window whose incident may still be open."""
+        return [(r[0], r[1]) for r in self._read(
+            "SELECT key, incident_id FROM groups WHERE incident_open = 1 AND last_seen < ?", (window_start,))]
+
+    def mark_ended(self, groups: list[tuple[str, str]]) -> Future[None]:
+        """The incidents of these groups have ended: their next alert opens a new incident."""
+        def fn(conn: Any) -> None:
+            for key, incident_id in groups:
+                self._x(conn, "UPDATE groups SET incident_open = 0 WHERE key = ? AND incident_id = ?", (key, incident_id))
+
+        return self._submit(fn, keys=tuple(key for key, _ in groups))

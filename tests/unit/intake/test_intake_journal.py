@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -94,11 +95,35 @@ class TestDecisions:
         resolved = _deliver(journal, _alert("b", "resolved")).outcomes[0]
         assert (resolved.outcome, resolved.incident_id) == ("resolved", opened.incident_id)
 
-    def test_window_expiry_opens_a_new_incident(self, journal: AlertJournal) -> None:
+    def test_an_open_incident_keeps_its_alerts_past_the_window_until_it_ends(self, journal: AlertJournal) -> None:
         now = time.time()
-        first = _deliver(journal, _alert("c"), at=now - 200).outcomes[0]
+        first = _deliver(journal, _alert("c"), at=now - 300).outcomes[0]
+        later = _deliver(journal, _alert("c"), at=now - 200).outcomes[0]  # 100 s after: past the 60 s window
+        assert (later.outcome, later.incident_id) == ("joined", first.incident_id)
+        assert journal.quiet_open_groups(now - 60) == [("alertmanager:c", first.incident_id)]
+        journal.mark_ended([("alertmanager:c", first.incident_id)]).result(timeout=10)
+        assert journal.quiet_open_groups(now - 60) == []
         again = _deliver(journal, _alert("c"), at=now).outcomes[0]
         assert again.outcome == "new_incident" and again.incident_id != first.incident_id
+
+    def test_the_sweep_ends_the_groups_of_ended_incidents_only(self, journal: AlertJournal, evidence_root) -> None:
+        from types import SimpleNamespace
+
+        from irp.evidence import open_store
+        from irp.intake.service import IntakeService
+        from irp.models import Incident, IncidentStatus, IncidentType, Severity
+        from irp.settings import get_settings
+
+        now = time.time()
+        ids = {name: _deliver(journal, _alert(name), at=now - 300).outcomes[0].incident_id for name in ("g", "h")}
+        store = open_store(get_settings().evidence_url)
+        for name, status in (("g", IncidentStatus.closed), ("h", IncidentStatus.containing)):
+            store.save_incident(Incident(id=ids[name], type=IncidentType.malware, severity=Severity.major, title=name,
+                                         detected_at=datetime.now(UTC), status=status))
+        service = SimpleNamespace(journal=journal, settings=get_settings())
+        assert IntakeService.close_ended_groups(service, now - 60) == 1
+        assert _deliver(journal, _alert("g"), at=now).outcomes[0].outcome == "new_incident"
+        assert _deliver(journal, _alert("h"), at=now).outcomes[0].incident_id == ids["h"]  # still being handled
 
     def test_same_alert_twice_in_one_request(self, journal: AlertJournal) -> None:
         outcomes = _deliver(journal, _alert("d"), _alert("d")).outcomes
