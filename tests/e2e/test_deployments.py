@@ -44,7 +44,7 @@ def test_incident_form_has_a_typed_alert_and_severity_dropdowns(deployments: dic
     assert schema["required"] == ["alert"]
     properties = schema["properties"]
     assert [name for name, _ in sorted(properties.items(), key=lambda kv: kv[1]["position"])] == [
-        "alert", "severity", "dry_run", "incident_id", "severity_hint", "clients"]
+        "alert", "severity", "dry_run", "incident_id", "severity_hint", "clients", "decisions"]
     assert all(p.get("description") for p in properties.values())
     assert schema["definitions"]["Severity"]["enum"] == [s.value for s in Severity]
     alert = schema["definitions"]["Alert"]["properties"]

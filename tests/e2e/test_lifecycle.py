@@ -12,7 +12,6 @@ from __future__ import annotations
 # ruff: noqa: F811  (pytest fixtures imported from service_fixtures are parameters here)
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,11 +20,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from playbook_copies import edit_playbook
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.exceptions import ObjectAlreadyExists
-from ruamel.yaml import YAML
 from service_fixtures import aws, boto, fault_proxy, moto_server  # noqa: F401  (fixtures)
 from typer.testing import CliRunner
 
@@ -56,26 +55,22 @@ def cloud(aws: str, fault_proxy, monkeypatch: pytest.MonkeyPatch) -> dict:
 
 
 @pytest.fixture
-def playbooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def leak_playbook(playbooks: Path) -> Path:
     """data_leak.yaml with one automatic containment (the key) and one measure for a person."""
-    folder = tmp_path / "playbooks"
-    folder.mkdir()
-    shutil.copytree(REPO / "playbooks" / "templates", folder / "templates")
-    yaml = YAML()
-    document = yaml.load(REPO / "playbooks" / "data_leak.yaml")
-    document["stages"]["analyse"] = [s for s in document["stages"]["analyse"] if not s["action"].startswith("aws.")]
-    document["stages"]["contain"] = [
-        {"id": "cut_key", "action": "aws.deactivate_access_key", "args": {"access_key_id": "{{ alert.labels.access_key }}"}},
-        {"id": "rotate", "action": "response.assign_action",
-         "args": {"title": ROTATE, "owner": "platform-oncall", "due_in_hours": 2}},
-    ]
-    document["stages"]["restore"] = [{"id": "note", "action": "timeline.record",
-                                      "args": {"message": "exports may resume once the credentials are rotated"}}]
-    yaml.dump(document, folder / "data_leak.yaml")
-    monkeypatch.setenv("IRP_PLAYBOOKS_DIR", str(folder))
-    monkeypatch.setenv("IRP_EVIDENCE_URL", f"file://{tmp_path / 'evidence'}")
-    get_settings.cache_clear()
-    return folder
+
+    def edit(document) -> None:
+        document["stages"]["analyse"] = [s for s in document["stages"]["analyse"] if not s["action"].startswith("aws.")]
+        document["stages"]["contain"] = [
+            {"id": "cut_key", "action": "aws.deactivate_access_key",
+             "args": {"access_key_id": "{{ alert.labels.access_key }}"}},
+            {"id": "rotate", "action": "response.assign_action",
+             "args": {"title": ROTATE, "owner": "platform-oncall", "due_in_hours": 2}},
+        ]
+        document["stages"]["restore"] = [{"id": "note", "action": "timeline.record",
+                                          "args": {"message": "exports may resume once the credentials are rotated"}}]
+
+    edit_playbook(playbooks, "data_leak", edit)
+    return playbooks
 
 
 def alert_with(key: str) -> Alert:
@@ -132,7 +127,7 @@ def task_runs(run_id) -> list[str]:
 
 
 def test_a_response_waits_for_people_survives_a_killed_worker_and_repeats_nothing(
-        cloud: dict, playbooks: Path, tmp_path: Path) -> None:
+        cloud: dict, leak_playbook: Path, tmp_path: Path) -> None:
     with get_client(sync_client=True) as client:
         try:
             client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
@@ -211,7 +206,7 @@ def test_a_response_waits_for_people_survives_a_killed_worker_and_repeats_nothin
     assert "A token leaked in a CI log." in report and "draft" not in report.splitlines()[0]
 
 
-def test_a_decisions_file_runs_the_same_lifecycle_offline(cloud: dict, playbooks: Path) -> None:
+def test_a_decisions_file_runs_the_same_lifecycle_offline(cloud: dict, leak_playbook: Path) -> None:
     script = Script.model_validate({"decisions": [
         {"at": "40m", "by": "Alice Durand", "close": "rotate", "note": "credentials rotated"},
         {"at": "3h", "by": "Bob Martin", "advance": "restore", "note": "exports checked"},
@@ -232,7 +227,7 @@ def test_a_decisions_file_runs_the_same_lifecycle_offline(cloud: dict, playbooks
     assert corrective.due_at == start + timedelta(days=33)
 
 
-def test_a_false_positive_ends_cleanly_with_undo_offered(cloud: dict, playbooks: Path) -> None:
+def test_a_false_positive_ends_cleanly_with_undo_offered(cloud: dict, leak_playbook: Path) -> None:
     summary = INCIDENT_FLOWS[IncidentType.data_leak](alert=alert_with(cloud["key"]))
     assert summary.status == IncidentStatus.containing and summary.waiting.stage == Stage.contain  # offline: ends open
     said = cli("incidents", "false-positive", summary.incident_id, "--by", "Alice Durand",
