@@ -56,6 +56,11 @@ def quarantined(cloud: Cloud, api: AdminApi) -> None:
     assert cloud.placement() == {"state": "Standby", "in_target_group": False}
 
 
+def still_serving(cloud: Cloud, api: AdminApi) -> None:
+    """A provider's outage is not the instance's fault: described, never isolated."""
+    assert cloud.placement() == {"state": "InService", "in_target_group": True}
+
+
 def console_user(cloud: Cloud, api: AdminApi) -> None:
     cloud.iam.create_user(UserName="support-lead")
     cloud.user = "support-lead"
@@ -118,6 +123,8 @@ CASES = {
         setup=console_user),
     "intrusion_attempt-guardduty-ssh": Case(
         "aws/guardduty-ec2-ssh-brute-force.json", ["flow_logs"], ["block_src"]),
+    "service_unavailability-aws-health": Case(
+        "aws/health-issue.json", ["describe_instance"], ["shed_load", "fail_over"], still_serving),
     "cyberattack-ddos": Case("cyberattack.json", ["waf_logs"], ["rate_limit"], rate_rule),
     "data_alteration-ratings": Case("data_alteration.json", ["platform_audit"], ["revoke_writer_tokens"],
                                     token_revoked, setup=writer_client),
