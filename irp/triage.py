@@ -13,7 +13,8 @@ Side effects: evidence items, messages to IRP_NOTIFY_INTERNAL, audit entries.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
@@ -26,18 +27,23 @@ from irp.notifications.dispatch import delivery_status
 from irp.notifications.letters import render
 from irp.settings import Settings
 
-__all__ = ["NOT_AN_INCIDENT", "TRIAGE_RECORD", "TriageDecision", "TriageOpened", "escalate_timeout", "open_triage",
-           "pending_triages", "record_decision"]
+__all__ = ["NOT_AN_INCIDENT", "TRIAGE_RECORD", "TriageChoice", "TriageDecision", "TriageOpened", "escalate_timeout",
+           "open_triage", "pending_triages", "record_decision"]
 
 TRIAGE_RECORD = "triage/triage.json"
 DECISION_RECORD = "triage/decision.json"
 NOT_AN_INCIDENT = "not_an_incident"
 
 
+# The form's dropdown: the ten incident types of §2, and "not an incident" (one enum: the Prefect UI renders
+# a union with a one-value Literal badly).
+TriageChoice = StrEnum("TriageChoice", {**{t.value: t.value for t in IncidentType}, NOT_AN_INCIDENT: NOT_AN_INCIDENT})
+
+
 class TriageDecision(RunInput):
     """The Resume form of a triage run: what kind of incident the alert is, and who says so."""
 
-    incident_type: IncidentType | Literal["not_an_incident"] = Field(
+    incident_type: TriageChoice = Field(
         title="Incident type", description="Policy §2: the playbook to run on this alert; not_an_incident closes "
                                            "the triage (the alert stays listed as unrouted).",
         json_schema_extra={"position": 0})

@@ -22,7 +22,7 @@ from service_fixtures import intake_request
 from flows.incidents import INCIDENT_FLOWS
 from flows.triage import triage
 from irp.intake.service import IntakeService
-from irp.models import IncidentType
+from irp.models import Alert, IncidentType
 from irp.settings import Settings, get_settings
 from irp.worker import InProcessWorker
 
@@ -109,3 +109,20 @@ def test_a_critical_unrouted_alert_is_told_and_triaged_into_its_type(stack, evid
     assert record["severity"] == "critical" and record["flow_run_id"] == str(run.id)
     delivery = json.loads((objects / "notifications" / "triage" / "triage_alert.fr.delivery.json").read_text())
     assert delivery["status"] == "sent" and sorted(d["recipient"] for d in delivery["deliveries"]) == sorted(INTERNAL)
+
+
+def test_nobody_choosing_in_time_is_escalated_and_the_triage_ends(prefect_server, smtp_server, tls_cert,
+                                                                   evidence_root: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IRP_SMTP_URL", smtp_server.url)
+    monkeypatch.setenv("IRP_SMTP_CA_BUNDLE", str(tls_cert.cert))
+    monkeypatch.setenv("IRP_TRIAGE_TIMEOUT_HOURS", "0.002")  # 7.2 s
+    get_settings.cache_clear()
+    result = triage(alert=Alert(title="Unknown critical thing", labels={"severity": "critical"}),
+                    incident_id="INC-20261207-CCCCCC", severity_hint="critical")
+    assert result == {"incident_id": "INC-20261207-CCCCCC", "incident_type": None, "flow_run_id": None}
+    subjects = [m.message["Subject"] for m in smtp_server.to(INTERNAL[0])]
+    assert subjects == ["[IRP][À TRIER] INC-20261207-CCCCCC — Unknown critical thing",
+                        "[IRP][TRI EN ATTENTE] INC-20261207-CCCCCC — Unknown critical thing"]
+    decision = json.loads((evidence_root / "INC-20261207-CCCCCC" / "objects" / "triage" / "decision.json").read_text())
+    assert decision["incident_type"] is None and decision["reason"] == "nobody chose a type in time"
