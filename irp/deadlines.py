@@ -14,25 +14,34 @@ The response's own clocks too, for every incident still open: one reminder per m
 time (irp/lifecycle.py), and one escalation when the stage the incident waits at (contain, restore)
 is past its §5 target for the incident's severity (IRP_RESPONSE_TARGETS_MINUTES, from detection).
 Side effects: messages to the internal recipients, evidence items, timeline events.
+
+Once a day, `daily_summary` tells the internal recipients what no playbook took: the alerts of the last
+24 hours no route matched (read from the intake's journal) and the triage incidents still waiting for a
+type (irp/triage.py); nothing is sent on a day without either.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from irp.errors import IrpError
+from irp.errors import EvidenceError, IrpError
 from irp.evidence import EvidenceStore
 from irp.lifecycle import format_due, needs, open_measures
-from irp.models import Incident, Stage, TimelineEntry, utcnow
-from irp.notifications import dispatch, outside_context
+from irp.models import Delivery, Incident, Stage, TimelineEntry, utcnow
+from irp.notifications import dispatch, outside_context, render
+from irp.notifications.channels import Message, deliver
 from irp.notifications.obligations import Deadline, deadlines, notices_sent
 from irp.reports.kpis import format_duration, targets
 from irp.settings import Settings
+from irp.triage import TRIAGE_RECORD, pending_triages
 
-__all__ = ["Notice", "WatchReport", "check_deadlines", "describe", "remaining_text"]
+__all__ = ["DailySummary", "Notice", "WatchReport", "check_deadlines", "daily_summary", "describe", "remaining_text",
+           "unrouted_since"]
 
 
 class Notice(BaseModel):
@@ -54,6 +63,7 @@ class WatchReport(BaseModel):
     open_deadlines: int = 0
     notices: list[Notice] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    triage_pending: list[str] = Field(default_factory=list, description="Triage incidents waiting for a type.")
 
 
 def remaining_text(delta: timedelta) -> str:
@@ -96,6 +106,12 @@ def check_deadlines(store: EvidenceStore, settings: Settings, now: datetime | No
     for incident_id in store.incident_ids():
         try:
             incident = store.load_incident(incident_id)
+        except EvidenceError as exc:  # no record yet: a triage waiting for its type is not a problem
+            if any(item.name == TRIAGE_RECORD for item in store.manifest(incident_id)):
+                report.triage_pending.append(incident_id)
+            else:
+                report.problems.append(f"{incident_id}: cannot read the incident: {exc}")
+            continue
         except (IrpError, ValueError) as exc:
             report.problems.append(f"{incident_id}: cannot read the incident: {exc}")
             continue
@@ -188,3 +204,55 @@ def _notify(store: EvidenceStore, settings: Settings, incident: Incident, deadli
     ))
     return Notice(incident_id=incident.id, obligation=obligation.id, kind=kind, key=key, status=record.status,
                   notification=record.id)
+
+
+class DailySummary(BaseModel):
+    """What the daily summary found and whom it told."""
+
+    at: datetime
+    unrouted: list[dict[str, Any]] = Field(default_factory=list)
+    triage_pending: list[dict[str, Any]] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+    deliveries: list[Delivery] = Field(default_factory=list)
+
+
+def unrouted_since(journal: str, since: datetime, limit: int = 200) -> list[dict[str, Any]]:
+    """The alerts no route matched seen since `since`, most recent first, read from the intake's journal (a SQLite
+    file, opened read-only beside the intake, or its PostgreSQL database); [] when there is no journal yet."""
+    query = ("SELECT source, fingerprint, title, count, first_seen, last_seen FROM unrouted WHERE last_seen >= {p} "
+             "ORDER BY last_seen DESC LIMIT {p}")
+    if journal.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
+        import psycopg
+
+        with psycopg.connect(journal) as conn:
+            rows = conn.execute(query.format(p="%s"), (since.timestamp(), limit)).fetchall()
+    else:
+        path = Path(journal.removeprefix("sqlite://"))
+        if not path.exists():
+            return []
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = conn.execute(query.format(p="?"), (since.timestamp(), limit)).fetchall()
+        finally:
+            conn.close()
+    return [{"source": r[0], "fingerprint": r[1], "title": r[2], "count": r[3],
+             "first_seen": datetime.fromtimestamp(r[4]).astimezone().isoformat(),
+             "last_seen": datetime.fromtimestamp(r[5]).astimezone().isoformat()} for r in rows]
+
+
+def daily_summary(store: EvidenceStore, settings: Settings, now: datetime | None = None) -> DailySummary:
+    """Tell the internal recipients the last 24 hours' unrouted alerts and the triages waiting for a type."""
+    now = now or utcnow()
+    summary = DailySummary(at=now)
+    try:
+        summary.unrouted = unrouted_since(settings.intake_journal, now - timedelta(hours=24))
+    except Exception as exc:  # a journal that cannot be read is reported, the rest still goes out
+        summary.problems.append(f"intake journal {settings.intake_journal}: cannot read the unrouted alerts: {exc}")
+    summary.triage_pending = pending_triages(store)
+    if not (summary.unrouted or summary.triage_pending or summary.problems):
+        return summary
+    rendered = render(settings.playbooks_dir / "templates", "daily_summary", "fr", {
+        "summary": summary.model_dump(mode="json"), "incident": {"id": ""}})
+    message = Message(rendered.subject, rendered.text, rendered.html, reference=f"daily summary {now:%Y-%m-%d}")
+    summary.deliveries = deliver(message, list(settings.notify_internal), settings)
+    return summary

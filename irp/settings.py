@@ -125,6 +125,14 @@ class Settings(BaseSettings):
     routing_file: Path | None = Field(None, description="Alert routing (default: routing.yaml in playbooks_dir).")
     routing_reload_seconds: float = Field(
         2.0, ge=0, description="How often the intake checks the routing file for changes (0: only on SIGHUP).")
+    triage_severities: Annotated[list[Severity], NoDecode] = Field(
+        default_factory=lambda: [Severity.critical],
+        description="Severities (§5 words, after the vocabulary: a source's high is critical) at which an alert no "
+                    "route matches opens a triage incident at once and tells IRP_NOTIFY_INTERNAL (comma-separated; "
+                    "empty: unrouted alerts are only listed).")
+    triage_timeout_hours: float = Field(
+        24, gt=0, le=720, description="How long a triage run waits for a responder to choose the incident type; "
+                                      "then it escalates to the internal recipients and ends, the alert still listed.")
 
     # Containment and restore actions (irp/actions/aws/, irp/actions/platform.py): how they reach third parties.
     action_attempts: int = Field(4, ge=1, le=10, description="Attempts per provider call (throttling, 5xx, timeouts).")
@@ -223,7 +231,7 @@ class Settings(BaseSettings):
         2, ge=0, description="Escalate to security@ and dpo@ when an open deadline is this near, and when missed.")
 
     @field_validator("notify_internal", "notify_allowlist", "evidence_collect_roots", "aws_trusted_accounts",
-                     mode="before")
+                     "triage_severities", mode="before")
     @classmethod
     def _text_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -164,7 +164,7 @@ def describe(stack: Stack, with_intake: bool = True) -> str:
     ui = stack.env()["PREFECT_UI_API_URL"].removesuffix("/api")
     lines = [
         "irp stack is up.",
-        f"  Prefect UI:     {ui}  (deployments: <type>/respond, declare_incident/declare)",
+        f"  Prefect UI:     {ui}  (deployments: <type>/respond, declare_incident/declare, triage/triage)",
         f"  Prefect API:    {stack.api_url}",
         f"  Evidence:       {get_settings().evidence_url}",
         f"  Logs:           {stack.log_dir}",

@@ -274,7 +274,7 @@ def _matches(event: dict[str, Any], attribute: dict[str, str]) -> bool:
 
 ADMIN_TOKEN = "ccr-admin-T0k3n-do-not-log"
 ALL_SCOPES = ["clients:suspend", "users:logout", "users:reset-password", "users:disable", "tokens:revoke",
-              "maintenance:write"]
+              "maintenance:write", "audit:read"]
 
 
 class AdminApi:
@@ -285,7 +285,8 @@ class AdminApi:
         self.scopes = list(ALL_SCOPES if scopes is None else scopes)
         self.clients = {"acme": {"id": "acme", "name": "ACME", "status": "active", "suspended_reason": None}}
         self.users = {"u-42": {"id": "u-42", "client_id": "acme", "email": "agent@acme.example",
-                               "active_sessions": 3, "password_reset_required": False, "status": "active"}}
+                               "active_sessions": 3, "password_reset_required": False, "status": "active",
+                               "role": "agent", "last_login_at": "2026-12-05T09:12:00Z", "last_login_ip": "203.0.113.9"}}
         self.tokens = {
             "tok_1": {"id": "tok_1", "client_id": "acme", "name": "crm-sync", "status": "active",
                       "secret": "ccr_live_aaaaaaaaaaaaaaaa"},
@@ -293,10 +294,13 @@ class AdminApi:
                       "secret": "ccr_live_bbbbbbbbbbbbbbbb"},
         }
         self.maintenance: dict[tuple[str, str], dict[str, Any]] = {}
+        self.audit_log: list[dict[str, Any]] = []  # entries {at, client_id, user_id, action, ...}, oldest first
+        self.audit_page = 2  # entries per page of GET audit-log
         self.requests: list[dict[str, Any]] = []
         self.writes: list[tuple[str, str]] = []
         self.faults: list[Fault] = []
         self.app = Starlette(routes=[Route("/admin/v1/{path:path}", self.handle, methods=["GET", "POST", "PUT"])])
+        self.query: dict[str, str] = {}
 
     def _error(self, status: int, code: str, message: str) -> JSONResponse:
         return JSONResponse({"error": code, "message": message}, status_code=status)
@@ -306,7 +310,8 @@ class AdminApi:
         path = request.path_params["path"]
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.requests.append({"method": request.method, "path": path, "headers": headers,
-                              "body": json.loads(body) if body else None})
+                              "body": json.loads(body) if body else None, "query": dict(request.query_params)})
+        self.query = dict(request.query_params)
         for fault in self.faults:
             if fault.times > 0 and fault.matches(request.method, path, headers, body):
                 fault.times -= 1
@@ -363,6 +368,14 @@ class AdminApi:
                     return denied
                 self.users[uid]["password_reset_required"] = True
                 return JSONResponse(self.users[uid])
+            case ("GET", ["api-tokens", tid]):
+                token = self.tokens.get(tid)
+                return (JSONResponse({k: v for k, v in token.items() if k != "secret"}) if token
+                        else self._error(404, "not_found", tid))
+            case ("GET", ["audit-log"]):
+                if denied := self._need("audit:read"):
+                    return denied
+                return JSONResponse(self._audit_page())
             case ("GET", ["clients", cid, "api-tokens"]):
                 return JSONResponse([{k: v for k, v in t.items() if k != "client_id"}
                                      for t in self.tokens.values() if t["client_id"] == cid])
@@ -380,6 +393,16 @@ class AdminApi:
                                                      "message": data.get("message", "")}
                 return JSONResponse(self.maintenance[(scope, target)])
         return self._error(404, "not_found", "/".join(parts))
+
+    def _audit_page(self) -> dict[str, Any]:
+        """GET audit-log: entries of client_id and/or user_id between since and until, `audit_page` a page."""
+        q = self.query
+        found = [e for e in self.audit_log
+                 if q.get("client_id") in (None, e["client_id"]) and q.get("user_id") in (None, e["user_id"])
+                 and q["since"] <= e["at"].replace("Z", "+00:00") <= q["until"]]
+        start = int(q.get("cursor") or 0)
+        end = start + self.audit_page
+        return {"entries": found[start:end], "next_cursor": str(end) if end < len(found) else None}
 
 
 def save_secret(name: str, value: str) -> None:

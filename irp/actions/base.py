@@ -24,13 +24,15 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, Field
 
-from irp.actions.registry import ActionContext
+from irp.actions.registry import ActionArgs, ActionContext
 from irp.errors import EvidenceError, NotConfiguredError, PermanentError, TransientError
 from irp.models import TimelineEntry, utcnow
+from irp.redaction import redact
 from irp.settings import get_settings
 from irp.text import split_list
 
@@ -41,6 +43,8 @@ __all__ = [
     "Journal",
     "Outcome",
     "UndoPlan",
+    "WindowArgs",
+    "archive_facts",
     "record_outcome",
     "run_change",
     "slug",
@@ -299,3 +303,47 @@ def run_change(ctx: ActionContext, change: Change) -> Outcome:
         target=target, changed=True, before=change.before, after=after, undo=change.undo,
         message=change.changed(after), details={**change.details, **change.changed_details},
     ))
+
+
+# --- read-only actions: facts and windows ------------------------------------------------------
+
+
+def archive_facts(ctx: ActionContext, name: str, facts: dict[str, Any], *, target: str, source_system: str,
+                  message: str, summary: dict[str, Any] | None = None) -> Outcome:
+    """Archive what a read-only action read (redacted) and return it as the step's output.
+
+    `summary` (default: the facts) becomes the output's details, with the evidence's name and SHA-256.
+    A dry run archives nothing: it returns the facts with `dry_run: true`.
+    """
+    facts = redact(facts)
+    details = redact(summary) if summary is not None else facts
+    if ctx.dry_run:
+        ctx.record(f"dry run: {message} (not archived)", kind="note")
+        return Outcome(target=target, changed=False, dry_run=True, message=f"dry run: {message} (not archived)",
+                       details=details, checks=[f"{source_system}: read allowed"])
+    item = ctx.archive_json(f"actions/{ctx.stage.value}/{ctx.step}/{slug(name)}.json", facts,
+                            source_system=source_system, source_time=utcnow().isoformat())
+    ctx.record(message, kind="evidence", evidence=item.name)
+    return Outcome(target=target, changed=False, message=message,
+                   details={**details, "evidence": item.name, "sha256": item.sha256})
+
+
+class WindowArgs(ActionArgs):
+    """The time window of an evidence collection: start and end, or the hours before detection."""
+
+    start: datetime | None = Field(None, description="Start of the window; default: detection minus lookback_hours.")
+    end: datetime | None = Field(None, description="End of the window; default: now.")
+    lookback_hours: float = Field(24, gt=0, le=2160, description="Window before detection when start is unset.")
+
+    def window(self, ctx: ActionContext) -> tuple[datetime, datetime]:
+        """(start, end), timezone-aware; PermanentError when start is not before end."""
+        end = _aware(self.end or utcnow())
+        start = _aware(self.start or (ctx.incident.detected_at - timedelta(hours=self.lookback_hours)))
+        if start >= end:
+            raise PermanentError(f"the window is empty: start {start.isoformat()} is not before end {end.isoformat()}",
+                                 code="EmptyWindow")
+        return start, end
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,4 +1,10 @@
-"""Containment actions on the CallCenterRate platform's admin API (namespace `platform`).
+"""Actions on the CallCenterRate platform's admin API (namespace `platform`): read-only enrichment and
+evidence (describe a user or an API token, export the audit log) and containment.
+
+Enrichment: platform.describe_user and platform.describe_token record the Client the admin API names
+as an affected Client with origin "enrichment", confirmed only when the user or token id was written
+in the playbook or given by a responder: when alert data chose the id, the alert chose whose Client is
+looked up, so §7 letters to it wait for a responder's confirmation like any Client alert data names.
 
 Side effects, only when the step is not a dry run: Client accounts suspended or reactivated, users
 disabled or enabled, logged out everywhere or made to reset their password, API tokens revoked, tenants or features put
@@ -20,9 +26,9 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from irp.actions.base import Change, CommaList, Journal, Outcome, UndoPlan, run_change
+from irp.actions.base import Change, CommaList, Journal, Outcome, UndoPlan, WindowArgs, archive_facts, run_change
 from irp.actions.http import secret_value, send
 from irp.actions.registry import ActionArgs, ActionContext, Target, action, requires
 from irp.errors import NotConfiguredError, PermanentError
@@ -71,7 +77,7 @@ class PlatformApi:
     def __exit__(self, *exc: object) -> None:
         self.client.close()
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
+    def call(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
         """Send a request to the API; its JSON answer, credentials redacted (None when empty)."""
         headers = {}
         if method not in ("GET", "HEAD"):
@@ -79,7 +85,7 @@ class PlatformApi:
                              f"irp:{self.ctx.incident.id}:{self.ctx.stage.value}:{self.ctx.step}:{method}:{path}")
             headers["Idempotency-Key"] = str(key)
         response = send(self.ctx, self.client, PROVIDER, method, path.lstrip("/"), secrets=(self.token,),
-                         json=body, headers=headers)
+                         json=body, headers=headers, params=params)
         if not response.content:
             return None
         try:
@@ -310,4 +316,109 @@ def set_maintenance(args: MaintenanceArgs, ctx: ActionContext) -> Outcome:
         undo=lambda before: UndoPlan(action="platform.set_maintenance", args={
             "scope": args.scope, "target": args.target, "enabled": bool(before.get("enabled")),
             "message": before.get("message") or ""}),
+    )
+
+
+# --- enrichment and evidence (read only) ---------------------------------------------------------
+
+
+def _record_client(ctx: ActionContext, client_id: str, argument: str, what: str) -> None:
+    """Name the Client the admin API gave for `what` as affected (origin "enrichment", see the module docstring)."""
+    if ctx.dry_run or not client_id:
+        return
+    trusted = argument not in ctx.from_run_data
+    changes = ctx.incident.with_clients([client_id], "enrichment", by=f"step {ctx.step}: {what}")
+    if trusted:
+        changes["client_origins"] = [o.model_copy(update={"confirmed": True})
+                                     if o.client == client_id and o.source == "enrichment" else o
+                                     for o in changes["client_origins"]]
+    ctx.update_incident(**changes)
+    if not ctx.incident.client_confirmed(client_id):
+        ctx.record(f"Client {client_id} found by the admin API for {what}, which alert data named: not confirmed; "
+                   f"§7 letters to it wait for: irp incidents confirm-clients {ctx.incident.id} --clients {client_id} "
+                   "--by NAME", kind="finding", clients=[client_id])
+
+
+class DescribeUserArgs(ActionArgs):
+    user_id: str = Field(..., pattern=_ID, description="Platform user id to describe.")
+
+
+@action
+def describe_user(args: DescribeUserArgs, ctx: ActionContext) -> Outcome:
+    """Archive and return a platform user's Client, role, status, last login and sessions (read only)."""
+    with PlatformApi(ctx) as api:
+        user = _target_get(api, f"users/{args.user_id}", "user")
+    facts = {key: user.get(key) for key in ("id", "client_id", "email", "role", "status", "last_login_at",
+                                            "last_login_ip", "mfa_enabled", "active_sessions", "created_at")}
+    outcome = archive_facts(ctx, f"platform-user-{args.user_id}", facts, target=f"user/{args.user_id}",
+                            source_system=PROVIDER,
+                            message=f"platform user {args.user_id}: Client {facts['client_id'] or 'unknown'}, role "
+                                    f"{facts['role'] or 'unknown'}, {facts['status'] or 'status unknown'}, last login "
+                                    f"{facts['last_login_at'] or 'never'}")
+    _record_client(ctx, facts["client_id"] or "", "user_id", f"user {args.user_id}")
+    return outcome
+
+
+class DescribeTokenArgs(ActionArgs):
+    token_id: str = Field(..., pattern=_ID, description="Platform API token id to describe (never its value).")
+
+
+@action
+def describe_token(args: DescribeTokenArgs, ctx: ActionContext) -> Outcome:
+    """Archive and return an API token's Client, owner, scopes, status and last use (read only, never its value)."""
+    with PlatformApi(ctx) as api:
+        token = _target_get(api, f"api-tokens/{args.token_id}", "token")
+    facts = {key: token.get(key) for key in ("id", "client_id", "name", "status", "scopes", "created_by",
+                                             "created_at", "last_used_at", "last_used_ip")}
+    outcome = archive_facts(ctx, f"platform-token-{args.token_id}", facts, target=f"api-token/{args.token_id}",
+                            source_system=PROVIDER,
+                            message=f"API token {args.token_id}: Client {facts['client_id'] or 'unknown'}, "
+                                    f"{facts['status'] or 'status unknown'}, last used {facts['last_used_at'] or 'never'}")
+    _record_client(ctx, facts["client_id"] or "", "token_id", f"API token {args.token_id}")
+    return outcome
+
+
+class AuditLogArgs(WindowArgs):
+    client_id: str | None = Field(None, pattern=_ID, description="Only this Client's entries.")
+    user_id: str | None = Field(None, pattern=_ID, description="Only this user's entries.")
+    max_entries: int = Field(10_000, ge=1, le=200_000, description="Keep at most this many entries (truncated).")
+
+    @model_validator(mode="after")
+    def _someone(self) -> AuditLogArgs:
+        if not self.client_id and not self.user_id:
+            raise ValueError("give client_id, user_id or both: the whole platform's log is not an incident's evidence")
+        return self
+
+
+@action
+def export_audit_log(args: AuditLogArgs, ctx: ActionContext) -> Outcome:
+    """Archive the platform audit log of a Client or user for a window, with the query (read only)."""
+    start, end = args.window(ctx)
+    query = {key: value for key, value in (("client_id", args.client_id), ("user_id", args.user_id),
+                                            ("since", start.isoformat()), ("until", end.isoformat())) if value}
+    entries: list[dict[str, Any]] = []
+    truncated, cursor = False, None
+    with PlatformApi(ctx) as api:
+        while True:
+            page = api.call("GET", "audit-log", params={**query, **({"cursor": cursor} if cursor else {})}) or {}
+            if not isinstance(page, dict) or not isinstance(page.get("entries"), list):
+                raise PermanentError(f"{PROVIDER}: GET /audit-log did not return {{entries: [...]}}", provider=PROVIDER,
+                                     code="Shape")
+            entries += page["entries"]
+            cursor = page.get("next_cursor")
+            if len(entries) >= args.max_entries:
+                truncated, entries = bool(cursor) or len(entries) > args.max_entries, entries[: args.max_entries]
+                break
+            if not cursor or ctx.dry_run:  # a dry run reads one page: the query is allowed
+                break
+    who = " ".join(f"{k} {v}" for k, v in query.items() if k in ("client_id", "user_id"))
+    return archive_facts(
+        ctx, f"platform-audit-log-{args.user_id or args.client_id}",
+        {"query": query, "truncated": truncated, "entries": entries},
+        target=f"audit-log/{args.user_id or args.client_id}", source_system=PROVIDER,
+        summary={"query": query, "count": len(entries), "truncated": truncated,
+                 "actions": sorted({str(e.get("action")) for e in entries if e.get("action")})[:50],
+                 "first": entries[0].get("at") if entries else None, "last": entries[-1].get("at") if entries else None},
+        message=f"{len(entries)} platform audit log entr{'y' if len(entries) == 1 else 'ies'} of {who} from "
+                f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC" + (" (truncated)" if truncated else ""),
     )

@@ -98,7 +98,8 @@ def route(
         rows.append({"fingerprint": alert.fingerprint, "title": alert.title, "event": event,
                      "labels": alert.labels, "mapped_labels": dict(routed.labels) if routed else {},
                      "route": routed.route if routed else None,
-                     "incident_type": routed.incident_type.value if routed else None,
+                     "incident_type": (routed.incident_type.value if routed.incident_type else "triage") if routed
+                     else None,
                      "severity_hint": routed.severity.value if routed and routed.severity else None,
                      "clients": list(routed.clients) if routed else [],
                      "group_key": routed.group_key if routed else None})
@@ -116,6 +117,10 @@ def route(
             continue
         severity = f", severity {row['severity_hint']}" if row["severity_hint"] else ""
         clients = f", Clients {', '.join(row['clients'])} (stated by the route: trusted)" if row["clients"] else ""
+        if row["route"] == "triage":
+            typer.echo(f"    no route matches; the source says{severity[1:]}: a triage incident is opened and the "
+                       "internal recipients told (IRP_TRIAGE_SEVERITIES); a responder chooses the type")
+            continue
         typer.echo(f"    route {row['route']} -> {row['incident_type']}{severity}{clients}")
         for label, value in row["mapped_labels"].items():
             typer.echo(f"    label {label} = {value!r} (set by the route: data, not authority)")

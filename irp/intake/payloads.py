@@ -256,12 +256,13 @@ class AlertOutcome(BaseModel):
     fingerprint: str
     status: str = Field(..., description="firing, resolved or update, as the source says.")
     outcome: Literal["new_incident", "joined", "resolved", "update", "no_incident", "unrouted"] = Field(
-        ..., description="new_incident: a run is created; joined/resolved/update: recorded on the open incident; "
-                         "no_incident: a resolved or update for no open incident, recorded; unrouted: no route "
-                         "matched, listed at GET /alerts/unrouted.")
+        ..., description="new_incident: a run is created (for incident_type triage: the triage run, as no route "
+                         "matched an alert its source marks severe); joined/resolved/update: recorded on the open "
+                         "incident; no_incident: a resolved or update for no open incident, recorded; unrouted: no "
+                         "route matched, listed at GET /alerts/unrouted.")
     deduplicated: bool = Field(..., description="True when the alert joined an open incident instead of a new run.")
     incident_id: str | None = None
-    incident_type: IncidentType | None = None
+    incident_type: IncidentType | Literal["triage"] | None = None
     route: str | None = None
     severity_hint: Severity | None = None
     flow_run_id: str | None = Field(None, description="The incident's flow run, once created.")

@@ -8,6 +8,10 @@ A route's `map` sets labels from the alert's source document with JMESPath befor
 tried (a label the source set is kept: mapping fills in, never overrides). `data_categories` is read
 through the vocabulary (synonyms become the playbooks' words; other values are kept, unclassified).
 Mapped labels are data like any label: only a route's static `clients` is trusted.
+
+An alert no route matches whose source marks it severe (`source_severity`: its `severity` label, or an
+AWS finding's own severity, read through the vocabulary) at one of IRP_TRIAGE_SEVERITIES is not left
+in the list: it goes to triage (a Routed without incident type), whose run asks a responder the type.
 """
 
 from __future__ import annotations
@@ -29,18 +33,22 @@ from irp.errors import PlaybookError
 from irp.models import UNCLASSIFIED_SEVERITY, Alert, ClientOrigin, IncidentType, Severity
 from irp.playbook.loader import load_routing_file
 from irp.playbook.models import Route, Routing
+from irp.settings import get_settings
 
-__all__ = ["MAX_MAPPED_VALUE", "Routed", "Router", "source_document"]
+__all__ = ["MAX_MAPPED_VALUE", "TRIAGE_ROUTE", "Routed", "Router", "source_document", "source_severity"]
 
 MAX_MAPPED_VALUE = 1000
+TRIAGE_ROUTE = "triage"  # the route name of an unrouted alert sent to triage
+# Where a source states its own severity in the event it sends (EventBridge, directly or through SNS).
+_SOURCE_SEVERITY = jmespath.compile("detail.findings[0].Severity.Label || detail.severity")
 
 
 @dataclass(frozen=True)
 class Routed:
-    """Where one alert goes: the route, the incident type, the severity hint and the grouping key."""
+    """Where one alert goes: the route, the incident type (None: triage), the severity hint and the grouping key."""
 
     route: str
-    incident_type: IncidentType
+    incident_type: IncidentType | None
     severity: Severity | None
     group_key: str
     clients: tuple[str, ...] = ()
@@ -59,9 +67,10 @@ class Routed:
 class Router:
     """Matches alerts against a loaded routing file; `sha256` is the digest of the file's bytes."""
 
-    def __init__(self, routing: Routing, sha256: str = "") -> None:
+    def __init__(self, routing: Routing, sha256: str = "", triage: Iterable[Severity] | None = None) -> None:
         self.routing = routing
         self.sha256 = sha256
+        self.triage = frozenset(get_settings().triage_severities if triage is None else triage)
         self._compiled = []
         for route in routing.routes:
             # Matchers on labels the map does not set are tried first: most alerts fail them, unmapped.
@@ -80,12 +89,13 @@ class Router:
             ))
 
     @classmethod
-    def from_file(cls, path: Path) -> Router:
-        """Read and check a routing file; PlaybookError lists every problem."""
+    def from_file(cls, path: Path, triage: Iterable[Severity] | None = None) -> Router:
+        """Read and check a routing file; PlaybookError lists every problem. `triage`: the source severities that
+        send an unrouted alert to triage (default IRP_TRIAGE_SEVERITIES)."""
         routing, problems, digest = load_routing_file(path)
         if problems or routing is None:
             raise PlaybookError(problems)
-        return cls(routing, digest)
+        return cls(routing, digest, triage)
 
     def route_all(self, alerts: Iterable[tuple[Alert, str]]) -> list[tuple[Alert, Routed | None, str]]:
         """(alert with its mapped labels, where it goes, event) for each (alert, event)."""
@@ -143,7 +153,26 @@ class Router:
             return Routed("default", default.incident_type, default.severity,
                           _group_key(alert.source.value, alert.fingerprint, alert.labels, None),
                           labels=tuple(_vocabulary(alert.labels).items()))
+        severity = source_severity(alert) if self.triage else None
+        if severity in self.triage:
+            return Routed(TRIAGE_ROUTE, None, severity, f"{TRIAGE_ROUTE}:{alert.source.value}:{alert.fingerprint}")
         return None
+
+
+def source_severity(alert: Alert) -> Severity | None:
+    """The §5 severity the source gives an alert: its `severity` label, else (EventBridge events) a Security Hub
+    finding's Severity.Label or a GuardDuty finding's score (7 and above high, 4 and above medium), through the
+    vocabulary; None when it gives none or a word the vocabulary does not know."""
+    word = alert.labels.get("severity", "")
+    if not word and alert.source.value in ("eventbridge", "sns"):
+        try:
+            found = _SOURCE_SEVERITY.search(source_document(alert))
+        except jmespath.exceptions.JMESPathError:
+            found = None
+        if isinstance(found, int | float) and not isinstance(found, bool):
+            found = "high" if found >= 7 else "medium" if found >= 4 else "low"
+        word = found if isinstance(found, str) else ""
+    return vocabulary.severity(word) if word else None
 
 
 def _group_key(source: str, fingerprint: str, labels: dict[str, str], route: Route | None) -> str:

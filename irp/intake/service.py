@@ -176,7 +176,7 @@ class IntakeService:
         self.unverified = ByteBudget(settings.webhook_max_unverified_bytes)  # bodies read before their check
         self.routing_file = routing_path(settings)
         self._routing_stat = _stat(self.routing_file)
-        self.router = Router.from_file(self.routing_file)
+        self.router = Router.from_file(self.routing_file, settings.triage_severities)
         self.routing_loaded_at = time.time()
         self.routing_problems: list[str] = []  # of the file on disk, when it is not the one in force
         self._reload_now = threading.Event()
@@ -290,7 +290,7 @@ class IntakeService:
             return False
         self._routing_stat = state
         try:
-            router = Router.from_file(self.routing_file)
+            router = Router.from_file(self.routing_file, self.settings.triage_severities)
         except PlaybookError as exc:
             problems = [str(problem) for problem in exc.problems]
             if problems != self.routing_problems:

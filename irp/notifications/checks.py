@@ -107,6 +107,14 @@ def sample_contexts() -> list[tuple[str, dict[str, Any]]]:
                              "due_at": aware.isoformat(), "sent_at": aware.isoformat()},
             "escalation": {"kind": "missed", "obligation": None, "due_at": aware.isoformat(), "remaining": "-1.0 h",
                            "reason": "sample", "deadlines": []},
+            "triage": {"incident_id": incident.id, "title": "Sample alert", "source": "eventbridge",
+                       "severity": "critical" if late else None, "labels": {"tenant": "acme"},
+                       "opened_at": aware.isoformat(), "flow_run_id": "", "fingerprint": "eb-sample"},
+            **({"timed_out_hours": 24} if late else {}),
+            "summary": {"unrouted": [{"source": "eventbridge", "title": "Sample alert", "count": 3,
+                                      "last_seen": aware.isoformat()}] if late else [],
+                        "triage_pending": [{"incident_id": incident.id, "title": "Sample alert",
+                                            "opened_at": aware.isoformat()}], "problems": ["sample"] if late else []},
         }
 
     return [("personal data, initial", context(base, "initial", False)),

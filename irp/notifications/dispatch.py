@@ -23,7 +23,7 @@ from irp.notifications.letters import CONTACTS, render
 from irp.notifications.obligations import deadlines, late_reasons
 from irp.settings import Settings
 
-__all__ = ["client_hold", "dispatch", "outside_context", "recipients_for"]
+__all__ = ["client_hold", "delivery_status", "dispatch", "outside_context", "recipients_for"]
 
 
 def recipients_for(settings: Settings, audience: str, key: str) -> tuple[list[str], str]:
@@ -73,7 +73,8 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or "x"
 
 
-def _status(deliveries: list[Delivery]) -> str:
+def delivery_status(deliveries: list[Delivery]) -> str:
+    """sent, partial, failed or not_sent: what the deliveries of one message add up to."""
     states = {d.status for d in deliveries}
     if states <= {"sent"} and states:
         return "sent"
@@ -146,7 +147,7 @@ def dispatch(
     else:
         message = Message(rendered.subject, rendered.text, rendered.html, reference=f"{incident.id} {record_id}")
         deliveries = deliver(message, addresses, settings)
-        status = _status(deliveries)
+        status = delivery_status(deliveries)
         if status != "sent":
             reason = "; ".join(f"{d.recipient}: {d.status} {d.detail}".strip() for d in deliveries
                                if d.status != "sent")

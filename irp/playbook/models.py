@@ -33,6 +33,9 @@ ROUTE_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 LABEL_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
 
 
+VarValue = str | int | float | bool | list[str]  # playbook.vars values: plain constants
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -112,6 +115,12 @@ class Playbook(_Strict):
     policy_version: str = Field(..., description="Date of the policy it implements, e.g. 2026-05-13.")
     owner: str = Field(..., min_length=1, description="Who maintains it.")
     description: str = ""
+    vars: dict[str, VarValue] = Field(
+        default_factory=dict,
+        description="Constants of this deployment the steps read as playbook.vars.NAME (log groups, trail or "
+                    "web ACL names...): configuration, never alert data; a step whose `when` tests an unset one is "
+                    "skipped.",
+    )
     classification: Classification
     stages: Stages
 

@@ -152,11 +152,14 @@ def make_intake(tmp_path: Path, api_url: str, args: list[str] | None = None, **e
 
 
 def apply_deployments() -> None:
-    """Deploy every incident flow as <type>/respond (as prefect.yaml will); runs then wait Scheduled."""
+    """Deploy every incident flow as <type>/respond and triage as triage/triage (as prefect.yaml will); runs then
+    wait Scheduled."""
     from flows.incidents import INCIDENT_FLOWS
+    from flows.triage import triage
 
     for flow in INCIDENT_FLOWS.values():
         flow.to_deployment(name="respond").apply()
+    triage.to_deployment(name="triage").apply()
 
 
 def flow_runs_for(fingerprints: set[str]) -> list:

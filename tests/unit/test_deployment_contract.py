@@ -8,7 +8,16 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from flows.incidents import INCIDENT_FLOWS
-from irp.deployments import RESPOND_DEPLOYMENT, RESPOND_PARAMETERS, respond_call, respond_deployment
+from flows.triage import triage
+from irp.deployments import (
+    RESPOND_DEPLOYMENT,
+    RESPOND_PARAMETERS,
+    TRIAGE_DEPLOYMENT,
+    TRIAGE_PARAMETERS,
+    respond_call,
+    respond_deployment,
+    triage_call,
+)
 from irp.models import Alert, IncidentType
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,3 +55,13 @@ def test_the_intake_call_names_the_deployment_and_its_parameters() -> None:
     _, parameters = respond_call(IncidentType.data_alteration, alert, "INC-1", "major", [origin])
     assert tuple(parameters) == RESPOND_PARAMETERS
     assert INCIDENT_FLOWS[IncidentType.data_alteration].validate_parameters(parameters)["clients"][0].client == "acme"
+
+
+def test_the_triage_deployment_and_its_parameters() -> None:
+    document = YAML(typ="safe").load((REPO / "prefect.yaml").read_text())
+    deployed = {d["entrypoint"]: d["name"] for d in document["deployments"]}
+    flow_name, deployment = TRIAGE_DEPLOYMENT.split("/")
+    assert triage.name == flow_name and deployed["flows/triage.py:triage"] == deployment
+    name, parameters = triage_call(Alert(source="generic", title="root login"), "INC-2", "critical")
+    assert name == TRIAGE_DEPLOYMENT and tuple(parameters) == TRIAGE_PARAMETERS
+    assert triage.validate_parameters(parameters)["incident_id"] == "INC-2"

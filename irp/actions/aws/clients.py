@@ -8,18 +8,14 @@ and never access denied or validation errors.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
-from pydantic import Field
 
-from irp.actions.base import Failure, Outcome, slug, third_party_failed, with_retries
-from irp.actions.registry import ActionArgs, ActionContext, requires
+from irp.actions.base import Failure, WindowArgs, archive_facts, third_party_failed, with_retries
+from irp.actions.registry import ActionContext, requires
 from irp.aws import aws_client, aws_error, aws_session
 from irp.errors import PermanentError
-from irp.models import utcnow
-from irp.redaction import redact
 from irp.settings import get_settings
 
 __all__ = ["WindowArgs", "archive_facts", "aws_client", "aws_session", "call", "check_dry_run", "classify", "error_code",
@@ -116,44 +112,3 @@ def fact_tags(tags: list[dict[str, str]] | dict[str, str]) -> dict[str, Any]:
     return {"tags": pairs, "owner": lowered.get(settings.aws_owner_tag.lower()),
             "tenant": lowered.get(settings.aws_tenant_tag.lower()),
             "data_classification": lowered.get(settings.aws_classification_tag.lower())}
-
-
-def archive_facts(ctx: ActionContext, name: str, facts: dict[str, Any], *, target: str, source_system: str,
-                  message: str, summary: dict[str, Any] | None = None) -> Outcome:
-    """Archive what a read-only action read (redacted) and return it as the step's output.
-
-    `summary` (default: the facts) becomes the output's details, with the evidence's name and SHA-256.
-    A dry run archives nothing: it returns the facts with `dry_run: true`.
-    """
-    facts = redact(facts)
-    details = redact(summary) if summary is not None else facts
-    if ctx.dry_run:
-        ctx.record(f"dry run: {message} (not archived)", kind="note")
-        return Outcome(target=target, changed=False, dry_run=True, message=f"dry run: {message} (not archived)",
-                       details=details, checks=[f"{source_system}: read allowed"])
-    item = ctx.archive_json(f"actions/{ctx.stage.value}/{ctx.step}/{slug(name)}.json", facts,
-                            source_system=source_system, source_time=utcnow().isoformat())
-    ctx.record(message, kind="evidence", evidence=item.name)
-    return Outcome(target=target, changed=False, message=message,
-                   details={**details, "evidence": item.name, "sha256": item.sha256})
-
-
-class WindowArgs(ActionArgs):
-    """The time window of an evidence collection: start and end, or the hours before detection."""
-
-    start: datetime | None = Field(None, description="Start of the window; default: detection minus lookback_hours.")
-    end: datetime | None = Field(None, description="End of the window; default: now.")
-    lookback_hours: float = Field(24, gt=0, le=2160, description="Window before detection when start is unset.")
-
-    def window(self, ctx: ActionContext) -> tuple[datetime, datetime]:
-        """(start, end), timezone-aware; PermanentError when start is not before end."""
-        end = _aware(self.end or utcnow())
-        start = _aware(self.start or (ctx.incident.detected_at - timedelta(hours=self.lookback_hours)))
-        if start >= end:
-            raise PermanentError(f"the window is empty: start {start.isoformat()} is not before end {end.isoformat()}",
-                                 code="EmptyWindow")
-        return start, end
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

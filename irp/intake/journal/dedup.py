@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
-from irp.deployments import respond_call
+from irp.deployments import respond_call, triage_call
 from irp.intake.journal.outbox_table import LEASE_SECONDS, OutboxTable
 from irp.intake.journal.records import AcceptResult, AlertDecision, AlertDelivery, idempotency_key
-from irp.intake.routing import Routed
+from irp.intake.routing import TRIAGE_ROUTE, Routed
 from irp.models import Alert, new_incident_id
 
 OPEN_GROUP_MAX_SECONDS = 180 * 86400  # an open incident keeps its alerts at most this long after the last one
@@ -108,25 +108,30 @@ class AlertJournal(OutboxTable):
             return AlertDecision(**base, outcome="no_incident", deduplicated=False, route=routed.route)
         incident_id = new_incident_id()
         hint = routed.severity.value if routed.severity else None
+        # No incident type: an unrouted alert its source marks severe, sent to triage (a person chooses the type).
+        kind = routed.incident_type.value if routed.incident_type else TRIAGE_ROUTE
         self._x(conn,
                 "INSERT INTO groups (key, incident_id, incident_type, route, severity_hint, last_seen, incident_open) "
                 "VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (key) DO UPDATE SET incident_id = excluded.incident_id, "
                 "incident_type = excluded.incident_type, route = excluded.route, "
                 "severity_hint = excluded.severity_hint, last_seen = excluded.last_seen, incident_open = 1",
-                (routed.group_key, incident_id, routed.incident_type.value, routed.route, hint, now))
-        deployment, parameters = respond_call(routed.incident_type, alert, incident_id, hint,
-                                              routed.run_clients() if routed.clients else None)
+                (routed.group_key, incident_id, kind, routed.route, hint, now))
+        if routed.incident_type is None:
+            deployment, parameters = triage_call(alert, incident_id, hint)
+        else:
+            deployment, parameters = respond_call(routed.incident_type, alert, incident_id, hint,
+                                                  routed.run_clients() if routed.clients else None)
         self._outbox(conn, "run", incident_id, delivery, {
             "deployment": deployment,
             "parameters": parameters,
             "idempotency_key": idempotency_key(routed.group_key, incident_id),
-            "flow_run_name": f"{incident_id} {routed.incident_type.value}",
+            "flow_run_name": f"{incident_id} {kind}",
             "tags": ["irp-intake", f"source:{alert.source.value}", f"route:{routed.route}"],
         })
         self._x(conn, "INSERT INTO incidents (id, incident_type, group_key, created_at) VALUES (?, ?, ?, ?)",
-                (incident_id, routed.incident_type.value, routed.group_key, now))
+                (incident_id, kind, routed.group_key, now))
         return AlertDecision(**base, outcome="new_incident", deduplicated=False, incident_id=incident_id,
-                       incident_type=routed.incident_type.value, route=routed.route, severity_hint=hint)
+                       incident_type=kind, route=routed.route, severity_hint=hint)
 
     def _flow_run(self, conn: Any, incident_id: str) -> str | None:
         found = self._flow_runs.get(incident_id)

@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[3]
 # Actions of irp/actions/aws/ and irp/actions/http.py that change nothing they are pointed at.
 READ_ONLY = {"aws.list_persistence", "aws.lookup_cloudtrail_events", "aws.snapshot_volumes", "http.request",
              "aws.describe_access_key", "aws.describe_instance", "aws.describe_bucket", "aws.collect_s3_data_events",
-             "aws.collect_s3_access_logs", "aws.collect_instance_state", "aws.query_logs_insights"}
+             "aws.collect_s3_access_logs", "aws.collect_instance_state", "aws.query_logs_insights",
+             "platform.describe_user", "platform.describe_token", "platform.export_audit_log"}
 
 
 def verdict(monkeypatch: pytest.MonkeyPatch, rules: dict, action: str, args: dict, templated: tuple[str, ...] = ()):
