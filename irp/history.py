@@ -219,10 +219,11 @@ def export_bundle(store: EvidenceStore, incident_id: str, path: Path, *, actor: 
     sums: dict[str, str] = {}
     files: dict[str, bytes] = {}
     reports = {}
-    for name in ("review/report.html", "review/report.md"):
-        if name in names:
+    for suffix in ("report.html", "report.md"):  # the report with the review's outcome, else the draft
+        name = next((n for n in (f"review/final-{suffix}", f"review/{suffix}") if n in names), None)
+        if name:
             with store.open(incident_id, name, actor=actor) as handle:
-                reports[name] = handle.read()
+                reports[f"review/{suffix}"] = handle.read()
     raws = store._custody_raw(incident_id)  # byte for byte (after the reads above), to check offline
     _, chain_problems = check_chain(incident_id, raws)
     entries = [e for e in store.custody(incident_id) if e.event == "audit"]

@@ -4,7 +4,8 @@ The report itself is assembled by irp/reports/review.py (summary, timeline and c
 against their targets, what worked and what did not, corrective actions with owners).
 
 Side effects (not in dry runs): review/report.md, review/report.html, review/timeline.svg and
-review/metrics.json archived as evidence; Prefect artifacts: markdown `review-<id>`, table
+review/metrics.json archived as evidence (review/final-*.* once the review's outcome is recorded);
+Prefect artifacts: markdown `review-<id>`, table
 `metrics-<id>`, and the aggregates over every incident of the store by type and severity as
 markdown `incident-metrics` and table `incident-metrics-table`; a timeline entry.
 """
@@ -53,16 +54,17 @@ def write_report(args: ReportArgs, ctx: ActionContext) -> dict[str, Any]:
     incident = ctx.incident
     now = utcnow()
     evidence = ctx.store.manifest(incident.id)
+    at = "review/final-" if incident.review else "review/"  # the draft, then the report with the recorded outcome
     markdown = report_markdown(incident, args, evidence, now=now)
     metrics = measure_incident(incident, now=now)
     chart = timeline_svg(incident)
-    item = ctx.archive("review/report.md", markdown.encode(), content_type="text/markdown; charset=utf-8",
+    item = ctx.archive(f"{at}report.md", markdown.encode(), content_type="text/markdown; charset=utf-8",
                        source_system="irp")
-    ctx.archive("review/timeline.svg", chart.encode(), content_type="image/svg+xml", source_system="irp")
+    ctx.archive(f"{at}timeline.svg", chart.encode(), content_type="image/svg+xml", source_system="irp")
     html = render_review_html(compose(incident, args, evidence, now=now), chart)
-    page = ctx.archive("review/report.html", html.encode(), content_type="text/html; charset=utf-8",
+    page = ctx.archive(f"{at}report.html", html.encode(), content_type="text/html; charset=utf-8",
                        source_system="irp")
-    ctx.archive_json("review/metrics.json", metrics.model_dump(mode="json"), source_system="irp")
+    ctx.archive_json(f"{at}metrics.json", metrics.model_dump(mode="json"), source_system="irp")
     key = f"review-{incident.id.lower()}"
     if not ctx.dry_run:
         create_markdown_artifact(key=key, markdown=markdown, description=f"Post-incident review of {incident.id}")
