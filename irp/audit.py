@@ -47,7 +47,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ACTS = ("opened", "declared", "updated", "approved", "rejected", "approval_timed_out", "action_closed", "exported",
-        "clients_confirmed", "stage_advanced", "review_recorded", "false_positive", "closed", "triaged")
+        "clients_confirmed", "stage_advanced", "review_recorded", "false_positive", "closed", "triaged",
+        "notification_approved", "notification_postponed")
 
 
 def record_digest(incident: Incident) -> str:

@@ -340,9 +340,12 @@ class NotificationRecord(_Model):
     obligation: str | None = Field(None, description="Id of the obligation it fulfils.")
     status: Literal["sent", "partial", "failed", "not_sent", "held", "dry_run"]
     reason: str = Field("", description="Why it was not (fully) sent.")
-    hold: Literal["", "unconfirmed_client", "unknown_client"] = Field(
-        "", description="Why a Client's message was kept back: the Client comes from alert data and is not "
-                        "confirmed (held, archived), or it is not a configured Client (reported, never mailed).")
+    hold: Literal["", "unconfirmed_client", "unknown_client", "review"] = Field(
+        "", description="Why a message was kept back: the Client comes from alert data and is not confirmed (held, "
+                        "archived), it is not a configured Client (reported, never mailed), or it awaits its "
+                        "reviewer's approval (IRP_NOTIFY_REVIEW).")
+    reviewed_by: str = Field("", description="Who approved the message before it left (IRP_NOTIFY_REVIEW).")
+    edits: dict[str, str] = Field(default_factory=dict, description="Free-text parts the reviewer rewrote.")
     late_reason: str = Field("", description="Reasons for the delay, when sent after the deadline (Art. 33(1)).")
     deliveries: list[Delivery] = Field(default_factory=list)
     evidence: str = Field("", description="Evidence item holding the rendered message and the delivery result.")

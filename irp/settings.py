@@ -210,6 +210,12 @@ class Settings(BaseSettings):
     notify_data_subjects: dict[str, list[str]] = Field(
         default_factory=dict,
         description='Who relays Art. 34 communications to the people concerned, per Client or "*", JSON.')
+    notify_review: dict[str, list[str]] = Field(
+        default_factory=lambda: {a: ["dpo@confluent-digital.com"] for a in ("authority", "client", "data_subjects")},
+        description='Who reviews a message before it leaves, per audience (authority, client, data_subjects), JSON: '
+                    '{"authority": ["dpo@…"]}. A message to a listed audience is held until one of them approves it '
+                    '(irp notifications approve, or its Resume form); {} sends without review. Internal messages are '
+                    'never held.')
     notify_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["confluent-digital.com"],
         description="Where messages may go: addresses, domains (also their subdomains) and URL prefixes "

@@ -22,6 +22,7 @@ from irp.notifications.obligations import deadlines
 from irp.settings import get_settings
 
 Audience = Literal["client", "authority", "internal", "data_subjects"]
+REVIEW_DEPLOYMENT = "review_notification/review"  # prefect.yaml
 
 
 class RenderArgs(ActionArgs):
@@ -97,7 +98,19 @@ def _send(ctx: ActionContext, *, template: str, audience: str, language: str, re
 
 
 def _report_hold(ctx: ActionContext, kept: NotificationRecord, obligation: Obligation | None) -> None:
-    """A Client message kept back is on the timeline; the internal recipients hear once per Client and incident."""
+    """A Client message kept back is on the timeline; the internal recipients hear once per Client and incident.
+
+    One held for review: its reviewers are told, and on a deployment's run a review run waits for them
+    with the message on its Resume form (flows/notification_review.py).
+    """
+    if kept.hold == "review":
+        ctx.record(f"{kept.audience} {kept.recipient}: held for its reviewer's approval", kind="notification",
+                   notification=kept.id, review_hold=True, obligation=obligation.id if obligation else None)
+        if not ctx.dry_run:
+            _tell_internal(ctx, kind="review_pending", obligation=obligation, reason=kept.reason)
+            if obligation is not None:
+                _start_review_run(ctx, obligation)
+        return
     reported = {e.data.get("client") for e in [*ctx.incident.timeline, *ctx.timeline] if e.data.get("client_hold")}
     what = ("held until a responder confirms this Client" if kept.hold == "unconfirmed_client"
             else "not a configured Client: reported, never mailed")
@@ -106,6 +119,24 @@ def _report_hold(ctx: ActionContext, kept: NotificationRecord, obligation: Oblig
                obligation=obligation.id if obligation else None)
     if kept.recipient not in reported:
         _tell_internal(ctx, kind=kept.hold, obligation=obligation, reason=kept.reason, client=kept.recipient)
+
+
+def _start_review_run(ctx: ActionContext, obligation: Obligation) -> None:
+    """On the stack, the review waits in its own suspended run, whose Resume form shows the message."""
+    from prefect.runtime import deployment
+
+    if not (ctx.flow_run_id and deployment.id):
+        return
+    from prefect.deployments import run_deployment
+
+    try:
+        run_deployment(REVIEW_DEPLOYMENT, timeout=0, as_subflow=False,
+                       parameters={"incident_id": ctx.incident.id, "obligation_id": obligation.id},
+                       idempotency_key=f"review:{ctx.incident.id}:{obligation.id}",
+                       flow_run_name=f"{ctx.incident.id} review {obligation.id}")
+    except Exception as exc:  # noqa: BLE001 (the CLI still reviews it; the watch keeps reminding)
+        ctx.record(f"review run for {obligation.id} not started ({type(exc).__name__}: {exc}); review it with "
+                   f"irp notifications review {ctx.incident.id} {obligation.id}", kind="finding")
 
 
 def _escalate(ctx: ActionContext, failed: NotificationRecord, obligation: Obligation | None) -> None:

@@ -16,6 +16,7 @@ from irp.cli.audit import audit_app
 from irp.cli.common import echo_err
 from irp.cli.evidence import evidence_app
 from irp.cli.incidents import incidents_app
+from irp.cli.notifications import notifications_app
 from irp.cli.playbooks import playbooks_app
 from irp.cli.report import report_app
 from irp.cli.runtime import adopt_stack, demo, run, stack, webhook, worker
@@ -29,6 +30,7 @@ app.add_typer(playbooks_app, name="playbooks")
 app.add_typer(actions_app, name="actions")
 app.add_typer(evidence_app, name="evidence")
 app.add_typer(incidents_app, name="incidents")
+app.add_typer(notifications_app, name="notifications")
 app.add_typer(audit_app, name="audit")
 app.add_typer(report_app, name="report")
 for command in (webhook, run, stack, worker, demo):  # top-level commands (irp/cli/runtime.py)

@@ -103,9 +103,14 @@ def dispatch(
     now: datetime | None = None,
     extra: dict[str, Any] | None = None,
     archived: list[Any] | None = None,
+    reviewed_by: str = "",
+    edits: dict[str, str] | None = None,
 ) -> NotificationRecord:
     """Render, check the deadline, send to the configured recipients, archive; the record says what happened.
 
+    A message to an audience IRP_NOTIFY_REVIEW lists goes only with `reviewed_by` (irp/notifications/review.py):
+    without it, it is rendered, archived and held for its reviewers. `edits` replace the free-text parts
+    (nature, measures, recommendations) of the templates that offer them.
     The evidence items written (message, delivery record) are appended to `archived` when given.
     """
     now = now or utcnow()
@@ -121,12 +126,18 @@ def dispatch(
         "notification": {"phase": phase, "late": late, "late_reason": late_reason,
                          "due_at": due.isoformat() if due else None, "sent_at": now.isoformat()},
         "contacts": CONTACTS,
+        "edits": dict(edits or {}),
         **(extra or {}),
     }
     rendered = render(settings.playbooks_dir / "templates", template, language, variables)
     record_id = f"N-{now:%Y%m%d%H%M%S}-{_secrets.token_hex(3).upper()}"
     addresses, setting = recipients_for(settings, audience, recipient)
     hold, held_because = client_hold(incident, settings, audience, recipient, obligation)
+    if not hold and not reviewed_by and settings.notify_review.get(audience):
+        show = f"{incident.id} {obligation.id}" if obligation else incident.id
+        hold, held_because = "review", (
+            f"held for review by {', '.join(settings.notify_review[audience])} (IRP_NOTIFY_REVIEW): read it with "
+            f"irp notifications review {show}; send it with irp notifications approve {show} --by NAME")
     reason = ""
     if late and not late_reason:
         deliveries: list[Delivery] = []
@@ -139,7 +150,7 @@ def dispatch(
         reason = "dry run: rendered, not sent" + (f"; {held_because}" if hold else "")
     elif hold:
         deliveries = [Delivery(channel="none", recipient=recipient, status="not_sent", detail=held_because)]
-        status, reason = ("held" if hold == "unconfirmed_client" else "not_sent"), held_because
+        status, reason = ("held" if hold in ("unconfirmed_client", "review") else "not_sent"), held_because
     elif not addresses:
         deliveries = [Delivery(channel="none", recipient=recipient or audience, status="not_sent",
                                detail=f"not sent: no recipient configured for {audience} {recipient!r} ({setting})")]
@@ -159,7 +170,7 @@ def dispatch(
         id=record_id, at=now, phase=phase, audience=audience, recipient=recipient, template=template,
         language=language, subject=rendered.subject, obligation=obligation.id if obligation else None,
         status=status, reason=reason, hold=hold, late_reason=late_reason if late else "", deliveries=deliveries,
-        evidence=item.name,
+        evidence=item.name, reviewed_by=reviewed_by, edits=dict(edits or {}),
     )
     delivery = store.put_json(incident.id, f"{folder}/{stem}.delivery.json", record.model_dump(mode="json"),
                               collected_by=collected_by, source_system="irp")

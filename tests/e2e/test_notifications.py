@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import re
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
 from lifecycle_fixtures import EVERYONE_AGREES
 from notify_fixtures import SMTP_PASSWORD, smtp_server, tls_cert, webhook  # noqa: F401 (fixtures)
 from pydantic import SecretStr
@@ -19,11 +21,12 @@ from flows.declare import IncidentReport, declare_incident
 from flows.incidents import INCIDENT_FLOWS
 from irp.alerts import read_alert
 from irp.cli import app
+from irp.deadlines import check_deadlines
 from irp.evidence import open_store
 from irp.intake.routing import Router
 from irp.models import IncidentStatus, IncidentType, StepStatus
 from irp.notifications.channels import Message, deliver
-from irp.notifications.obligations import deadlines
+from irp.notifications.obligations import deadlines, notifications_of
 from irp.playbook.models import Routing
 from irp.settings import Settings, get_settings
 
@@ -128,6 +131,7 @@ def configured(smtp_server, tls_cert, monkeypatch: pytest.MonkeyPatch):
         "IRP_NOTIFY_ALLOWLIST": "confluent-digital.com,dpo@acme.example",
         "IRP_NOTIFY_RETRY_BASE_SECONDS": "0.05",
         "IRP_NOTIFY_RETRY_MAX_SECONDS": "0.1",
+        "IRP_NOTIFY_REVIEW": "{}",  # these tests are about delivery; TestReviewGate holds messages for review
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -218,7 +222,9 @@ class TestFlows:
         client = [n for n in incident.notifications if n.audience == "client"]
         assert client and all(n.status == "not_sent" and "no recipient configured" in n.reason for n in client)
 
-    def test_nothing_configured_renders_archives_and_says_not_sent(self, evidence_root: Path) -> None:
+    def test_nothing_configured_renders_archives_and_says_not_sent(self, evidence_root: Path, monkeypatch) -> None:
+        monkeypatch.setenv("IRP_NOTIFY_REVIEW", "{}")
+        get_settings.cache_clear()
         summary = run(IncidentType.data_leak, read_alert(SAMPLES / "data_leak.json"))
         assert all(s.status == StepStatus.completed for s in summary.stages) and not summary.escalated
         incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
@@ -329,3 +335,75 @@ class TestClientsNamedByAlerts:
         assert summary.waiting is not None and summary.waiting.stage.value == "contain"
         incident = open_store(f"file://{evidence_root}").load_incident(summary.incident_id)
         assert [(o.source, o.confirmed) for o in incident.client_origins] == [("responder", True)]
+
+
+@pytest.mark.usefixtures("prefect_server")
+class TestReviewGate:
+    """No message to a Client or an authority leaves before its reviewer approves it (IRP_NOTIFY_REVIEW)."""
+
+    @pytest.fixture
+    def reviewed(self, configured, monkeypatch: pytest.MonkeyPatch):
+        monkeypatch.setenv("IRP_NOTIFY_REVIEW", json.dumps({"authority": ["dpo@confluent-digital.com"],
+                                                             "client": ["dpo@confluent-digital.com"]}))
+        get_settings.cache_clear()
+        return configured
+
+    def held_run(self, smtp) -> str:
+        alert = read_alert(SAMPLES / "data_leak.json")
+        summary = run(IncidentType.data_leak, alert, decisions=None, **stated_by_route(alert, "acme-callcenter"))
+        assert smtp.to("dpo@acme.example") == [] and smtp.to("cnil-filing@confluent-digital.com") == []
+        return summary.incident_id
+
+    def test_external_messages_wait_for_the_reviewer_who_is_told(self, reviewed, evidence_root: Path) -> None:
+        incident_id = self.held_run(reviewed)
+        incident = open_store(f"file://{evidence_root}").load_incident(incident_id)
+        held = {n.obligation: n for n in incident.notifications if n.hold == "review"}
+        assert {"client:acme-callcenter", "gdpr_authority"} <= set(held)
+        assert all(n.status == "held" and not n.deliveries[0].status == "sent" for n in held.values())
+        told = [m for m in reviewed.to("dpo@confluent-digital.com") if "Message à relire" in m.message["Subject"]]
+        assert told and f"irp notifications approve {incident_id}" in told[0].message.get_body(("plain",)).get_content()
+        open_ids = [d.obligation.id for d in deadlines(incident, incident.aware_at) if d.is_open]
+        assert "gdpr_authority" in open_ids  # held is not met
+
+    def test_approval_from_the_cli_sends_exactly_one_message_per_recipient(self, reviewed, evidence_root: Path) -> None:
+        incident_id = self.held_run(reviewed)
+        shown = CliRunner().invoke(app, ["notifications", "review", incident_id, "client:acme-callcenter"])
+        assert shown.exit_code == 0, shown.output
+        assert "deadline" in shown.output and "Subject: [Confluent Digital] Incident de sécurité" in shown.output
+        approved = CliRunner().invoke(app, ["notifications", "approve", incident_id, "client:acme-callcenter",
+                                            "--by", "Claire Petit (DPO)"])
+        assert approved.exit_code == 0, approved.output
+        [letter] = reviewed.to("dpo@acme.example")
+        assert letter.message["Subject"].startswith("[Confluent Digital] Incident de sécurité")
+        again = CliRunner().invoke(app, ["notifications", "approve", incident_id, "client:acme-callcenter",
+                                         "--by", "Claire Petit (DPO)"])
+        assert again.exit_code == 1 and "already sent" in again.output
+        assert len(reviewed.to("dpo@acme.example")) == 1 and reviewed.to("cnil-filing@confluent-digital.com") == []
+        store = open_store(f"file://{evidence_root}")
+        incident = store.load_incident(incident_id)
+        met = {d.obligation.id: d.status for d in deadlines(incident, incident.aware_at)}
+        assert met["client:acme-callcenter"] == "met" and met["gdpr_authority"] == "open"
+        sent = [n for n in notifications_of(incident) if n.status == "sent" and n.audience == "client"]
+        assert [n.reviewed_by for n in sent] == ["Claire Petit (DPO)"]
+        acts = [e.details["act"] for e in store.custody(incident_id) if e.event == "audit"]
+        assert "notification_approved" in acts
+
+    def test_postpone_is_recorded_and_the_watch_escalates_near_the_deadline(self, reviewed, evidence_root: Path) -> None:
+        incident_id = self.held_run(reviewed)
+        bad = CliRunner().invoke(app, ["notifications", "postpone", incident_id, "gdpr_authority", "--by", "Claire",
+                                       "--reason", " "])
+        assert bad.exit_code == 1 and "say why" in bad.output
+        ok = CliRunner().invoke(app, ["notifications", "postpone", incident_id, "gdpr_authority", "--by", "Claire",
+                                      "--reason", "numbers being checked with the Client"])
+        assert ok.exit_code == 0, ok.output
+        store = open_store(f"file://{evidence_root}")
+        incident = store.load_incident(incident_id)
+        assert any(e.kind == "notification_postponed" and "numbers being checked" in e.message for e in incident.timeline)
+        due = next(o.due_at for o in incident.obligations if o.id == "gdpr_authority")
+        before = len(reviewed.messages)
+        with time_machine.travel(due - timedelta(minutes=30), tick=False):
+            report = check_deadlines(store, get_settings())
+        near = [n for n in report.notices if n.obligation == "gdpr_authority"]
+        assert near and near[0].kind == "near"
+        body = reviewed.messages[before].message.get_body(("plain",)).get_content()
+        assert "held for review" in body  # the escalation says why it has not gone

@@ -65,3 +65,16 @@ def test_the_triage_deployment_and_its_parameters() -> None:
     name, parameters = triage_call(Alert(source="generic", title="root login"), "INC-2", "critical")
     assert name == TRIAGE_DEPLOYMENT and tuple(parameters) == TRIAGE_PARAMETERS
     assert triage.validate_parameters(parameters)["incident_id"] == "INC-2"
+
+
+def test_the_review_deployment_is_the_one_a_held_message_starts() -> None:
+    from flows.notification_review import review_notification
+    from irp.actions.notification import REVIEW_DEPLOYMENT
+
+    document = YAML(typ="safe").load((REPO / "prefect.yaml").read_text())
+    deployed = {d["entrypoint"]: d["name"] for d in document["deployments"]}
+    flow_name, deployment = REVIEW_DEPLOYMENT.split("/")
+    assert review_notification.name == flow_name
+    assert deployed["flows/notification_review.py:review_notification"] == deployment
+    parameters = review_notification.validate_parameters({"incident_id": "INC-3", "obligation_id": "gdpr_authority"})
+    assert parameters == {"incident_id": "INC-3", "obligation_id": "gdpr_authority"}
