@@ -52,8 +52,13 @@ ACTS = ("opened", "declared", "updated", "approved", "rejected", "approval_timed
 
 
 def record_digest(incident: Incident) -> str:
-    """SHA-256 of the incident record without its timeline (canonical JSON)."""
-    return hashlib.sha256(canonical(incident.model_dump(mode="json", exclude={"timeline"}))).hexdigest()
+    """SHA-256 of the incident record without its timeline (canonical JSON), as read from the store.
+
+    Only the fields the record holds count (`exclude_unset`): a record written before a field was added to
+    the model still verifies after an upgrade, the new field being absent from it, not set to its default.
+    """
+    return hashlib.sha256(canonical(incident.model_dump(mode="json", exclude={"timeline"}, exclude_unset=True))
+                          ).hexdigest()
 
 
 def record(

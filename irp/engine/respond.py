@@ -501,7 +501,8 @@ def _close(incident: Incident, records: audit.AuditedRecord, waiter: Waiter | No
         "status": IncidentStatus.closed, "closure": closure, "waiting": None,
         "timeline": [*incident.timeline, TimelineEntry(at=at, kind="closed", message=f"incident closed: {closure.note}")]})
     records.save(incident)
-    audit.record(records.store, incident.id, "closed", actor=records.actor, incident=incident, strict=False)
+    audit.record(records.store, incident.id, "closed", actor=records.actor, incident=records.last or incident,
+                 strict=False)
     return incident
 
 

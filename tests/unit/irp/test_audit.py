@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from irp import audit
 from irp.cli.audit import audit_app
 from irp.errors import EvidenceError
 from irp.evidence import LocalEvidenceStore
+from irp.evidence.custody import canonical
 from irp.models import IncidentStatus, Severity
 
 runner = CliRunner()
@@ -57,7 +59,8 @@ class TestRecording:
         assert entries[0].details["status"] == "detected" and entries[0].actor == "flow run test"
         assert entries[1].details["changes"]["status"] == ["detected", "closed"]
         assert len(entries[1].details["changes"]["stages"]) == 7
-        assert entries[1].sha256 == audit.record_digest(incident)
+        as_stored = type(incident).model_validate_json(incident.model_dump_json())  # audited as a read returns it
+        assert entries[1].sha256 == audit.record_digest(as_stored)
         assert entries[2].actor == "Alice"
         # one chain: the evidence entries (alert collected, archived) come first
         assert [e.event for e in store.custody(incident.id)][:2] == ["collected", "archived"]
@@ -125,6 +128,24 @@ class TestTampering:
         assert [(p.kind, p.subject) for p in result.problems] == [("altered", "incident.json")]
         n = audit_line(store, incident.id, "updated")
         assert f"differs from the last audited state (custody.jsonl line {n}" in result.problems[0].detail
+
+    def test_a_record_written_before_a_field_existed_still_verifies_after_an_upgrade(self, store) -> None:
+        """An older irp wrote records without the fields added since (waiting, review, closure…): not tampering."""
+        incident = build_incident("INC-20261103-OLD1", detected=T0)
+        older = json.loads(incident.model_dump_json())
+        for added in ("waiting", "review", "closure"):
+            del older[added]
+        for item in older["notifications"]:
+            del item["reviewed_by"], item["edits"]
+        store.save_incident(incident)
+        (store.root / incident.id / "incident.json").write_text(json.dumps(older))
+        digest = hashlib.sha256(canonical({k: v for k, v in older.items() if k != "timeline"})).hexdigest()
+        store.record_custody(incident.id, "audit", actor="flow run old", sha256=digest,
+                             details={"act": "updated", "status": "closed", "severity": "critical"})
+        assert audit.verify_incident(store, incident.id).intact
+        older["severity"] = "minor"  # and an edit is still one
+        (store.root / incident.id / "incident.json").write_text(json.dumps(older))
+        assert not audit.verify_incident(store, incident.id).intact
 
     def test_a_record_with_no_audited_state_is_reported(self, store) -> None:
         store.save_incident(build_incident("INC-9", detected=T0))
