@@ -166,8 +166,8 @@ def assess_obligations(args: ObligationsArgs, ctx: ActionContext) -> dict[str, A
     for obligation in obligations:
         ctx.record(f"notification due: {obligation.kind} to {obligation.audience} {obligation.recipient} by "
                    f"{obligation.due_at:%Y-%m-%d %H:%M} UTC ({obligation.basis}; {obligation.clock})",
-                   kind="obligation", obligation=obligation.id, due_at=obligation.due_at.isoformat())
+                   kind="obligation", obligation=obligation.id, due_at=obligation.due_at.isoformat(), gdpr_role=role)
     not_due = [f"{d.rule} ({d.why})" for d in decisions if not d.due]
-    if not_due:
-        ctx.record("not due: " + "; ".join(not_due), kind="obligation")
+    if not_due:  # gdpr_role: the letters take the same legal position (irp/notifications/facts.py)
+        ctx.record("not due: " + "; ".join(not_due), kind="obligation", gdpr_role=role)
     return assessment

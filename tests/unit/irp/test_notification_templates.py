@@ -59,7 +59,7 @@ class TestRequiredContents:
 
     def test_an_authority_template_without_the_numbers_fails_on_art_33_3_a(self, folder: Path) -> None:
         path = folder / "authority_notification.fr.md.j2"
-        path.write_text(path.read_text().replace("{{ pd.approx_people if", "{{ 'inconnu' if"))
+        path.write_text(path.read_text().replace("{{ t.people(f) }}", "des personnes"))
         assert any("33(3)(a): the approximate numbers" in str(p) for p in validate_templates(folder))
 
     def test_syntax_and_undefined_variables_are_reported_with_their_file(self, folder: Path) -> None:
