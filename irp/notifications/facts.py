@@ -125,6 +125,8 @@ def _steps(incident: Incident, steps: dict[str, Any] | None) -> dict[str, dict[s
         action, status = data.get("action"), data.get("status")
         if match and not (action and status):
             action, status = match["action"], match["status"]
+        if "(dry run)" in entry.message or data.get("dry_run"):  # nothing was changed
+            status = "dry_run"
         if action and status:
             found[entry.step or (match["id"] if match else "")] = {
                 "action": action, "stage": entry.stage.value, "status": status, "at": entry.at}
@@ -132,7 +134,8 @@ def _steps(incident: Incident, steps: dict[str, Any] | None) -> dict[str, dict[s
         if isinstance(record, dict) and record.get("stage") in [s.value for s in _MEASURE_STAGES] \
                 and record.get("phase") in (None, ""):
             found[sid] = {"action": record.get("action", ""), "stage": record["stage"],
-                          "status": record.get("status", ""), "at": record.get("ended_at")}
+                          "status": "dry_run" if record.get("dry_run") else record.get("status", ""),
+                          "at": record.get("ended_at")}
     return found
 
 
