@@ -118,7 +118,7 @@ class TestOneLegalPosition:
         assert "il vous appartient" not in client
         assert "Confluent Digital SAS, responsable du traitement des données concernées" in client
         # The initial CNIL letter leaves before the Art. 34 letter: it says they will be informed, not that they are.
-        assert "sont informées" not in cnil and "les\ninformera directement" in cnil
+        assert "personnes concernées sont informées" not in cnil and "les\ninformera directement" in cnil
 
     def test_processor_letters_tell_the_client_and_assist_it(self) -> None:
         scenario = Scenario(**{**SCENARIOS["data_leak"].__dict__, "role": "processor"})
