@@ -261,3 +261,9 @@ def test_numbers_and_subjects_without_personal_data() -> None:
     facts = letter_facts(quiet, language="fr", phase="initial", audience="client", now=PHASE_AT["initial"])
     assert facts["subjects"] == [] and facts["people"] == ""
     assert all(m["stage"] in (Stage.contain.value, Stage.restore.value) for m in facts["measures"]["done"])
+
+
+@pytest.mark.parametrize("file", ["authority_notification.fr.initial.md", "client_notification.fr.initial.md"])
+def test_the_letters_in_the_docs_are_the_golden_ones(file: str) -> None:
+    docs = (REPO / "docs" / "notifications.md").read_text(encoding="utf-8")
+    assert f"```text\n{(GOLDEN / 'data_leak' / file).read_text(encoding='utf-8')}```" in docs
