@@ -141,11 +141,14 @@ def _steps(incident: Incident, steps: dict[str, Any] | None) -> dict[str, dict[s
 
 def _measure(item: ActionItem | None, *, step: str, action: str, stage: str, at: Any, language: str,
              state: str) -> dict[str, Any]:
-    written = item is not None and not item.step  # a person wrote it (the review's corrective actions)
+    # own: a person wrote it (the review's corrective actions); a takeover's title is internal (the step's action
+    # names it); a playbook measure's title is the wording of last resort, when the letter's texts have none.
+    own = item is not None and not item.step
+    title = item.title if item is not None and not item.id.startswith("T-") else ""
     moment = at if isinstance(at, datetime) or at is None else datetime.fromisoformat(str(at).replace("Z", "+00:00"))
     return {"state": state, "step": step, "action": action, "stage": stage, "at": paris_time(at, language),
             "when": moment.isoformat() if moment else "",
-            "date": _date(at, language), "id": item.id if item else "", "title": item.title if written else "",
+            "date": _date(at, language), "id": item.id if item else "", "title": title, "own": own,
             "due": _date(item.due_at, language) if item and item.due_at else ""}
 
 

@@ -199,7 +199,7 @@ def test_a_response_waits_for_people_survives_a_killed_worker_and_repeats_nothin
     assert finals
     with store.open(incident_id, finals[0]) as handle:
         letter = handle.read().decode()
-    assert ROTATE in letter and ("terminée le" in letter or "done on" in letter)
+    assert f"- {ROTATE} — le " in letter  # a measure taken, with its date (no wording for this test's step)
     reports = [i.name for i in store.manifest(incident_id) if i.name.startswith("review/report") and i.name.endswith(".md")]
     with store.open(incident_id, reports[-1]) as handle:
         report = handle.read().decode()
