@@ -57,6 +57,7 @@ class Scenario:
     corrective: list[tuple[str, str]] = field(default_factory=list)  # (step id or "", title)
     significant: bool = False
     role: str = "controller"
+    for_client: bool = False  # processor instructed to notify and inform on the Client's behalf
     alert_title: str = "Alert title from the source"
     alert_description: str = "Free text of the alert, written by a machine."
     started: timedelta | None = None
@@ -67,7 +68,7 @@ class Scenario:
 
     def base(self) -> Incident:
         timeline = [TimelineEntry(at=AWARE - timedelta(minutes=5), kind="obligation", message="obligations assessed",
-                                  data={"gdpr_role": self.role})]
+                                  data={"gdpr_role": self.role, "notify_for_client": self.for_client})]
         if self.started is not None:
             timeline.append(TimelineEntry(at=AWARE + timedelta(hours=1), kind="letter_fact", actor="Alice Durand",
                                           message="breach_started_at stated",
@@ -90,7 +91,8 @@ class Scenario:
             severity_reason="", detected_at=AWARE - timedelta(minutes=16), aware_at=AWARE,
             affected_clients=self.clients, affected_systems=self.systems, personal_data=self.data,
             actions=actions, timeline=timeline)
-        obligations, _ = decide(incident, controller=self.role == "controller", risk=self.data.involved,
+        obligations, _ = decide(incident, controller=self.role == "controller", for_client=self.for_client,
+                                risk=self.data.involved,
                                 high_risk=self.data.high_risk, significant=self.significant, client_notice_hours=24)
         return incident.model_copy(update={"obligations": obligations})
 

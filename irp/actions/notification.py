@@ -44,7 +44,8 @@ def render(args: RenderArgs, ctx: ActionContext) -> dict[str, Any]:
                                 "contacts": CONTACTS,
                                 "facts": letter_facts(ctx.incident, language=args.language, phase=phase,
                                                       audience=args.audience, steps=variables["steps"],
-                                                      default_role=settings.gdpr_role, now=now)})
+                                                      default_role=settings.gdpr_role,
+                                                      for_client=settings.gdpr_notify_for_client, now=now)})
     item = ctx.archive(
         f"notifications/{phase}/{args.template}.{args.language}.md",
         f"Subject: {rendered.subject}\n\n{rendered.text}".encode(),

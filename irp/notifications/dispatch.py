@@ -122,7 +122,8 @@ def dispatch(
                          "due_at": due.isoformat() if due else None, "sent_at": now.isoformat()},
         "contacts": CONTACTS,
         "facts": letter_facts(incident, language=language, phase=phase, audience=audience, recipient=recipient,
-                              steps=context.get("steps"), default_role=settings.gdpr_role, now=now),
+                              steps=context.get("steps"), default_role=settings.gdpr_role,
+                              for_client=settings.gdpr_notify_for_client, now=now),
         **(extra or {}),
     }
     rendered = render(settings.playbooks_dir / "templates", template, language, variables)

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from irp.lifecycle import fold
 from irp.models import ActionItem, Incident, NotificationRecord, Stage, TimelineEntry, utcnow
 
 __all__ = ["FACT", "FACT_FIELDS", "PARIS", "fact_entry", "letter_facts", "number", "paris_time", "subjects_of"]
@@ -105,13 +106,14 @@ def subjects_of(incident: Incident) -> list[str]:
     return [k for k in SUBJECT_KEYS if k in found]
 
 
-def role_of(incident: Incident, default: str) -> Literal["controller", "processor"]:
-    """The GDPR role the obligations were decided with (the assessment's timeline entries), else `default`."""
+def role_of(incident: Incident, default: str, for_client: bool = False) -> tuple[Literal["controller", "processor"], bool]:
+    """The GDPR role the obligations were decided with (the assessment's timeline entries), else `default`; and
+    whether, as processor, Confluent Digital notifies and informs on the Client's behalf (IRP_GDPR_NOTIFY_FOR_CLIENT)."""
     for entry in reversed(incident.timeline):
         role = entry.data.get("gdpr_role") if entry.kind == "obligation" else None
         if role in ("controller", "processor"):
-            return role
-    return "processor" if default == "processor" else "controller"
+            return role, role == "processor" and bool(entry.data.get("notify_for_client"))
+    return ("processor", for_client) if default == "processor" else ("controller", False)
 
 
 def _steps(incident: Incident, steps: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -205,10 +207,15 @@ def letter_facts(
     recipient: str = "",
     steps: dict[str, Any] | None = None,
     default_role: str = "controller",
+    for_client: bool = False,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Everything a letter may state about `incident`, for the templates' `facts` variable."""
+    """Everything a letter may state about `incident`, for the templates' `facts` variable.
+
+    `default_role` and `for_client` (IRP_GDPR_ROLE, IRP_GDPR_NOTIFY_FOR_CLIENT) apply when the record does not say
+    which role its obligations were decided with."""
     now = now or utcnow()
+    incident = fold(incident)  # people's decisions applied: measures closed, the review
     records = _notifications(incident)
     previous = [] if audience == "internal" else _sent(records, now, audience=audience, recipient=recipient)
     last = previous[-1] if previous else None
@@ -221,9 +228,11 @@ def letter_facts(
     to_people = _sent(records, now, audience="data_subjects")
     owed = {o.kind for o in incident.obligations}
     review = incident.review
+    role, on_behalf = role_of(incident, default_role, for_client)
     return {
         "language": language,
-        "role": role_of(incident, default_role),
+        "role": role,
+        "for_client": on_behalf,
         "phase": kind,
         "previous": {"id": last.id, "at": paris_time(last.at, language), "phase": last.phase,
                      "template": last.template} if last else None,

@@ -131,6 +131,17 @@ class TestOneLegalPosition:
         english = letter("data_leak", "client_notification", language="en", scenario=scenario)
         assert "As your processor" in english and "Article 28(3)(f)" in english
 
+    def test_a_processor_instructed_by_its_clients_notifies_on_their_behalf(self) -> None:
+        scenario = Scenario(**{**SCENARIOS["data_leak"].__dict__, "role": "processor", "for_client": True})
+        assert {"authority_notification", "data_subject_communication"} <= {t for t, *_ in letters(scenario)}
+        client = letter("data_leak", "client_notification", scenario=scenario)
+        assert "En notre qualité de sous-traitant" in client and "Conformément à vos instructions" in client
+        assert "notifions cette violation à la CNIL en votre nom" in client and "Nous ne notifions pas" not in client
+        cnil = letter("data_leak", "authority_notification", scenario=scenario)
+        assert "agissant en qualité de sous-traitant, au nom" in cnil and "au nom du responsable du traitement" in cnil
+        people = letter("data_leak", "data_subject_communication", scenario=scenario)
+        assert "au nom et pour le compte du\nresponsable du traitement de vos données" in people
+
 
 class TestArticle33_3a:
     def test_categories_of_data_subjects_are_named(self) -> None:
