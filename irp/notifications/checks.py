@@ -208,3 +208,33 @@ def validate_templates(folder: Path) -> list[Any]:
 def _error_line(exc: Exception) -> int:
     match = re.search(r"line (\d+)", str(exc))
     return int(match[1]) if match else 1
+
+
+def measure_notes(folder: Path, playbooks: list[tuple[Path, Any]]) -> list[Any]:
+    """Notes (not problems) for the measure steps of `playbooks` that the letters of `folder` do not word:
+    a letter then names such a measure by its title, which may not be in the letter's language."""
+    from irp.playbook.problems import Problem
+
+    notes: list[Problem] = []
+    env = letter_environment(folder)
+    texts = {}
+    for language in ("fr", "en"):
+        try:
+            module = env.get_template(f"_texts.{language}.j2").module
+            texts[language] = (dict(module.measure_labels), dict(module.action_labels))  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 (a broken or missing _texts file is validate_templates' problem)
+            continue
+    for file, playbook in playbooks:
+        for stage in ("contain", "restore", "review"):
+            for n, step in enumerate(getattr(playbook.stages, stage)):
+                if not (step.action == "response.assign_action" or step.action.startswith(("aws.", "platform."))):
+                    continue
+                missing = [language for language, (steps, actions) in texts.items()
+                           if f"{playbook.incident_type}.{step.id}" not in steps and step.id not in steps
+                           and step.action not in actions]
+                if missing:
+                    notes.append(Problem(str(file), 1, 1, f"stages.{stage}.{n}",
+                                         f"note: measure step {step.id!r} has no wording in "
+                                         f"{', '.join(f'_texts.{lang}.j2' for lang in missing)} (measure_labels): "
+                                         "external letters name it by its title"))
+    return notes

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from irp.lifecycle import fold
 from irp.models import ActionItem, Incident, NotificationRecord, Stage, TimelineEntry, utcnow
+from irp.notifications.obligations import notifications_of
 
 __all__ = ["FACT", "FACT_FIELDS", "PARIS", "fact_entry", "letter_facts", "number", "paris_time", "subjects_of"]
 
@@ -192,12 +193,6 @@ def _sent(records: list[NotificationRecord], now: datetime, **match: Any) -> lis
             and all(getattr(n, key) in (value if isinstance(value, tuple) else (value,)) for key, value in match.items())]
 
 
-def _notifications(incident: Incident) -> list[NotificationRecord]:
-    from irp.notifications.obligations import notifications_of  # obligations imports nothing of facts
-
-    return notifications_of(incident)
-
-
 def letter_facts(
     incident: Incident,
     *,
@@ -216,7 +211,7 @@ def letter_facts(
     which role its obligations were decided with."""
     now = now or utcnow()
     incident = fold(incident)  # people's decisions applied: measures closed, the review
-    records = _notifications(incident)
+    records = notifications_of(incident)
     previous = [] if audience == "internal" else _sent(records, now, audience=audience, recipient=recipient)
     last = previous[-1] if previous else None
     kind = "final" if phase == "final" else ("complementary" if phase == "update" or last else "initial")
