@@ -145,11 +145,11 @@ def sent_before(scenario: Scenario) -> list[NotificationRecord]:
             for n, (_, phase, _, obligation) in enumerate(letters(scenario)) if obligation is not None]
 
 
-def render_letter(scenario: Scenario, n: int, language: str, folder: Path) -> Rendered:
-    """Render the scenario's n-th letter as dispatch does, at the time it leaves."""
+def render_letter(scenario: Scenario, n: int, language: str, folder: Path, incident: Incident | None = None) -> Rendered:
+    """Render the scenario's n-th letter as dispatch does, at the time it leaves (of `incident`, when given)."""
     template, phase, recipient, obligation = letters(scenario)[n]
     at = sent_at(scenario, n)
-    incident = scenario.state(at, sent_before(scenario))
+    incident = incident or scenario.state(at, sent_before(scenario))
     alert = Alert(title=scenario.alert_title, description=scenario.alert_description, observed_at=incident.detected_at,
                   labels={"tenant": ",".join(scenario.clients)})
     audience = obligation.audience if obligation is not None else "client"

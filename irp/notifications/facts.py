@@ -35,7 +35,7 @@ __all__ = ["FACT", "FACT_FIELDS", "PARIS", "fact_entry", "letter_facts", "number
 
 PARIS = ZoneInfo("Europe/Paris")
 FACT = "letter_fact"
-FACT_FIELDS = ("description", "breach_started_at", "data_subjects", "cross_border")
+FACT_FIELDS = ("description", "breach_started_at", "data_subjects", "cross_border", "root_cause")
 MET = ("sent", "partial")
 _MONTHS_EN = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
               "November", "December")
@@ -75,8 +75,9 @@ def number(value: int | None, language: str = "fr") -> str:
 
 
 def fact_entry(field: str, value: Any, by: str, language: str = "", at: datetime | None = None) -> TimelineEntry:
-    """The timeline entry by which a responder states a fact letters may use (the description they confirm, when
-    the breach began, the data subjects' categories, the cross-border impact)."""
+    """The timeline entry by which a responder states a fact letters may use: the description they confirm, when
+    the breach began, the data subjects' categories, the cross-border impact, the root cause in another language
+    than the review's. A text is given per `language` (fr, en); a letter uses only a text of its own language."""
     if field not in FACT_FIELDS:
         raise ValueError(f"unknown letter fact {field!r}; valid: {', '.join(FACT_FIELDS)}")
     if not str(by).strip():
@@ -86,11 +87,11 @@ def fact_entry(field: str, value: Any, by: str, language: str = "", at: datetime
 
 
 def _stated(incident: Incident, field: str, language: str) -> TimelineEntry | None:
-    """The latest statement of `field` (in `language` when it was given in several)."""
+    """The latest statement of `field` in `language` (or given for every language); `language` "": any."""
     entries = [e for e in incident.timeline if e.kind == FACT and e.data.get("field") == field
-               and e.data.get("value") not in (None, "", [])]
-    fitting = [e for e in entries if e.data.get("language") in ("", None, language)] or entries
-    return max(fitting, key=lambda e: e.at) if fitting else None
+               and e.data.get("value") not in (None, "", [])
+               and (not language or e.data.get("language") in ("", None, language))]
+    return max(entries, key=lambda e: e.at) if entries else None
 
 
 def subjects_of(incident: Incident) -> list[str]:
@@ -218,6 +219,7 @@ def letter_facts(
     description = _stated(incident, "description", language)
     started = _stated(incident, "breach_started_at", "")
     cross_border = _stated(incident, "cross_border", language)
+    root_cause = _stated(incident, "root_cause", language)
     pd = incident.personal_data
     to_cnil = _sent(records, now, audience="authority", recipient="cnil")
     to_people = _sent(records, now, audience="data_subjects")
@@ -247,6 +249,7 @@ def letter_facts(
                       "id": to_cnil[0].id if to_cnil else ""},
         "art34": {"owed": "data_subjects" in owed, "high_risk": pd.high_risk,
                   "sent": paris_time(to_people[0].at, language) if to_people else ""},
-        "review": {"causes": review.causes, "by": review.by, "at": paris_time(review.at, language)} if review else None,
+        "review": {"causes": str(root_cause.data["value"]) if root_cause else review.causes, "by": review.by,
+                   "at": paris_time(review.at, language)} if review else None,
         "cross_border": str(cross_border.data["value"]) if cross_border else "",
     }

@@ -187,8 +187,27 @@ class TestFrench:
             "description", confirmed, by="Alice Durand", language="fr", at=AWARE + timedelta(hours=1))]})
         facts = letter_facts(stated, language="fr", phase="initial", audience="client", now=PHASE_AT["initial"])
         assert facts["description"] == confirmed
-        assert letter_facts(stated, language="en", phase="initial", audience="client",
-                            now=PHASE_AT["initial"])["description"] == confirmed  # the only one stated
+        english = letter_facts(stated, language="en", phase="initial", audience="client", now=PHASE_AT["initial"])
+        assert english["description"] == ""  # a French text never goes into an English letter: the type's wording
+        assert confirmed in render_letter(scenario, 0, "fr", TEMPLATES, incident=stated).text
+
+    def test_the_root_cause_can_be_stated_in_the_letters_language(self) -> None:
+        scenario = SCENARIOS["data_leak"]
+        incident = scenario.state(PHASE_AT["final"])
+        cause = "A key of the export service, written by mistake in a CI log, was used to copy the recordings."
+        stated = incident.model_copy(update={"timeline": [*incident.timeline, fact_entry(
+            "root_cause", cause, by="Claire Petit (DPO)", language="en", at=AWARE + timedelta(days=11))]})
+        english = letter_facts(stated, language="en", phase="final", audience="authority", recipient="anssi",
+                               now=PHASE_AT["final"])
+        french = letter_facts(stated, language="fr", phase="final", audience="authority", recipient="anssi",
+                              now=PHASE_AT["final"])
+        assert english["review"]["causes"] == cause and french["review"]["causes"] == scenario.causes
+
+    def test_a_letter_fact_needs_a_known_field_and_who_states_it(self) -> None:
+        with pytest.raises(ValueError, match="unknown letter fact 'title'; valid: description"):
+            fact_entry("title", "x", by="Alice")
+        with pytest.raises(ValueError, match="needs the name of who states it"):
+            fact_entry("description", "x", by=" ")
 
     @pytest.mark.parametrize("kind", ["account_compromise", "malware", "cyberattack"])
     def test_the_preposition_is_repeated(self, kind: str) -> None:
