@@ -230,6 +230,10 @@ class Settings(BaseSettings):
         "controller", description="Confluent Digital's GDPR role for the data of an incident when the playbook "
                                   "does not say: controller (notifies CNIL, Art. 33) or processor (tells the "
                                   "Client, who notifies; Art. 33(2)).")
+    gdpr_notify_for_client: bool = Field(
+        False, description="When Confluent Digital is processor: the Clients instructed it to notify the CNIL "
+                           "(Art. 33) and to inform the people (Art. 34) on their behalf; the letters say so. "
+                           "Off: the Client, controller, does both and irp tells and assists it (Art. 28(3)(f)).")
     reminder_lead_hours: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [24.0, 6.0, 1.0],
         description="Reminders to the internal recipients this long before each open deadline (comma-separated).")

@@ -151,6 +151,7 @@ def assess_obligations(args: ObligationsArgs, ctx: ActionContext) -> dict[str, A
     obligations, decisions = decide(
         incident,
         controller=role == "controller",
+        for_client=settings.gdpr_notify_for_client,
         risk=incident.personal_data.involved if args.risk is None else args.risk,
         high_risk=incident.personal_data.high_risk if args.high_risk is None else args.high_risk,
         significant=args.significant,
@@ -160,14 +161,17 @@ def assess_obligations(args: ObligationsArgs, ctx: ActionContext) -> dict[str, A
     kept = [o for o in incident.obligations if o.id not in {n.id for n in obligations}]
     ctx.update_incident(obligations=[*kept, *obligations])
     assessment = {"aware_at": incident.aware_at.isoformat(), "gdpr_role": role,
+                  "notify_for_client": role == "processor" and settings.gdpr_notify_for_client,
                   "decisions": [d.model_dump() for d in decisions],
                   "obligations": [o.model_dump(mode="json") for o in obligations]}
     ctx.archive_json("obligations/assessment.json", assessment, source_system="irp")
     for obligation in obligations:
         ctx.record(f"notification due: {obligation.kind} to {obligation.audience} {obligation.recipient} by "
                    f"{obligation.due_at:%Y-%m-%d %H:%M} UTC ({obligation.basis}; {obligation.clock})",
-                   kind="obligation", obligation=obligation.id, due_at=obligation.due_at.isoformat())
+                   kind="obligation", obligation=obligation.id, due_at=obligation.due_at.isoformat(), gdpr_role=role,
+                   notify_for_client=assessment["notify_for_client"])
     not_due = [f"{d.rule} ({d.why})" for d in decisions if not d.due]
-    if not_due:
-        ctx.record("not due: " + "; ".join(not_due), kind="obligation")
+    if not_due:  # gdpr_role: the letters take the same legal position (irp/notifications/facts.py)
+        ctx.record("not due: " + "; ".join(not_due), kind="obligation", gdpr_role=role,
+                   notify_for_client=assessment["notify_for_client"])
     return assessment

@@ -18,6 +18,8 @@ from irp.evidence import CollectedBy
 from irp.models import NotificationRecord, Obligation, utcnow
 from irp.notifications import dispatch
 from irp.notifications import render as render_template
+from irp.notifications.facts import letter_facts
+from irp.notifications.letters import CONTACTS
 from irp.notifications.obligations import deadlines
 from irp.settings import get_settings
 
@@ -34,13 +36,17 @@ class RenderArgs(ActionArgs):
 @action
 def render(args: RenderArgs, ctx: ActionContext) -> dict[str, Any]:
     """Render a notification template and archive the message as evidence, without sending it."""
-    rendered = render_template(get_settings().playbooks_dir / "templates", args.template, args.language,
-                               {**ctx.template_vars(), "recipient": "", "obligation": None,
-                                "notification": {"phase": ctx.phase or "initial", "late": False, "late_reason": "",
-                                                 "due_at": None, "sent_at": utcnow().isoformat()},
-                                "contacts": {"security": "security@confluent-digital.com",
-                                             "dpo": "dpo@confluent-digital.com"}})
-    phase = ctx.phase or "initial"
+    settings, phase, now = get_settings(), ctx.phase or "initial", utcnow()
+    variables = ctx.template_vars()
+    rendered = render_template(settings.playbooks_dir / "templates", args.template, args.language,
+                               {**variables, "recipient": "", "obligation": None,
+                                "notification": {"phase": phase, "late": False, "late_reason": "",
+                                                 "due_at": None, "sent_at": now.isoformat()},
+                                "contacts": CONTACTS,
+                                "facts": letter_facts(ctx.incident, language=args.language, phase=phase,
+                                                      audience=args.audience, steps=variables["steps"],
+                                                      default_role=settings.gdpr_role,
+                                                      for_client=settings.gdpr_notify_for_client, now=now)})
     item = ctx.archive(
         f"notifications/{phase}/{args.template}.{args.language}.md",
         f"Subject: {rendered.subject}\n\n{rendered.text}".encode(),

@@ -40,18 +40,22 @@ def _playbook_files(paths: list[Path]) -> list[Path]:
 def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (default: playbooks/).")] = None) -> None:
     """Check playbooks (and routing.yaml); print every problem as FILE:LINE:COL: key.path: message."""
     from irp.notifications import validate_templates  # message templates: §7, Art. 33(3) contents
+    from irp.notifications.checks import measure_notes  # how letters name each measure
     from irp.playbook.loader import load_playbook, validate_routing
 
     files = _playbook_files(paths or [])
     if not files:
         raise IrpError(f"no playbook files (*.yaml) in {', '.join(map(str, paths or []))}")
     failed = 0
+    loaded = []
     for file in files:
         if file.name == ROUTING_FILE:
             problems = validate_routing(file)
         else:
             try:
-                problems, notes = [], load_playbook(file).notes
+                playbook = load_playbook(file)
+                problems, notes = [], playbook.notes
+                loaded.append((file, playbook.playbook))
             except PlaybookError as exc:
                 problems, notes = exc.problems, ()
             for note in notes:  # not a problem: the run holds such a step for an approval
@@ -64,6 +68,8 @@ def validate(paths: Annotated[list[Path] | None, typer.Argument(help="Files or f
         failed += bool(problems)
         for problem in problems:
             typer.echo(str(problem))
+        for note in measure_notes(folder, [(f, p) for f, p in loaded if f.parent / "templates" == folder]):
+            typer.echo(str(note))
     if failed:
         sys.stdout.flush()  # the summary comes after the problems, on its own line, even when both streams are merged
         echo_err(f"{failed} of {len(files)} files invalid")

@@ -1,6 +1,7 @@
 """The message templates' checks (`irp playbooks validate`): each renders on sample incidents, sets a subject,
 and says what the rules require (§7's five contents in Client letters, Art. 33(3)(a)–(d) in authority
-notifications, Art. 34(2) to people, NIS2 Art. 23(4) in the NIS2 reports).
+notifications with the categories of data subjects and the numbers, Art. 34(2) to people, NIS2 Art. 23(4) in
+the NIS2 reports); no external message prints the alert's own text (title, description) unconfirmed.
 """
 
 from __future__ import annotations
@@ -12,10 +13,19 @@ from typing import Any
 
 from jinja2 import TemplateSyntaxError
 
-from irp.models import ActionItem, Alert, Incident, IncidentType, PersonalData, Severity, Stage
+from irp.models import ActionItem, Alert, Incident, IncidentType, PersonalData, Severity, Stage, TimelineEntry
+from irp.notifications.facts import letter_facts, number
 from irp.notifications.letters import CONTACTS, HTML_LAYOUT, NotificationError, letter_environment, render
 
-__all__ = ["REQUIRED", "sample_contexts", "validate_templates"]
+__all__ = ["ALERT_TEXT", "INTERNAL", "REQUIRED", "SUBJECTS_LINE", "sample_contexts", "validate_templates"]
+
+# Templates whose messages stay inside Confluent Digital (§14): they may quote the alert.
+INTERNAL = ("internal_alert", "internal_escalation")
+# Art. 33(3)(a): the categories of data subjects, a line each letter about personal data has.
+SUBJECTS_LINE = {"fr": "Catégories de personnes concernées", "en": "Categories of data subjects"}
+SUBJECTS_REQUIRED = ("authority_notification", "client_notification")
+# The samples' alert text: it must not reach an external message unless a responder confirmed it.
+ALERT_TEXT = ("Sample alert title 7f3a", "Sample alert description 7f3a")
 
 # What each kind of template must say, per language: (the rule's words, a heading the message has).
 REQUIRED: dict[str, tuple[str, dict[str, list[tuple[str, str]]]]] = {
@@ -80,19 +90,26 @@ REQUIRED: dict[str, tuple[str, dict[str, list[tuple[str, str]]]]] = {
 _TEMPLATE_NAME = re.compile(r"^(?P<name>[a-z0-9_]+)\.(?P<lang>[a-z]{2})\.md\.j2$")
 
 
-def sample_contexts() -> list[tuple[str, dict[str, Any]]]:
+def sample_contexts(language: str = "fr") -> list[tuple[str, dict[str, Any]]]:
     """Contexts covering the branches templates take: with and without personal data, each phase, late."""
     aware = datetime.fromisoformat("2026-11-20T09:30:00+00:00")
-    alert = Alert(title="Sample alert", observed_at=aware, labels={"tenant": "acme"})
+    title, description = ALERT_TEXT
+    alert = Alert(title=title, description=description, observed_at=aware, labels={"tenant": "acme"})
+    steps = [TimelineEntry(at=aware, kind="step", stage=Stage.contain, step="block_src",
+                           message="step block_src (aws.block_ip) completed"),
+             TimelineEntry(at=aware, kind="step", stage=Stage.contain, step="suspend_client",
+                           message="step suspend_client (platform.suspend_account) skipped: approval rejected")]
     base = Incident(
         id="INC-20261120-ABCDEF", type=IncidentType.data_leak, severity=Severity.critical,
-        severity_reason="Fuite importante de données (§5)", title="Sample incident", summary="Sample summary.",
+        severity_reason="Fuite importante de données (§5)", title=title, summary=description,
         detected_at=aware, aware_at=aware, affected_clients=["acme"], affected_systems=["recordings-store"],
         personal_data=PersonalData(involved=True, categories=["call_recordings", "identification"],
                                    approx_people=1234, approx_records=5678, high_risk=True),
         actions=[ActionItem(id="A1", title="Revoke the credentials", owner="oncall", stage=Stage.contain,
-                            status="closed"),
-                 ActionItem(id="A2", title="Fix the access path", owner="oncall", stage=Stage.restore)],
+                            status="closed", step="cut_access", closed_at=aware),
+                 ActionItem(id="A2", title="Fix the access path", owner="oncall", stage=Stage.restore,
+                            step="fix_and_reopen")],
+        timeline=steps,
     )
     quiet = base.model_copy(update={"type": IncidentType.service_unavailability, "severity": Severity.minor,
                                     "personal_data": PersonalData(), "actions": [], "affected_clients": []})
@@ -105,6 +122,8 @@ def sample_contexts() -> list[tuple[str, dict[str, Any]]]:
             "obligation": None, "contacts": CONTACTS,
             "notification": {"phase": phase, "late": late, "late_reason": "sample reason" if late else "",
                              "due_at": aware.isoformat(), "sent_at": aware.isoformat()},
+            "facts": letter_facts(incident, language=language, phase=phase, audience="client", recipient="acme",
+                                  now=aware),
             "escalation": {"kind": "missed", "obligation": None, "due_at": aware.isoformat(), "remaining": "-1.0 h",
                            "reason": "sample", "deadlines": []},
             "triage": {"incident_id": incident.id, "title": "Sample alert", "source": "eventbridge",
@@ -131,7 +150,7 @@ def validate_templates(folder: Path) -> list[Any]:
     if not folder.is_dir():
         return problems
     env = letter_environment(folder)
-    contexts = sample_contexts()
+    contexts = {language: sample_contexts(language) for language in ("fr", "en")}
     for path in sorted(folder.glob("*.j2")):
         file = str(path)
         try:
@@ -147,7 +166,8 @@ def validate_templates(folder: Path) -> list[Any]:
         if path.name.startswith("_") or path.name == HTML_LAYOUT or not match:
             continue
         first_text = None
-        for label, context in contexts:
+        external = match["name"] not in INTERNAL
+        for label, context in contexts.get(match["lang"], contexts["fr"]):
             try:
                 rendered = render(folder, match["name"], match["lang"], context)
             except NotificationError as exc:
@@ -156,6 +176,13 @@ def validate_templates(folder: Path) -> list[Any]:
                 break
             if label.startswith("personal data, initial"):
                 first_text = rendered.text
+            quoted = [text for text in ALERT_TEXT if text in rendered.text or text in rendered.subject]
+            if external and quoted:
+                problems.append(Problem(file, 1, 1, "", f"prints the alert's own text ({label}): "
+                                                        f"« {quoted[0]} »; an external message says what a "
+                                                        "responder confirmed (facts.description) or the type's "
+                                                        "own wording, never the alert's title or description"))
+                break
         rule = REQUIRED.get(match["name"])
         if rule is None or first_text is None:
             continue
@@ -174,12 +201,48 @@ def validate_templates(folder: Path) -> list[Any]:
                 CONTACTS["dpo"] not in first_text:
             problems.append(Problem(file, 1, 1, "", f"misses {source_name}(b): the DPO's contact "
                                                     f"{CONTACTS['dpo']} does not appear"))
-        if match["name"] == "authority_notification" and not all(n in first_text for n in ("1234", "5678")):
+        if match["name"] == "authority_notification" and \
+                not all(number(n, match["lang"]) in first_text for n in (1234, 5678)):
             problems.append(Problem(file, 1, 1, "", f"misses {source_name}(a): the approximate numbers of people "
-                                                    "and records concerned do not appear"))
+                                                    f"and records concerned do not appear (formatted as "
+                                                    f"« {number(1234, match['lang'])} »)"))
+        line = SUBJECTS_LINE.get(match["lang"])
+        if match["name"] in SUBJECTS_REQUIRED and line and line.lower() not in first_text.lower():
+            problems.append(Problem(file, 1, 1, "", f"misses GDPR Art. 33(3)(a) content « categories of data "
+                                                    f"subjects »: no line '{line}' in the rendered message"))
     return problems
 
 
 def _error_line(exc: Exception) -> int:
     match = re.search(r"line (\d+)", str(exc))
     return int(match[1]) if match else 1
+
+
+def measure_notes(folder: Path, playbooks: list[tuple[Path, Any]]) -> list[Any]:
+    """Notes (not problems) for the measure steps of `playbooks` that the letters of `folder` do not word:
+    a letter then names such a measure by its title, which may not be in the letter's language."""
+    from irp.playbook.problems import Problem
+
+    notes: list[Problem] = []
+    env = letter_environment(folder)
+    texts = {}
+    for language in ("fr", "en"):
+        try:
+            module = env.get_template(f"_texts.{language}.j2").module
+            texts[language] = (dict(module.measure_labels), dict(module.action_labels))  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 (a broken or missing _texts file is validate_templates' problem)
+            continue
+    for file, playbook in playbooks:
+        for stage in ("contain", "restore", "review"):
+            for n, step in enumerate(getattr(playbook.stages, stage)):
+                if not (step.action == "response.assign_action" or step.action.startswith(("aws.", "platform."))):
+                    continue
+                missing = [language for language, (steps, actions) in texts.items()
+                           if f"{playbook.incident_type}.{step.id}" not in steps and step.id not in steps
+                           and step.action not in actions]
+                if missing:
+                    notes.append(Problem(str(file), 1, 1, f"stages.{stage}.{n}",
+                                         f"note: measure step {step.id!r} has no wording in "
+                                         f"{', '.join(f'_texts.{lang}.j2' for lang in missing)} (measure_labels): "
+                                         "external letters name it by its title"))
+    return notes

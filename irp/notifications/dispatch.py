@@ -19,6 +19,7 @@ from typing import Any
 from irp.evidence import CollectedBy, EvidenceStore
 from irp.models import Delivery, Incident, NotificationRecord, Obligation, utcnow
 from irp.notifications.channels import Message, deliver
+from irp.notifications.facts import letter_facts
 from irp.notifications.letters import CONTACTS, render
 from irp.notifications.obligations import deadlines, late_reasons
 from irp.settings import Settings
@@ -126,7 +127,9 @@ def dispatch(
         "notification": {"phase": phase, "late": late, "late_reason": late_reason,
                          "due_at": due.isoformat() if due else None, "sent_at": now.isoformat()},
         "contacts": CONTACTS,
-        "edits": dict(edits or {}),
+        "facts": letter_facts(incident, language=language, phase=phase, audience=audience, recipient=recipient,
+                              steps=context.get("steps"), default_role=settings.gdpr_role,
+                              for_client=settings.gdpr_notify_for_client, now=now, edits=edits),
         **(extra or {}),
     }
     rendered = render(settings.playbooks_dir / "templates", template, language, variables)

@@ -4,12 +4,14 @@ The rules (policy §7, §12; GDPR Art. 33, 34; NIS2 Art. 23), all counted from t
 
     kind                when                                     to          deadline
     client              personal data, risk, a Client concerned  the Client  IRP_CLIENT_NOTICE_HOURS (§7, 33(2))
-    gdpr_authority      personal data, risk, controller          cnil        72 h (Art. 33(1))
-    data_subjects       personal data, high risk, controller     relay       IRP_CLIENT_NOTICE_HOURS (Art. 34)
+    gdpr_authority      personal data, risk, controller (*)      cnil        72 h (Art. 33(1))
+    data_subjects       personal data, high risk, controller (*) relay       IRP_CLIENT_NOTICE_HOURS (Art. 34)
     nis2_early_warning  significant incident (NIS2)              anssi       24 h (Art. 23(4)(a))
     nis2_notification   significant incident                     anssi       72 h (Art. 23(4)(b))
     nis2_final_report   significant incident                     anssi       1 month after the notification (d)
     service_recipients  significant, a Client, no §7 letter      the Client  IRP_CLIENT_NOTICE_HOURS (Art. 23(1))
+
+(*) or processor instructed by its Clients to do it on their behalf (IRP_GDPR_NOTIFY_FOR_CLIENT, Art. 28(3)(f)).
 
 `decide` returns the obligations and every decision with its reason (Art. 33(5): every breach is
 documented, notified or not). Whether an obligation is met is never stored: `deadlines` reads it
@@ -60,6 +62,7 @@ class _Facts:
     personal: bool
     clients: list[str]
     controller: bool
+    for_client: bool  # processor instructed to notify and inform on the Client's behalf
     risk: bool
     high_risk: bool
     significant: bool
@@ -97,14 +100,18 @@ def _gdpr_authority_rule(f: _Facts) -> tuple[list[Obligation], Decision]:
     if not f.personal or not f.risk:
         why = "no personal data involved" if not f.personal else "unlikely to result in a risk (documented, Art. 33(5))"
         return [], Decision(rule=rule, basis=basis, due=False, why=why)
-    if not f.controller:
+    if not f.controller and not f.for_client:
         return [], Decision(rule=rule, basis=basis, due=False,
                             why="Confluent Digital is processor: the Client, controller, notifies the "
                                 "authority; we assist it (Art. 28(3)(f))")
+    if not f.controller:
+        basis = "RGPD art. 33(1) ; art. 28(3)(f), pour le compte du Client"
     found = [f.obligation(id="gdpr_authority", kind="gdpr_authority", audience="authority",
                           recipient=f.gdpr_authority, template="authority_notification", basis=basis,
                           due_at=f.aware + timedelta(hours=72), clock="72 h after awareness")]
-    return found, Decision(rule=rule, basis=basis, due=True, why="personal data breach likely to be a risk")
+    why = "personal data breach likely to be a risk" + ("" if f.controller else "; notified on the Client's "
+                                                        "behalf, as instructed (IRP_GDPR_NOTIFY_FOR_CLIENT)")
+    return found, Decision(rule=rule, basis=basis, due=True, why=why)
 
 
 def _data_subjects_rule(f: _Facts) -> tuple[list[Obligation], Decision]:
@@ -112,9 +119,11 @@ def _data_subjects_rule(f: _Facts) -> tuple[list[Obligation], Decision]:
     rule, basis = "data_subjects", "RGPD art. 34"
     if not f.personal or not f.high_risk:
         return [], Decision(rule=rule, basis=basis, due=False, why="no high risk to the people concerned")
-    if not f.controller:
+    if not f.controller and not f.for_client:
         return [], Decision(rule=rule, basis=basis, due=False,
                             why="high risk, but the Client, controller, informs the people; the §7 letter says so")
+    if not f.controller:
+        basis = "RGPD art. 34 ; art. 28(3)(f), pour le compte du Client"
     found = [f.obligation(id=f"data_subjects:{key}", kind="data_subjects", audience="data_subjects", recipient=key,
                           template="data_subject_communication", basis=basis, due_at=f.prompt,
                           clock=f"{f.hours:g} h after awareness (Art. 34: sans retard injustifié)")
@@ -152,6 +161,7 @@ def decide(
     *,
     controller: bool,
     risk: bool,
+    for_client: bool = False,
     high_risk: bool,
     significant: bool,
     client_notice_hours: float,
@@ -162,7 +172,7 @@ def decide(
     """The notifications `incident` calls for under these facts, and the reason for each decision."""
     facts = _Facts(aware=incident.aware_at, prompt=incident.aware_at + timedelta(hours=client_notice_hours),
                    personal=incident.personal_data.involved, clients=list(dict.fromkeys(incident.affected_clients)),
-                   controller=controller, risk=risk, high_risk=high_risk, significant=significant,
+                   controller=controller, for_client=for_client, risk=risk, high_risk=high_risk, significant=significant,
                    hours=client_notice_hours, language=language, gdpr_authority=gdpr_authority,
                    nis2_authority=nis2_authority)
     obligations: list[Obligation] = []

@@ -199,7 +199,7 @@ def test_a_response_waits_for_people_survives_a_killed_worker_and_repeats_nothin
     assert finals
     with store.open(incident_id, finals[0]) as handle:
         letter = handle.read().decode()
-    assert ROTATE in letter and ("terminée le" in letter or "done on" in letter)
+    assert f"- {ROTATE} — le " in letter  # a measure taken, with its date (no wording for this test's step)
     with store.open(incident_id, "review/final-report.md") as handle:
         report = handle.read().decode()
     assert "A token leaked in a CI log." in report and "draft" not in report.splitlines()[0]

@@ -171,16 +171,16 @@ class TestFlows:
 
         client = configured.to("dpo@acme.example")
         assert [m.message["Subject"] for m in client] == [
-            f"[Confluent Digital] Incident de sécurité {summary.incident_id} — notification initiale",
-            f"[Confluent Digital] Incident de sécurité {summary.incident_id} — notification finale"]
+            f"[Confluent Digital] Violation de données personnelles {summary.incident_id} — notification initiale",
+            f"[Confluent Digital] Violation de données personnelles {summary.incident_id} — notification finale"]
         letter = client[0].message.get_body(("plain",)).get_content()
         for heading in ("Nature de l'incident", "Catégories de données concernées", "Impacts potentiels identifiés",
                         "Mesures correctives mises en œuvre", "Recommandations"):
             assert f"## {heading}" in letter
         assert "enregistrements d'appels" in letter and "call_recordings" not in letter  # French labels
         cnil = configured.to("cnil-filing@confluent-digital.com")
-        assert len(cnil) == 1 and "RGPD art. 33" in cnil[0].message["Subject"]
-        assert "12000" in cnil[0].message.get_body(("plain",)).get_content()
+        assert len(cnil) == 1 and "RGPD, art. 33" in cnil[0].message["Subject"]
+        assert "environ 12\u202f000 personnes" in cnil[0].message.get_body(("plain",)).get_content()
         anssi = [m.message["Subject"] for m in configured.to("anssi-filing@confluent-digital.com")]
         assert [s.split(" — ")[0] for s in anssi] == [
             "Alerte précoce NIS2 (art. 23(4)(a))", "Notification d'incident NIS2 (art. 23(4)(b))",
@@ -279,7 +279,8 @@ class TestClientsNamedByAlerts:
         held = [n for n in incident.notifications if n.recipient == "globex"]
         assert held and {(n.status, n.hold) for n in held} == {("held", "unconfirmed_client")}
         letter = (evidence_root / summary.incident_id / "objects" / held[0].evidence).read_text()
-        assert letter.startswith("Subject: [Confluent Digital] Incident de sécurité")  # rendered and archived
+        assert letter.startswith("Subject: [Confluent Digital] Violation de données personnelles")  # archived
+        assert lure not in letter  # the alert's own title never reaches an external letter
         assert "awaiting confirmation of the affected Clients" in held[0].reason
         open_ids = [d.obligation.id for d in deadlines(incident, incident.aware_at) if d.is_open]
         assert "client:globex" in open_ids  # never counted as met
@@ -369,12 +370,19 @@ class TestReviewGate:
         incident_id = self.held_run(reviewed)
         shown = CliRunner().invoke(app, ["notifications", "review", incident_id, "client:acme-callcenter"])
         assert shown.exit_code == 0, shown.output
-        assert "deadline" in shown.output and "Subject: [Confluent Digital] Incident de sécurité" in shown.output
+        assert "deadline" in shown.output and f"Subject: [Confluent Digital] Violation de données personnelles {incident_id}" \
+            in shown.output and "Mesures prises" in shown.output
+        rewritten = "Les identifiants utilisés ont été révoqués ; l'export est suspendu."
         approved = CliRunner().invoke(app, ["notifications", "approve", incident_id, "client:acme-callcenter",
-                                            "--by", "Claire Petit (DPO)"])
+                                            "--by", "Claire Petit (DPO)", "--edit", f"measures={rewritten}"])
         assert approved.exit_code == 0, approved.output
         [letter] = reviewed.to("dpo@acme.example")
-        assert letter.message["Subject"].startswith("[Confluent Digital] Incident de sécurité")
+        assert letter.message["Subject"].startswith("[Confluent Digital] Violation de données personnelles")
+        body = letter.message.get_body(("plain",)).get_content()
+        assert rewritten in body and "Mesures prises" not in body  # the reviewer's words replace the list
+        bad = CliRunner().invoke(app, ["notifications", "approve", incident_id, "gdpr_authority", "--by", "C",
+                                       "--edit", "subject=x"])
+        assert bad.exit_code == 1 and "editable parts: nature, measures, recommendations" in bad.output
         again = CliRunner().invoke(app, ["notifications", "approve", incident_id, "client:acme-callcenter",
                                          "--by", "Claire Petit (DPO)"])
         assert again.exit_code == 1 and "already sent" in again.output

@@ -59,7 +59,7 @@ class TestRequiredContents:
 
     def test_an_authority_template_without_the_numbers_fails_on_art_33_3_a(self, folder: Path) -> None:
         path = folder / "authority_notification.fr.md.j2"
-        path.write_text(path.read_text().replace("{{ pd.approx_people if", "{{ 'inconnu' if"))
+        path.write_text(path.read_text().replace("{{ t.people(f) }}", "des personnes"))
         assert any("33(3)(a): the approximate numbers" in str(p) for p in validate_templates(folder))
 
     def test_syntax_and_undefined_variables_are_reported_with_their_file(self, folder: Path) -> None:
@@ -118,3 +118,26 @@ class TestInjection:
         assert "<script>" in rendered.text  # the text part is plain text
         assert "<script>" not in rendered.html and "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered.html
         assert "<img" not in rendered.html
+
+
+class TestMeasureWording:
+    def test_every_shipped_measure_step_has_wording_in_both_languages(self) -> None:
+        from irp.notifications.checks import measure_notes
+        from irp.playbook.loader import load_playbook
+
+        loaded = [(p, load_playbook(p).playbook) for p in sorted((REPO / "playbooks").glob("*.yaml"))
+                  if p.name != "routing.yaml"]
+        assert [str(n) for n in measure_notes(TEMPLATES, loaded)] == []
+
+    def test_a_measure_step_without_wording_gets_a_note_naming_it(self) -> None:
+        from irp.notifications.checks import measure_notes
+        from irp.playbook.loader import load_playbook
+
+        path = REPO / "playbooks" / "data_leak.yaml"
+        playbook = load_playbook(path).playbook
+        step = playbook.stages.contain[0].model_copy(update={"id": "rotate", "action": "response.assign_action"})
+        edited = playbook.model_copy(update={"stages": playbook.stages.model_copy(
+            update={"contain": [step, *playbook.stages.contain[1:]]})})
+        assert [str(n) for n in measure_notes(TEMPLATES, [(path, edited)])] == [
+            f"{path}:1:1: stages.contain.0: note: measure step 'rotate' has no wording in _texts.fr.j2, "
+            "_texts.en.j2 (measure_labels): external letters name it by its title"]

@@ -54,6 +54,14 @@ class TestDecide:
         assert {o.kind for o in obligations} == {"client"}
         assert "processor" in next(d.why for d in decisions if d.rule == "gdpr_authority")
 
+    def test_a_processor_instructed_by_its_clients_notifies_on_their_behalf(self) -> None:
+        obligations, decisions = decided(incident(), controller=False, for_client=True, high_risk=True)
+        due = {o.kind: o for o in obligations}
+        assert {"client", "gdpr_authority", "data_subjects"} <= set(due)
+        assert "pour le compte du Client" in due["gdpr_authority"].basis
+        assert "pour le compte du Client" in due["data_subjects"].basis
+        assert "IRP_GDPR_NOTIFY_FOR_CLIENT" in next(d.why for d in decisions if d.rule == "gdpr_authority")
+
     def test_high_risk_adds_the_data_subjects(self) -> None:
         obligations, _ = decided(incident(), high_risk=True)
         subjects = {o.id for o in obligations if o.kind == "data_subjects"}
