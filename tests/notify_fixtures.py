@@ -14,6 +14,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -113,6 +114,13 @@ def _authenticator(server, session, envelope, mechanism, auth_data) -> AuthResul
 @pytest.fixture
 def smtp_server(tls_cert: TlsFiles) -> Iterator[SmtpServer]:
     """aiosmtpd on 127.0.0.1 requiring STARTTLS and AUTH (LOGIN/PLAIN over TLS only)."""
+    with running_smtp(tls_cert) as state:
+        yield state
+
+
+@contextmanager
+def running_smtp(tls_cert: TlsFiles) -> Iterator[SmtpServer]:
+    """The SMTP server of `smtp_server`, for fixtures of a wider scope."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tls_cert.cert, tls_cert.key)
     port = free_port()

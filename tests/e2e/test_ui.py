@@ -7,6 +7,7 @@ incident. Screenshots go to test-output/<test name>/.
 
 from __future__ import annotations
 
+# ruff: noqa: F811  (pytest fixtures imported from notify_fixtures are parameters here)
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from notify_fixtures import running_smtp, tls_cert  # noqa: F401 (fixture)
 from ruamel.yaml import YAML
 
 from irp.evidence import open_store
@@ -68,8 +70,15 @@ class UIStack:
 
 
 @pytest.fixture(scope="module")
-def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIStack]:
-    """`irp stack` on free ports with its own Prefect home, evidence and a playbook with a gate."""
+def ui_smtp(tls_cert) -> Iterator:
+    """The stack's mail server (aiosmtpd, STARTTLS and AUTH)."""
+    with running_smtp(tls_cert) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ui_stack(tmp_path_factory: pytest.TempPathFactory, ui_smtp, tls_cert) -> Iterator[UIStack]:
+    """`irp stack` on free ports with its own Prefect home, evidence, mail and a playbook with a gate."""
     root = tmp_path_factory.mktemp("ui-stack")
     shutil.copytree(REPO / "playbooks", root / "playbooks")
     yaml = YAML()
@@ -84,7 +93,9 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIStack]:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(root / "prefect"), IRP_PLAYBOOKS_DIR=str(root / "playbooks"),
-               IRP_EVIDENCE_URL=f"file://{root / 'evidence'}", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+               IRP_EVIDENCE_URL=f"file://{root / 'evidence'}", PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               IRP_SMTP_URL=ui_smtp.url, IRP_SMTP_CA_BUNDLE=str(tls_cert.cert),
+               IRP_NOTIFY_AUTHORITIES='{"cnil": ["cnil-filing@confluent-digital.com"]}')
     log = open(root / "stack.log", "wb")
     process = subprocess.Popen([str(Path(sys.executable).parent / "irp"), "stack", "--port", str(port), "--no-intake"],
                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -94,7 +105,9 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIStack]:
             assert process.poll() is None, (root / "stack.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "stack did not come up:\n" + (root / "stack.log").read_text()[-3000:]
             time.sleep(1)
-        yield UIStack(root, port, process)
+        stack = UIStack(root, port, process)
+        stack.smtp = ui_smtp
+        yield stack
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
@@ -273,3 +286,35 @@ def test_the_review_outcome_from_the_resume_form_closes_the_incident(ui_stack: U
     assert closed.status.value == "closed" and closed.review.by == "Claire DPO"
     assert closed.review.causes == "A contractor's export token was never revoked."
     assert any(a.title == "Revoke contractor tokens at offboarding" and a.owner == "it-lead" for a in closed.actions)
+
+
+def test_a_letter_to_the_cnil_leaves_once_its_reviewer_approves_it_on_the_form(ui_stack: UIStack, browser,
+                                                                                output_dir: Path) -> None:
+    """No external message leaves unreviewed: the held letter waits in its own run; the DPO approves it there."""
+    incident = run_declaration(browser, ui_stack, "Recordings on a share, CNIL letter", "approve",
+                               "Alice Durand", "confirmed with the Client", output_dir)
+    cnil = "cnil-filing@confluent-digital.com"
+    assert ui_stack.smtp.to(cnil) == []  # held: nothing left before the review
+    review = ui_stack.wait_for_run(lambda r: r["name"] == f"{incident.id} review gdpr_authority"
+                                   and r["state_name"] == "Suspended", what="the letter's review run")
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    try:
+        dialog = open_resume_form(page, ui_stack, review["id"], "gdpr_authority")
+        text = dialog.inner_text()
+        assert "deadline" in text and "Violation de données personnelles" in text
+        dialog.get_by_label("Your name").fill("Claire Petit (DPO)")
+        page.screenshot(path=str(output_dir / "6-letter-review-form.png"), full_page=True)
+        click_until(dialog.get_by_role("button", name="Resume"), lambda: ui_stack.smtp.to(cnil),
+                    output_dir / "6-letter-review-retry.png")
+    finally:
+        page.close()
+    done = ui_stack.wait_for_run(lambda r: r["id"] == review["id"] and r["state_type"] in ("COMPLETED", "FAILED"),
+                                 what="the review run to end")
+    assert done["state_type"] == "COMPLETED"
+    [letter] = ui_stack.smtp.to(cnil)  # exactly one
+    assert letter.message["Subject"].startswith("[Confluent Digital]")
+    store = open_store(f"file://{ui_stack.root / 'evidence'}")
+    sent = [n for n in store.load_incident(incident.id).notifications if n.obligation == "gdpr_authority"]
+    assert any(n.reviewed_by == "Claire Petit (DPO)" for n in sent) or any(
+        e.kind == "notification" and "approved by Claire Petit (DPO)" in e.message
+        for e in store.load_incident(incident.id).timeline)
