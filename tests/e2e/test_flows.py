@@ -235,12 +235,14 @@ class TestAlertDataIsNotTemplate:
         alert = Alert(title=f"Leak {hostile}", description=hostile,
                       labels={"tenant": "{{ incident.id }}", "data_categories": "contact"})
         summary = run(IncidentType.data_leak, alert).result()
-        report = (evidence_root / summary.incident_id / "objects" / "review" / "report.md").read_text()
-        client = (evidence_root / summary.incident_id / "objects" / "notifications" / "initial"
-                  / "client_notification.fr.md").read_text()
-        for text in (report, client):
+        objects = evidence_root / summary.incident_id / "objects"
+        report = (objects / "review" / "report.md").read_text()
+        internal = (objects / "notifications" / "initial" / "internal_alert.fr.md").read_text()
+        client = (objects / "notifications" / "initial" / "client_notification.fr.md").read_text()
+        for text in (report, internal):  # shown as text where the alert's words are shown at all
             assert "{{ 'zz' ~ 'qq' }}" in text and "zzqq" not in text
             assert "{% for i in range(3) %}x{% endfor %}" in text and "xxx" not in text
+        assert "zz" not in client and "xxx" not in client  # an external letter never prints the alert's text
         assert "{{ incident.id }}" in json.dumps(
             open_store(f"file://{evidence_root}").load_incident(summary.incident_id).affected_clients)
 

@@ -256,8 +256,20 @@ class S3EvidenceStore(EvidenceStore):
         raise EvidenceError(f"{self.url}: no free name for {op.name} in incident {incident_id}")
 
     def _spool_put(self, op: SpoolOp, source: Source, reason: str) -> EvidenceItem:
-        """Keep the item locally until the store answers; the caller gets its manifest line now."""
+        """Keep the item locally until the store answers; the caller gets its manifest line now.
+
+        A name this process already used for the incident (archived or spooled) is numbered now, as an
+        upload would number it, so the name the caller gets is the one the manifest will hold.
+        """
         op = op.model_copy(update={"reason": reason})
+        if "object" not in op.progress:
+            taken = set(self._items.get(op.incident_id, {})) | {
+                p.name for p in self.spool.pending() if p.incident_id == op.incident_id and p.kind == "put"}
+            final, n = op.name, 1
+            while final in taken:
+                n += 1
+                final = numbered(op.name, n)
+            op = op.model_copy(update={"name": final})
         if "object" in op.progress:
             done = op.progress["object"]
             op = self.spool.add(op.model_copy(update={"sha256": done["sha256"], "size": done["size"]}))
