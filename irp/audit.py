@@ -47,7 +47,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ACTS = ("opened", "declared", "updated", "approved", "rejected", "approval_timed_out", "action_closed", "exported",
-        "clients_confirmed", "stage_advanced", "review_recorded", "false_positive", "closed", "triaged")
+        "clients_confirmed", "stage_advanced", "review_recorded", "false_positive", "closed", "triaged",
+        "approval_paged", "approval_refused", "approval_void", "approval_link_refused")
 
 
 def record_digest(incident: Incident) -> str:

@@ -241,6 +241,9 @@ class Settings(BaseSettings):
         default_factory=lambda: [10.0],
         description="Reminders to the approvers who have not decided this long before an approval times out "
                     "(comma-separated minutes); at the timeout the step's escalate_to group is paged.")
+    approval_escalation_minutes: float = Field(
+        15, gt=0, description="How long the escalate_to group of a step has to decide once it is paged at the "
+                              "timeout, before on_timeout applies.")
     reminder_lead_hours: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [24.0, 6.0, 1.0],
         description="Reminders to the internal recipients this long before each open deadline (comma-separated).")
