@@ -248,7 +248,7 @@ class _Gate:
                recipients=sent, action_sha256=self.sha)
 
     def _message(self, kind: str, name: str, token: str) -> Message:
-        deadline = datetime.fromtimestamp(self._links_expire() if kind == "escalation" else self.deadline, UTC)
+        deadline = datetime.fromtimestamp(self.deadline, UTC)
         when = deadline.strftime("%Y-%m-%d %H:%M UTC")
         opening = {
             "request": "A response step waits for your decision.",
@@ -356,9 +356,9 @@ class _Gate:
             self.page(self.gate.group, "reminder")
             return None
         if self.gate.escalate_to and not self.escalated:
-            self.page(self.gate.escalate_to, "escalation")
             self.escalated = True
             self.deadline = now + self.settings.approval_escalation_minutes * 60
+            self.page(self.gate.escalate_to, "escalation")
             self._note("escalation", f"nobody decided step {self.step.id} in time ({self.counted()}/"
                                      f"{self.gate.approvers} approvals): group {self.gate.escalate_to} paged; "
                                      f"{self.gate.on_timeout} applies in {self.settings.approval_escalation_minutes:g} "
