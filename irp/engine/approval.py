@@ -223,13 +223,13 @@ class _Gate:
         members = [m for m in self.settings.approvers.get(group, [])
                    if member_name(m).casefold() not in self.approvals and (only is None or member_name(m) in only)]
         if group not in self.settings.approvers:
-            self._note("escalation", f"approver group {group!r} of step {self.step.id} is not in IRP_APPROVERS: "
-                                     "nobody paged; decide in the Prefect UI")
+            self._note("approval", f"approver group {group!r} of step {self.step.id} is not in IRP_APPROVERS: "
+                                   "nobody paged; decide in the Prefect UI")
             return
         try:
             require_secret(self.settings)
         except ConfigurationError as exc:
-            self._note("escalation", f"approvers of step {self.step.id} not paged: {exc}")
+            self._note("approval", f"approvers of step {self.step.id} not paged: {exc}")
             return
         sent = []
         for member in members:
