@@ -295,6 +295,15 @@ class Settings(BaseSettings):
                                      "(the URL holds a secret and is never shown)")
         return groups
 
+    @field_validator("approval_base_url")
+    @classmethod
+    def _base_url(cls, url: str) -> str:
+        from urllib.parse import urlsplit
+
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL, e.g. https://irp.confluent-digital.com")
+        return url
+
     @field_validator("approval_secret")
     @classmethod
     def _long_secret(cls, secret: SecretStr | None) -> SecretStr | None:

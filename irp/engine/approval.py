@@ -273,8 +273,9 @@ class _Gate:
             f"Decide by: {when}", "",
             f"Approve: {decision_url(self.settings, token, 'approve')}",
             f"Reject:  {decision_url(self.settings, token, 'reject')}", "",
-            "These links are yours alone: do not forward them. Opening one changes nothing; you decide on the page,",
-            "with a reason. They work once, until the deadline, and only for the action above.",
+            "These links are yours alone: do not forward them. Opening one changes nothing:",
+            "you decide on the page, with a reason. They work once, until the deadline, and only",
+            "for the action and arguments above.",
         ])
         prefix = {"reminder": "Reminder: ", "escalation": "Escalation: ", "again": "Again: "}.get(kind, "")
         subject = f"[irp] {prefix}approval needed: {self.step.action} for {self.incident.id} by {when}"

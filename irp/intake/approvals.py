@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs
@@ -155,7 +156,7 @@ def _where(service, claims: LinkClaims) -> tuple[Response | None, RunState]:
         return _page(410, "This response run has ended",
                      f"The run of incident {claims.incident_id} {ended}: there is nothing left to decide for step "
                      f"{claims.step}. Nothing was recorded.", claims=claims), state
-    if state.kind != "paused" or not state.pause_key.startswith(claims.gate + "-"):
+    if state.kind != "paused" or not re.fullmatch(rf"{re.escape(claims.gate)}-[0-9]+", state.pause_key):
         return _page(409, "This step does not wait for a decision now",
                      f"Step {claims.step} of incident {claims.incident_id} is not waiting for approval at the moment "
                      "(it was decided, timed out, or the run is between two waits). Nothing was recorded; if it asks "

@@ -77,3 +77,9 @@ class TestValidatorAgainstConfiguration:
         get_settings.cache_clear()
         result = CliRunner().invoke(app, ["playbooks", "validate", str(_playbook(tmp_path, self.APPROVAL))])
         assert result.exit_code == 0, result.stdout
+
+
+def test_the_base_url_is_an_http_url() -> None:
+    assert Settings(approval_base_url="https://irp.confluent-digital.com").approval_base_url.startswith("https://")
+    with pytest.raises(ValidationError, match="is not an http\\(s\\) URL"):
+        Settings(approval_base_url="irp.confluent-digital.com")

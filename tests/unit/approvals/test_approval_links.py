@@ -387,3 +387,16 @@ class TestEscalation:
             assert not outcome.approved and outcome.timed_out
             assert "timed out after 5 min (0/1 approvals); default applied: reject" in outcome.reason
             assert len(smtp_server.to("carla@confluent-digital.com")) == 1
+
+
+def test_a_link_never_resumes_the_pause_of_another_step_whose_id_it_prefixes(intake, run, smtp_server) -> None:
+    gate = Gate(run, Approval(group="oncall"), make_incident())
+    run.paused(1)
+    token = approve_link(smtp_server, "alice@confluent-digital.com")
+    run.key = "approval-contain-suspend-tenant-all-0"  # the run now waits at step suspend_tenant_all
+    page = post(intake, token)
+    assert page.status_code == 409 and "does not wait for a decision now" in page.text
+    assert run.inbox.empty()
+    run.key = "approval-contain-suspend-tenant-0"
+    assert post(intake, token).status_code == 200  # not used by the refusal
+    assert gate.result().approved
