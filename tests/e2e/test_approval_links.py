@@ -98,8 +98,8 @@ def test_two_verified_approvals_through_the_links_resume_the_run(
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 900, "height": 900})
             headers = "\n".join(f"{k}: {mail[k]}" for k in ("From", "To", "Subject"))
-            page.set_content(f"<pre style='font:14px monospace;white-space:pre-wrap;padding:1rem'>"
-                             f"{html.escape(headers)}\n\n{html.escape(mail.get_content())}</pre>")
+            style = "font:14px monospace;white-space:pre-wrap;word-break:break-all;padding:1rem;max-width:60rem"
+            page.set_content(f"<pre style='{style}'>{html.escape(headers)}\n\n{html.escape(mail.get_content())}</pre>")
             page.screenshot(path=str(output_dir / "approval-message.png"), full_page=True)
             page.goto(alice_link)
             assert page.get_by_role("heading").first.inner_text() == "Decide: timeline.record"
