@@ -322,7 +322,7 @@ class _Gate:
                        link_sha256=claims.action_sha256, action_sha256=self.sha)
                 self.page(self.gate.group, "again", only={who})
                 return None
-        how = "verified link" if verified else "Prefect UI, unverified"
+        how = "verified" if verified else "unverified"  # a signed link, or a name typed in the Prefect UI
         self.decisions.append({"decision": decision.decision, "approver": who, "reason": decision.reason,
                                "verified": verified, "at": utcnow().isoformat()})
         if decision.decision == "reject":
@@ -337,7 +337,7 @@ class _Gate:
             refusal = (f"{who}'s approval typed in the Prefect UI is unverified and step {self.step.id} needs verified "
                        f"approvals: use the link sent to group {self.gate.group}")
         elif who.casefold() in self.approvals:
-            refusal = f"{who} already approved step {self.step.id}: counts once; another person must"
+            refusal = f"{who} already approved step {self.step.id}; another person must (one person counts once)"
         if refusal:
             self._note("approval", refusal, actor=who)
             _audit(self.incident, "approval_refused", who, self.stage, self.step, reason=refusal, verified=verified)

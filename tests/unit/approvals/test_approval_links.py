@@ -309,7 +309,7 @@ class TestVerifiedDecisions:
         assert post(intake, approve_link(smtp_server, "bob@confluent-digital.com")).status_code == 200
         outcome = gate.result()
         assert outcome.approved and outcome.reason == "approved by Alice Durand, bob@confluent-digital.com"
-        assert any("ALICE DURAND already approved step suspend_tenant: counts once" in e.message
+        assert any("ALICE DURAND already approved step suspend_tenant; another person must (one person counts once)" in e.message
                    for e in outcome.timeline)
 
     def test_the_reporter_cannot_approve(self, intake, run, smtp_server) -> None:
