@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 ACTS = ("opened", "declared", "updated", "approved", "rejected", "approval_timed_out", "action_closed", "exported",
         "clients_confirmed", "stage_advanced", "review_recorded", "false_positive", "closed", "triaged",
-        "notification_approved", "notification_postponed")
+        "notification_approved", "notification_postponed", "approval_paged", "approval_refused", "approval_void",
+        "approval_link_refused")
 
 
 def record_digest(incident: Incident) -> str:

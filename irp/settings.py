@@ -234,6 +234,26 @@ class Settings(BaseSettings):
         False, description="When Confluent Digital is processor: the Clients instructed it to notify the CNIL "
                            "(Art. 33) and to inform the people (Art. 34) on their behalf; the letters say so. "
                            "Off: the Client, controller, does both and irp tells and assists it (Art. 28(3)(f)).")
+    # Approval gates (irp/engine/approval.py, irp/approval_links.py, the intake's /approvals/): docs/approvals.md.
+    approvers: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Approver groups (a step\'s approval: group), JSON: {"oncall": ["alice@confluent-digital.com", '
+                    '"Bob <slack://T/B/C>"]}; each member an address or an apprise URL, optionally "Name <...>". '
+                    "Members are paged with personal signed links when a step waits (IRP_APPROVAL_SECRET).")
+    approval_secret: SecretStr | None = Field(
+        None, description="Secret (32+ characters) that signs approval links; unset: nobody is paged and only the "
+                          "Prefect UI's (unverified) form decides. Generate one: "
+                          "python -c 'import secrets; print(secrets.token_urlsafe(32))'.")
+    approval_base_url: str = Field(
+        "http://127.0.0.1:8765", description="The intake's address as approvers reach it (their links point there), "
+                                             "e.g. https://irp.confluent-digital.com.")
+    approval_reminder_minutes: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [10.0],
+        description="Reminders to the approvers who have not decided this long before an approval times out "
+                    "(comma-separated minutes); at the timeout the step's escalate_to group is paged.")
+    approval_escalation_minutes: float = Field(
+        15, gt=0, description="How long the escalate_to group of a step has to decide once it is paged at the "
+                              "timeout, before on_timeout applies.")
     reminder_lead_hours: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [24.0, 6.0, 1.0],
         description="Reminders to the internal recipients this long before each open deadline (comma-separated).")
@@ -259,13 +279,48 @@ class Settings(BaseSettings):
             raise ValueError(f"{', '.join(bad)}: not AWS account ids (12 digits)")
         return accounts
 
-    @field_validator("reminder_lead_hours", mode="before")
+    @field_validator("reminder_lead_hours", "approval_reminder_minutes", mode="before")
     @classmethod
     def _hours(cls, value: object) -> object:
         if isinstance(value, str):
             text = value.strip()
             return json.loads(text) if text.startswith("[") else [float(v) for v in split_list(text)]
         return value
+
+    @field_validator("approvers")
+    @classmethod
+    def _approver_groups(cls, groups: dict[str, list[str]]) -> dict[str, list[str]]:
+        for group, members in groups.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", group):
+                raise ValueError(f"group {group!r}: use lower-case letters, digits, '_' and '-'")
+            if not members:
+                raise ValueError(f"group {group!r} has no member")
+            for member in members:
+                target = member_target(member)
+                if not (re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", target) or re.match(r"^[a-z][a-z0-9+.-]*://", target)):
+                    raise ValueError(f"group {group!r}: {member!r} is neither an e-mail address nor an apprise URL "
+                                     "(slack://, msteams://, json://...), optionally as \"Name <address-or-url>\"")
+                if "://" in target and member_name(member) == target:
+                    raise ValueError(f"group {group!r}: an apprise URL member needs a name, \"Bob <slack://...>\" "
+                                     "(the URL holds a secret and is never shown)")
+        return groups
+
+    @field_validator("approval_base_url")
+    @classmethod
+    def _base_url(cls, url: str) -> str:
+        from urllib.parse import urlsplit
+
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL, e.g. https://irp.confluent-digital.com")
+        return url
+
+    @field_validator("approval_secret")
+    @classmethod
+    def _long_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 32:
+            raise ValueError("too short: 32 characters or more, e.g. python -c 'import secrets; "
+                             "print(secrets.token_urlsafe(32))'")
+        return secret
 
     @field_validator("action_targets")
     @classmethod
@@ -314,6 +369,18 @@ class Settings(BaseSettings):
                     raise ValueError(f"{kind}: {synonym!r} -> {word!r}, not a word of the vocabulary; "
                                      f"valid: {', '.join(words[kind])}")
         return value
+
+
+def member_target(member: str) -> str:
+    """Where an IRP_APPROVERS member is paged: the address or URL, without its optional "Name <...>"."""
+    found = re.fullmatch(r"\s*(.*?)\s*<(.+)>\s*", member)
+    return found.group(2).strip() if found else member.strip()
+
+
+def member_name(member: str) -> str:
+    """Who an IRP_APPROVERS member is, as records show it: the name given, else the address or URL."""
+    found = re.fullmatch(r"\s*(.*?)\s*<(.+)>\s*", member)
+    return (found.group(1) or found.group(2)).strip() if found else member.strip()
 
 
 @lru_cache

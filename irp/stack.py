@@ -222,10 +222,31 @@ def adopt_running_stack(path: Path = STACK_FILE) -> str | None:
             "set PREFECT_API_URL to choose another")
 
 
+def check_exposure(host: str, with_intake: bool, env: dict[str, str] | None = None) -> None:
+    """Bound to anything but loopback, the UI and the intake are reachable by others: require their credentials."""
+    from irp.intake.service import is_loopback
+
+    env = os.environ if env is None else env
+    if is_loopback(host):
+        return
+    missing = []
+    if not env.get("PREFECT_SERVER_API_AUTH_STRING"):
+        missing.append("PREFECT_SERVER_API_AUTH_STRING=user:password (the Prefect UI and API ask for it; without it "
+                       "anyone who reaches the UI can approve, resume or cancel runs)")
+    if with_intake and not (env.get("IRP_WEBHOOK_TOKEN") or "").strip():
+        missing.append("IRP_WEBHOOK_TOKEN (the bearer token alert sources send; without it the intake would be open)")
+    if missing:
+        raise ConfigurationError(
+            f"irp stack --host {host} is reachable from other machines; refusing to start without: "
+            + "; ".join(missing) + ". Set them (e.g. export PREFECT_SERVER_API_AUTH_STRING=\"admin:$(openssl rand "
+            "-hex 16)\"), or keep the default --host 127.0.0.1.")
+
+
 def serve_forever(port: int, intake_port: int, with_intake: bool = True, process_worker: bool = False,
-                  workers: int = os.cpu_count() or 1) -> None:
+                  workers: int = os.cpu_count() or 1, host: str = "127.0.0.1") -> None:
     """Bring the stack up, print where it is, wait for Ctrl-C or SIGTERM, stop it."""
-    stack = Stack(port=port, intake_port=intake_port)
+    check_exposure(host, with_intake)
+    stack = Stack(host=host, port=port, intake_port=intake_port)
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:

@@ -136,12 +136,15 @@ def stack(
     process_worker: Annotated[bool, typer.Option(
         "--process-worker", help="Use Prefect's process worker (a new process per run) instead of irp worker.")] = False,
     workers: Annotated[int, typer.Option(help="irp worker processes (0: one per CPU core).", min=0)] = 0,
+    host: Annotated[str, typer.Option(
+        help="Address the UI and the intake listen on; other than loopback needs PREFECT_SERVER_API_AUTH_STRING "
+             "and IRP_WEBHOOK_TOKEN.")] = "127.0.0.1",
 ) -> None:
     """Start the local stack (Prefect server and UI, deployments, worker, alert intake) until Ctrl-C."""
     from irp.stack import serve_forever
 
     serve_forever(port, intake_port, with_intake=not no_intake, process_worker=process_worker,
-                  workers=workers or os.cpu_count() or 1)
+                  workers=workers or os.cpu_count() or 1, host=host)
 
 
 def worker(

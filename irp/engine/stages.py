@@ -165,7 +165,8 @@ def _gate(current: _StageRun, step: Step, started: datetime, verdict: targets.Ve
         return current.failed(step, started, f"cannot render args: {error_text(exc)}")
     held = verdict.held if verdict and step.approval is None else ""
     outcome = request_approval(step, current.stage, current.incident, args, current.run, why=held,
-                               targets=verdict.targets if verdict else [])
+                               targets=verdict.targets if verdict else [],
+                               render=lambda: rendered_args(step, current.context()))
     current.timeline.extend(outcome.timeline)
     if outcome.decisions or outcome.timed_out:
         current.store.put_json(current.incident.id, f"approvals/{current.stage.value}/{step.id}.json",

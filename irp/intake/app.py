@@ -27,6 +27,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from irp.errors import field_errors
+from irp.intake.approvals import approvals_router
 from irp.intake.auth import PENDING
 from irp.intake.http import BodyTooLarge, error_response, json_response, local_refusal, read_body
 from irp.intake.journal import AcceptResult, AlertDecision, AlertDelivery, JournalError
@@ -323,6 +324,7 @@ def create_api(service=None) -> FastAPI:
         return handlers.reject("", "unknown_source", 404, f"unknown source {source[:100]!r}; valid: {valid}")
 
     app.include_router(operations_router(handlers))
+    app.include_router(approvals_router(handlers))
 
     original = app.openapi
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from irp.errors import ConfigurationError, PlaybookError
+from irp.intake.approvals import PrefectRuns
 from irp.intake.auth import Authenticator
 from irp.intake.journal import AlertJournal, open_journal
 from irp.intake.metrics import Metrics
@@ -169,6 +170,7 @@ class IntakeService:
         journal: AlertJournal | None = None,
         create_run: Callable[[dict], str] | None = None,
         append_event: Callable[[str, TimelineEntry], None] = append_event,
+        runs: PrefectRuns | None = None,
     ) -> None:
         self.settings = settings
         self.local = local
@@ -199,6 +201,7 @@ class IntakeService:
         )
         self.journal.on_commit = self.outbox.wake
         self.ui_url = ui_base()
+        self.runs = runs or PrefectRuns()  # the paused runs approval links resume (irp/intake/approvals.py)
         self._stop = threading.Event()
         self._purger = threading.Thread(target=self._purge_loop, name="irp-journal-purge", daemon=True)
         self._watcher = threading.Thread(target=self._watch_routing, name="irp-routing-watch", daemon=True)

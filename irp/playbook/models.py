@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from irp.models import AlertSource, IncidentType, Severity, Stage
 
@@ -43,11 +43,27 @@ class _Strict(BaseModel):
 class Approval(_Strict):
     """Human approval required before a step runs (policy §6: disruptive measures)."""
 
+    group: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="Approver group of IRP_APPROVERS paged with personal signed links when the step waits.")
     approvers: int = Field(1, ge=1, le=10, description="Distinct people who must approve.")
+    escalate_to: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="Group of IRP_APPROVERS paged at the timeout, before on_timeout applies.")
     timeout_minutes: float = Field(60, gt=0, description="How long to wait for the decisions.")
     on_timeout: Literal["approve", "reject"] = Field(
         "reject", description="Decision applied, with an escalation, when nobody decided in time."
     )
+    verified: bool = Field(
+        False, description="Count only decisions made through a signed link (a verified identity), not names "
+                           "typed in the Prefect UI; needs `group`.")
+
+    @model_validator(mode="after")
+    def _verified_needs_a_group(self) -> Approval:
+        if self.verified and self.group is None:
+            raise ValueError("verified: true needs a group: only its members get the signed links that verify who "
+                             "decides")
+        return self
 
 
 class Step(_Strict):

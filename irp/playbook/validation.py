@@ -24,6 +24,7 @@ from irp.models import Stage
 from irp.playbook import templates
 from irp.playbook.models import LABEL_NAME, Playbook, Routing, Step
 from irp.playbook.problems import Loc, Positions, Problem, loc_path, with_input
+from irp.settings import get_settings
 
 __all__ = ["TARGET_ARGS", "TEMPLATE_VARIABLES", "jmespath_error", "routing_problems", "semantic_problems", "target_notes"]
 
@@ -117,11 +118,28 @@ class _Checker:
             value = step.args.get(name)
             if isinstance(value, str) and not templates.syntax_error(value) and templates.reads_run_data(value, _ALERT):
                 self.add((*loc, "args", name), f"takes its value from alert data: an alert may not choose {fix}")
+        if step.approval is not None:
+            self.approval((*loc, "approval"), step)
         spec = registry.get(step.action)
         if spec is None:
             self.add((*loc, "action"), _unknown_action(step.action, registry))
         else:
             self.args(loc, step, spec)
+
+    def approval(self, loc: Loc, step: Step) -> None:
+        """The approval's groups against IRP_APPROVERS, when it is configured."""
+        groups = get_settings().approvers
+        gate = step.approval
+        if not groups or gate is None:
+            return
+        for key in ("group", "escalate_to"):
+            name = getattr(gate, key)
+            if name is not None and name not in groups:
+                self.add((*loc, key), f"approver group {name!r} is not in IRP_APPROVERS; configured: "
+                         f"{', '.join(sorted(groups))}")
+        if gate.verified and gate.group in groups and len(groups[gate.group]) < gate.approvers:
+            self.add((*loc, "approvers"), f"{gate.approvers} verified approvals needed but group {gate.group!r} has "
+                     f"{len(groups[gate.group])} member(s) in IRP_APPROVERS")
 
     def args(self, loc: Loc, step: Step, spec: ActionSpec) -> None:
         """The step's literal arguments against the action's argument model (templates are checked when rendered)."""

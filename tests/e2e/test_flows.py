@@ -311,9 +311,9 @@ class TestApprovalGates:
         incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
         approvals = [e.message for e in incident.timeline if e.kind == "approval"]
         assert approvals == [
-            "step suspend_tenant approved by Alice (1/2): confirmed",
-            "alice already approved step suspend_tenant; another person must",
-            "step suspend_tenant approved by Bob (2/2): confirmed",
+            "step suspend_tenant approved by Alice (unverified) (1/2): confirmed",
+            "alice already approved step suspend_tenant; another person must (one person counts once)",
+            "step suspend_tenant approved by Bob (unverified) (2/2): confirmed",
         ]
         assert any("tenant acme-callcenter suspended" == e.message for e in incident.timeline)
         names = {i.name for i in open_store(get_settings().evidence_url).manifest(summary.incident_id)}
@@ -326,7 +326,8 @@ class TestApprovalGates:
         thread.join(120)
         summary = result["state"].result()
         incident = open_store(get_settings().evidence_url).load_incident(summary.incident_id)
-        assert "step suspend_tenant (timeline.record) skipped: step suspend_tenant rejected by Carol: false positive" in [
+        assert "step suspend_tenant (timeline.record) skipped: step suspend_tenant rejected by Carol (unverified): " \
+            "false positive" in [
             e.message for e in incident.timeline]
         assert not any("suspended" == e.message[-9:] for e in incident.timeline if e.kind == "note")
 

@@ -231,7 +231,7 @@ def test_approve_from_the_resume_form(ui_stack: UIStack, browser, output_dir: Pa
                                "Alice Durand", "confirmed with the Client", output_dir)
     assert incident.title == "Agent recordings on a public share"
     assert incident.reporter == "Jeanne Martin, ACME Callcenter DPO" and incident.personal_data.categories == ["call_recordings"]
-    assert "step suspend_tenant approved by Alice Durand (1/1): confirmed with the Client" in [
+    assert "step suspend_tenant approved by Alice Durand (unverified) (1/1): confirmed with the Client" in [
         e.message for e in incident.timeline]
     assert any(e.message.startswith("tenant ") and e.message.endswith(" suspended") for e in incident.timeline)
     names = {item.name for item in open_store(f"file://{ui_stack.root / 'evidence'}").manifest(incident.id)}
@@ -242,8 +242,8 @@ def test_reject_from_the_resume_form_skips_the_step(ui_stack: UIStack, browser, 
     incident = run_declaration(browser, ui_stack, "Second report, false positive", "reject",
                                "Bob Lefèvre", "the share is internal", output_dir)
     messages = [e.message for e in incident.timeline]
-    assert "step suspend_tenant rejected by Bob Lefèvre: the share is internal" in messages
-    assert ("step suspend_tenant (timeline.record) skipped: step suspend_tenant rejected by Bob Lefèvre: "
+    assert "step suspend_tenant rejected by Bob Lefèvre (unverified): the share is internal" in messages
+    assert ("step suspend_tenant (timeline.record) skipped: step suspend_tenant rejected by Bob Lefèvre (unverified): "
             "the share is internal") in messages
     assert not any(m.endswith(" suspended") for m in messages)
 

@@ -85,6 +85,11 @@ CREATE TABLE IF NOT EXISTS unrouted (
     last_delivery_id TEXT NOT NULL,
     PRIMARY KEY (source, fingerprint)
 );
+CREATE TABLE IF NOT EXISTS used_links (
+    id TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    used_at {real} NOT NULL
+);
 """
 
 

@@ -188,6 +188,26 @@ class AlertJournal(OutboxTable):
 
         return self._submit(fn)
 
+    def use_link(self, link_id: str, incident_id: str) -> Future[bool]:
+        """Record an approval link as used: True the first time, False when it was used before (a replay)."""
+        def fn(conn: Any) -> bool:
+            cursor = self._x(conn, "INSERT INTO used_links (id, incident_id, used_at) VALUES (?, ?, ?) "
+                                   "ON CONFLICT (id) DO NOTHING", (link_id, incident_id, time.time()))
+            return cursor.rowcount == 1
+
+        return self._submit(fn, keys=(f"link:{link_id}",))
+
+    def link_used(self, link_id: str) -> bool:
+        """Whether an approval link was used already."""
+        return bool(self._read("SELECT 1 FROM used_links WHERE id = ?", (link_id,)))
+
+    def forget_link(self, link_id: str) -> Future[None]:
+        """Make a link usable again: its decision could not be delivered to the run."""
+        def fn(conn: Any) -> None:
+            self._x(conn, "DELETE FROM used_links WHERE id = ?", (link_id,))
+
+        return self._submit(fn, keys=(f"link:{link_id}",))
+
     def quiet_open_groups(self, window_start: float) -> list[tuple[str, str]]:
         """(group key, incident id) of the groups past the window whose incident may still be open."""
         return [(r[0], r[1]) for r in self._read(

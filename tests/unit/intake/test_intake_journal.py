@@ -317,3 +317,15 @@ def test_delivery_ids_are_unique_version_7_uuids_in_time_order() -> None:
     assert len(set(earlier)) == 5000
     assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in (*earlier, later))
     assert later > max(earlier)
+
+
+class TestUsedApprovalLinks:
+    def test_a_link_is_used_once_even_by_two_replicas_and_can_be_given_back(self, open_journal) -> None:
+        first = open_journal()
+        second = first if isinstance(first, SQLiteJournal) else open_journal()  # SQLite: one intake per file
+        assert not first.link_used("jti-1")
+        assert first.use_link("jti-1", "INC-1").result(timeout=10) is True
+        assert second.use_link("jti-1", "INC-1").result(timeout=10) is False
+        assert second.link_used("jti-1")
+        second.forget_link("jti-1").result(timeout=10)
+        assert first.use_link("jti-1", "INC-1").result(timeout=10) is True
