@@ -9,6 +9,7 @@ was approved (what the channels did is on its record) or nothing is held any mor
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from prefect import flow, get_run_logger
@@ -23,6 +24,8 @@ from irp.notifications.review import approve, held_for_review, postpone, review_
 from irp.settings import get_settings
 
 __all__ = ["LetterReview", "review_notification"]
+
+RECORD_WAIT_SECONDS = 180  # how long a review run started by a notify step waits for that stage's record
 
 
 class LetterReview(RunInput):
@@ -54,12 +57,16 @@ def review_notification(incident_id: str, obligation_id: str) -> dict:
     settings = get_settings()
     store = open_store(settings.evidence_url)
     logger = get_run_logger()
+    started = time.monotonic()
     n = 0
     while True:
         incident = store.load_incident(incident_id)
         try:
             held = held_for_review(incident, obligation_id)
         except IrpError as exc:  # sent meanwhile (the CLI), or nothing held: nothing to wait for
+            if n == 0 and "already sent" not in str(exc) and time.monotonic() < started + RECORD_WAIT_SECONDS:
+                time.sleep(2)  # started by the notify step: its record is saved when the stage ends
+                continue
             logger.info("%s %s: %s", incident_id, obligation_id, exc)
             return {"incident_id": incident_id, "obligation_id": obligation_id, "status": "nothing held"}
         form = LetterReview.with_initial_data(description="```text\n" + review_text(store, incident, held)

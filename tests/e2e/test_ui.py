@@ -299,7 +299,7 @@ def test_a_letter_to_the_cnil_leaves_once_its_reviewer_approves_it_on_the_form(u
                                    and r["state_name"] == "Suspended", what="the letter's review run")
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
     try:
-        dialog = open_resume_form(page, ui_stack, review["id"], "gdpr_authority")
+        dialog = open_resume_form(page, ui_stack, review["id"], "Violation de données personnelles")
         text = dialog.inner_text()
         assert "deadline" in text and "Violation de données personnelles" in text
         dialog.get_by_label("Your name").fill("Claire Petit (DPO)")
@@ -312,7 +312,7 @@ def test_a_letter_to_the_cnil_leaves_once_its_reviewer_approves_it_on_the_form(u
                                  what="the review run to end")
     assert done["state_type"] == "COMPLETED"
     [letter] = ui_stack.smtp.to(cnil)  # exactly one
-    assert letter.message["Subject"].startswith("[Confluent Digital]")
+    assert letter.message["Subject"].startswith("Violation de données personnelles (RGPD, art. 33)")
     store = open_store(f"file://{ui_stack.root / 'evidence'}")
     sent = [n for n in store.load_incident(incident.id).notifications if n.obligation == "gdpr_authority"]
     assert any(n.reviewed_by == "Claire Petit (DPO)" for n in sent) or any(
