@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from aws_stack import AWS_SAMPLES, Approver, Cloud, prepare, step_records
+from polling import wait_for
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import FlowRunFilter
@@ -42,16 +42,6 @@ POOL = "irp-guardduty-test"
 API_KEY = "eventbridge-connection-key"
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-def wait_for(what, check, timeout: float = 180):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from playbook_copies import edit_playbook
+from polling import wait_for
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -93,16 +93,6 @@ def start_worker(log: Path) -> subprocess.Popen:
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_until(check, what: str, timeout: float = 240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def waiting_at(incident_id: str, run_id, stage: Stage):
     """The incident once its run is suspended at `stage` (record saved, flow run Paused)."""
     store = open_store(get_settings().evidence_url)
@@ -117,7 +107,7 @@ def waiting_at(incident_id: str, run_id, stage: Stage):
             state = client.read_flow_run(run_id).state
         return incident if state is not None and state.is_paused() else None
 
-    return wait_until(check, f"the run to wait at {stage.value}")
+    return wait_for(f"the run to wait at {stage.value}", check, timeout=240)
 
 
 def task_runs(run_id) -> list[str]:
@@ -178,7 +168,7 @@ def test_a_response_waits_for_people_survives_a_killed_worker_and_repeats_nothin
                 state = client.read_flow_run(run_id).state
             return state if state.is_final() else None
 
-        assert wait_until(done, "the run to finish").is_completed()
+        assert wait_for("the run to finish", done, timeout=240).is_completed()
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(30)

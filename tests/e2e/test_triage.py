@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from notify_fixtures import smtp_server, tls_cert  # noqa: F401 (fixtures)
+from polling import wait_for
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
@@ -30,16 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 POOL = "irp-triage-test"
 TOKEN = "triage-test-token"
 INTERNAL = ["security@confluent-digital.com", "dpo@confluent-digital.com"]
-
-
-def wait_for(what, check, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
 
 
 @pytest.fixture
