@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import time_machine
-from lifecycle_fixtures import EVERYONE_AGREES
+from lifecycle_fixtures import EVERYONE_AGREES, GATES_APPROVED
 from notify_fixtures import SMTP_PASSWORD, smtp_server, tls_cert, webhook  # noqa: F401 (fixtures)
 from pydantic import SecretStr
 from typer.testing import CliRunner
@@ -351,7 +351,7 @@ class TestReviewGate:
 
     def held_run(self, smtp) -> str:
         alert = read_alert(SAMPLES / "data_leak.json")
-        summary = run(IncidentType.data_leak, alert, decisions=None, **stated_by_route(alert, "acme-callcenter"))
+        summary = run(IncidentType.data_leak, alert, decisions=GATES_APPROVED, **stated_by_route(alert, "acme-callcenter"))
         assert smtp.to("dpo@acme.example") == [] and smtp.to("cnil-filing@confluent-digital.com") == []
         return summary.incident_id
 
