@@ -50,6 +50,7 @@ def configured(smtp_server, tls_cert, monkeypatch: pytest.MonkeyPatch):
         "IRP_ESCALATION_LEAD_HOURS": "2",
         "IRP_NOTIFY_RETRY_BASE_SECONDS": "0.05",
         "IRP_NOTIFY_RETRY_MAX_SECONDS": "0.1",
+        "IRP_NOTIFY_REVIEW": "{}",  # these tests are about the clocks; tests/e2e/test_notifications.py holds for review
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -202,7 +203,7 @@ class TestCli:
             assert sent.exit_code == 0, sent.output
             listed = runner.invoke(app, ["incidents", "deadlines", "--all"]).stdout
         [message] = configured.to("cnil-filing@confluent-digital.com")
-        assert "Motifs du retard (art. 33(1)) : Périmètre établi au jour 3" in \
+        assert "Motifs du retard (article 33(1) du RGPD) : Périmètre établi au jour 3" in \
             message.message.get_body(("plain",)).get_content()
         assert "met_late" in listed and "reason: Périmètre établi au jour 3" in listed
         assert watch(late + timedelta(hours=1)).notices == []  # met: the watch is quiet
