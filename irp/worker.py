@@ -51,6 +51,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import Pause
 from prefect.flow_engine import load_flow_from_entrypoint, run_flow
 from prefect.states import Pending
 
@@ -107,8 +108,11 @@ class InProcessWorker:
             flow = self._flow(entrypoint)
             state = run_flow(flow, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
             log.info("flow run %s (%s) finished: %s", flow_run.name, flow_run.id, getattr(state, "name", state))
+        except Pause:  # suspended, waiting for people (irp/engine/waits.py): resumed later, by any worker
+            log.info("flow run %s (%s) suspended", flow_run.name, flow_run.id)
         except BaseException as exc:  # report and keep the worker alive; the engine recorded the state
-            log.error("flow run %s (%s) crashed in the worker: %s", flow_run.name, flow_run.id, exc)
+            log.error("flow run %s (%s) crashed in the worker: %s: %s", flow_run.name, flow_run.id,
+                      type(exc).__name__, exc)
         finally:
             with self._lock:
                 self.active.discard(flow_run.id)
