@@ -424,3 +424,17 @@ def intake_request(service: Any, method: str, path: str, **kwargs: Any) -> httpx
             return await client.request(method, path, **kwargs)
 
     return asyncio.run(send())
+
+
+@pytest.fixture
+def admin_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[AdminApi]:
+    """The admin API stand-in on loopback, configured as IRP_PLATFORM_API_URL with its token, fast retries."""
+    from irp.settings import get_settings
+
+    admin = AdminApi()
+    monkeypatch.setattr("irp.actions.platform.secret_value", lambda block: ADMIN_TOKEN)
+    with AsgiServer(admin.app) as server:
+        monkeypatch.setenv("IRP_PLATFORM_API_URL", f"{server.url}/admin/v1")
+        monkeypatch.setenv("IRP_ACTION_RETRY_BASE_SECONDS", "0.01")
+        get_settings.cache_clear()
+        yield admin

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
-from service_fixtures import ADMIN_TOKEN, AdminApi, AsgiServer, make_ctx, make_incident
+from service_fixtures import ADMIN_TOKEN, AdminApi, admin_api, make_ctx, make_incident  # noqa: F401 (fixture)
 
 from irp.actions.platform import (
     AuditLogArgs,
@@ -21,18 +21,11 @@ from irp.actions.platform import (
 )
 from irp.errors import PermanentError
 from irp.evidence import LocalEvidenceStore
-from irp.settings import get_settings
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch):
-    admin = AdminApi()
-    monkeypatch.setattr("irp.actions.platform.secret_value", lambda block: ADMIN_TOKEN)
-    with AsgiServer(admin.app) as server:
-        monkeypatch.setenv("IRP_PLATFORM_API_URL", f"{server.url}/admin/v1")
-        monkeypatch.setenv("IRP_ACTION_RETRY_BASE_SECONDS", "0.01")
-        get_settings.cache_clear()
-        yield admin
+def api(admin_api: AdminApi) -> AdminApi:  # noqa: F811 (the fixture, by a shorter name)
+    return admin_api
 
 
 def archived(root, ctx, index=-1) -> dict:

@@ -7,23 +7,16 @@ real block); everything else is real: HTTP, the contract's headers, evidence, re
 from __future__ import annotations
 
 import pytest
-from service_fixtures import ADMIN_TOKEN, AdminApi, AsgiServer, make_ctx
+from service_fixtures import AdminApi, admin_api, make_ctx  # noqa: F401 (fixture)
 
 from irp.actions.platform import UserStatusArgs, disable_user, enable_user
 from irp.actions.registry import get_registry
 from irp.errors import PermanentError
-from irp.settings import get_settings
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch):
-    admin = AdminApi()
-    monkeypatch.setattr("irp.actions.platform.secret_value", lambda block: ADMIN_TOKEN)
-    with AsgiServer(admin.app) as server:
-        monkeypatch.setenv("IRP_PLATFORM_API_URL", f"{server.url}/admin/v1")
-        monkeypatch.setenv("IRP_ACTION_RETRY_BASE_SECONDS", "0.01")
-        get_settings.cache_clear()
-        yield admin
+def api(admin_api: AdminApi) -> AdminApi:  # noqa: F811 (the fixture, by a shorter name)
+    return admin_api
 
 
 def test_disables_one_user_once_and_undo_enables_it(api, evidence_root):
