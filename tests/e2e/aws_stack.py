@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateName
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.flow_runs import resume_flow_run
 from service_fixtures import REGION, Fault, boto, json_target
 
@@ -155,13 +155,13 @@ class Approver:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+        # "Paused" only: "Suspended" runs are stages waiting for people (irp/engine/waits.py), not gates, and a
+        # session's server holds more of them than one page returns
+        paused = FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused"])))
         while not self._stop.wait(0.5):
             with get_client(sync_client=True) as client:
-                runs = client.read_flow_runs(flow_run_filter=paused)
+                runs = client.read_flow_runs(flow_run_filter=paused, sort=FlowRunSort.START_TIME_DESC, limit=20)
             for run in runs:
-                if run.state.name == "Suspended":  # a stage waiting for people (irp/engine/waits.py), not a gate
-                    continue
                 try:
                     resume_flow_run(run.id, run_input={"decision": "approve", "approver": "Test Approver",
                                                        "reason": "end-to-end test"})

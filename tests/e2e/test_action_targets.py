@@ -9,14 +9,19 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from lifecycle_fixtures import EVERYONE_AGREES
 from playbook_copies import edit_playbook
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateName,
+)
 from prefect.flow_runs import resume_flow_run
 from service_fixtures import ADMIN_TOKEN, AdminApi, AsgiServer, aws, boto, moto_server, save_secret  # noqa: F401
 
@@ -64,13 +69,15 @@ class Run:
 
     def __init__(self, alert: Alert) -> None:
         self.result: dict = {}
+        self.started = datetime.now(UTC)
         self.thread = threading.Thread(target=lambda: self.result.setdefault(
             "state", INCIDENT_FLOWS[IncidentType.data_leak](alert=alert, decisions=EVERYONE_AGREES, return_state=True)))
         self.thread.start()
 
     def paused(self, timeout: float = 120) -> str:
         """The id of the paused run (fails when the run ends without pausing)."""
-        paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+        paused = FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused"])),
+                               start_time=FlowRunFilterStartTime(after_=self.started))  # this run, not another test's
         deadline = time.monotonic() + timeout
         with get_client(sync_client=True) as client:
             while time.monotonic() < deadline:

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 from aws_stack import AWS_SAMPLES, Approver, Cloud, prepare, step_records
-from polling import wait_for
+from polling import runs_named, wait_for
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.filters import FlowRunFilter
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.flow_runs import resume_flow_run
 from pydantic import SecretStr
@@ -81,8 +80,7 @@ def post_finding(service: IntakeService, body: str) -> dict:
 
 
 def run_of(incident_id: str):
-    with get_client(sync_client=True) as client:
-        found = [r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter()) if r.name.startswith(incident_id)]
+    found = runs_named(incident_id)
     return found[0] if found else None
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from notify_fixtures import smtp_server, tls_cert  # noqa: F401 (fixtures)
-from polling import wait_for
+from polling import runs_named, wait_for
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.flow_runs import resume_flow_run
 from service_fixtures import intake_request
@@ -76,11 +76,9 @@ def test_a_critical_unrouted_alert_is_told_and_triaged_into_its_type(stack, evid
     assert all(m.tls and m.login for m in told)
     assert "Choisissez le type d'incident" in told[0].message.get_body(("plain",)).get_content()
 
-    with get_client(sync_client=True) as client:
-        run = wait_for("the paused triage run", lambda: [
-            r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter())
-            if r.name == f"{incident_id} triage" and r.state.is_paused()])[0]
-        assert run.parameters["incident_id"] == incident_id
+    run = wait_for("the paused triage run", lambda: [
+        r for r in runs_named(incident_id) if r.name == f"{incident_id} triage" and r.state.is_paused()])[0]
+    assert run.parameters["incident_id"] == incident_id
     resume_flow_run(run.id, run_input={"incident_type": "human_error", "responder": "Alice Martin",
                                        "reason": "the root login was a colleague's test, wrongly configured"})
     with get_client(sync_client=True) as client:
