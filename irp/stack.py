@@ -140,8 +140,8 @@ def bring_up(stack: Stack, with_intake: bool = True, process_worker: bool = Fals
     """Start the server (unless PREFECT_API_URL is set), deploy, start a worker and the intake."""
     external = bool(os.environ.get("PREFECT_API_URL"))
     if not external:
-        stack.start("prefect-server", [_bin("prefect"), "server", "start", "--host", stack.host,
-                                       "--port", str(stack.port)])
+        stack.start("prefect-server", [sys.executable, "-m", "irp.prefect_server", "--host", stack.host,
+                                       "--port", str(stack.port)])  # Prefect's server, writes in line on SQLite
     stack.wait_http("prefect-server", f"{stack.api_url}/health")
     stack.run("work-pool", [_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process",
                             "--overwrite"], timeout=120)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import reduce, update_wrapper, wraps
+from functools import lru_cache, reduce, update_wrapper, wraps
 from types import BuiltinMethodType, MethodType
 from typing import Any
 
@@ -548,8 +548,19 @@ def _expression(text: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=2048)
+def _compiled_expression(expression: str) -> Any:
+    """A playbook's expressions are few and evaluated in every run: compiled once (Jinja templates are thread-safe)."""
+    return _env.compile_expression(expression, undefined_to_none=False)
+
+
+@lru_cache(maxsize=2048)
+def _compiled_template(text: str) -> Template:
+    return _env.from_string(text)
+
+
 def _evaluate(expression: str, context: dict[str, Any]) -> Any:
-    value = _env.compile_expression(expression, undefined_to_none=False)(**context)
+    value = _compiled_expression(expression)(**context)
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
     return _check_text(value, "the expression's value")
@@ -571,7 +582,7 @@ def _render(value: Any, context: dict[str, Any]) -> Any:
         expression = _expression(value)
         if expression is not None:
             return _evaluate(expression, context)
-        return _env.from_string(value).render(**context)
+        return _compiled_template(value).render(**context)
     if isinstance(value, dict):
         return {key: _render(item, context) for key, item in value.items()}
     if isinstance(value, list):

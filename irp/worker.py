@@ -55,6 +55,8 @@ from prefect.exceptions import Pause
 from prefect.flow_engine import load_flow_from_entrypoint, run_flow
 from prefect.states import Pending
 
+from irp.prefect_clients import share_tls_context
+
 log = logging.getLogger("irp.worker")
 
 HEARTBEAT_SECONDS = 15
@@ -67,6 +69,7 @@ class InProcessWorker:
     """Poll a work pool, claim scheduled runs, execute them in threads of this process."""
 
     def __init__(self, pool: str = "irp", poll_seconds: float = 0.25, max_runs: int = 16, name: str | None = None):
+        share_tls_context()  # each run creates several Prefect clients: one TLS context, not one each
         self.pool = pool
         self.poll_seconds = poll_seconds
         self.name = name or f"irp-inprocess-{socket.gethostname()}-{os.getpid()}"

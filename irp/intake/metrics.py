@@ -32,6 +32,9 @@ class Metrics:
                                  ["source", "incident_type"], registry=r)
         self.runs_created = Counter("irp_intake_runs_created", "Flow runs created from the outbox.", registry=r)
         self.run_errors = Counter("irp_intake_run_errors", "Failed attempts to create a flow run.", registry=r)
+        self.run_busy = Counter("irp_intake_run_busy_retries",
+                                "Run creations the Prefect server answered busy (503), asked again within 0.1 s.",
+                                registry=r)
         self.backlog = Gauge("irp_intake_journal_backlog", "Outbox items not yet carried out.", ["kind"],
                              registry=r)
         self.ack_latency = Histogram(

@@ -2,6 +2,10 @@
 
 - run: `run_deployment("<type>/respond", parameters, idempotency_key=K, timeout=0)`; the key is
   stored with the item, so a retry after a crash or an outage returns the run already created.
+  A server busy for a moment (`ServerBusy`: Prefect on SQLite answering 503 "database is locked"
+  while another connection writes) is asked again after tens of milliseconds, with jitter, up to
+  `BUSY_RETRIES` times, instead of the Prefect client's 2, 4, 8… s back-off; past that, the
+  item is retried like any failure.
 - event: repeats, resolutions and updates of one incident are gathered into one timeline entry
   (`store.append_event`). The entry is written to the journal before it is appended, so after a
   crash the very same entry is appended again, and the store keeps each entry once.
@@ -22,11 +26,17 @@ from datetime import UTC, datetime
 from irp.intake.journal import AlertJournal, JournalError, OutboxItem
 from irp.models import TimelineEntry
 
-__all__ = ["Outbox", "timeline_entry"]
+__all__ = ["Outbox", "ServerBusy", "timeline_entry"]
 
 log = logging.getLogger("irp.intake")
 _EVENTS_PER_ENTRY = 500
 MIN_PASS_INTERVAL = 0.25  # under load, let work gather: fewer, larger timeline entries and commits
+BUSY_RETRIES = 40  # quick attempts of a run creation while the server is busy (~2 s in all)
+BUSY_DELAY = (0.02, 0.08)  # seconds between them, drawn uniformly: the competing writers spread out
+
+
+class ServerBusy(Exception):  # noqa: N818 (a condition, retried at once)
+    """The Prefect server could not take the request this moment (503); asking again shortly will do."""
 
 
 def timeline_entry(items: list[OutboxItem]) -> TimelineEntry:
@@ -74,6 +84,8 @@ class Outbox:
         retry_max: float = 30.0,
         on_run: Callable[[bool], None] | None = None,
         workers: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+        on_busy: Callable[[], None] | None = None,
     ) -> None:
         self.journal = journal
         self.create_run = create_run
@@ -81,6 +93,8 @@ class Outbox:
         self.confirm = confirm
         self.retry_max = retry_max
         self.on_run = on_run or (lambda ok: None)
+        self.sleep = sleep
+        self.on_busy = on_busy or (lambda: None)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="irp-outbox")
@@ -211,6 +225,16 @@ class Outbox:
             return False
         return True
 
+    def _create_run(self, payload: dict) -> str:
+        """`create_run`, asked again after a short random pause while the server answers it is busy."""
+        for _ in range(BUSY_RETRIES):
+            try:
+                return self.create_run(payload)
+            except ServerBusy:
+                self.on_busy()
+                self.sleep(random.uniform(*BUSY_DELAY))
+        return self.create_run(payload)
+
     def _one(self, item: OutboxItem) -> None:
         probing = False
         try:
@@ -220,7 +244,7 @@ class Outbox:
                     self.journal.release([item]).result()
                     return
             if item.kind == "run":
-                flow_run_id = self.create_run(item.payload)
+                flow_run_id = self._create_run(item.payload)
                 self._runs_paused_until = 0.0
                 self.journal.run_created(item, flow_run_id).result()
                 self.on_run(True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from irp.intake.journal import AlertDelivery, SQLiteJournal
-from irp.intake.outbox import Outbox
+from irp.intake.outbox import BUSY_DELAY, BUSY_RETRIES, Outbox, ServerBusy
 from irp.intake.routing import Routed
 from irp.models import Alert, AlertSource, IncidentType, TimelineEntry
 
@@ -99,3 +99,41 @@ def test_claimed_entry_is_appended_again_identically_after_a_crash(tmp_path: Pat
     journal.close()
     appended = [entry for _, entry in rec.events]
     assert len(appended) == 2 and appended[0] == appended[1]  # the store keeps an identical entry once
+
+
+class BusyServer(Recorder):
+    """A Prefect server that answers busy (503) `busy` times before it creates the run."""
+
+    def __init__(self, busy: int) -> None:
+        super().__init__()
+        self.busy = busy
+
+    def create_run(self, payload: dict) -> str:
+        if self.busy:
+            self.busy -= 1
+            raise ServerBusy("database is locked")
+        return super().create_run(payload)
+
+
+def test_a_busy_server_is_asked_again_within_milliseconds_not_seconds(journal: SQLiteJournal) -> None:
+    server, pauses, busy_seen = BusyServer(busy=5), [], []
+    outbox = Outbox(journal, server.create_run, server.append_event, confirm=lambda url: None,
+                    sleep=pauses.append, on_busy=lambda: busy_seen.append(1))
+    _deliver(journal, "a")
+    outbox.drain_once()
+    outbox.stop()
+    assert len(server.runs) == 1 and not any(journal.backlog().values())  # created in the same pass
+    assert len(pauses) == len(busy_seen) == 5
+    assert all(BUSY_DELAY[0] <= pause <= BUSY_DELAY[1] for pause in pauses)  # jittered tens of milliseconds
+    assert len(set(pauses)) > 1
+
+
+def test_a_server_busy_for_longer_leaves_the_run_to_the_outbox_retries(journal: SQLiteJournal) -> None:
+    server, pauses = BusyServer(busy=BUSY_RETRIES + 1), []
+    outbox = Outbox(journal, server.create_run, server.append_event, confirm=lambda url: None,
+                    sleep=pauses.append, retry_max=0.1)
+    _deliver(journal, "a")
+    outbox.drain_once()
+    outbox.stop()
+    assert server.runs == [] and journal.backlog()["run"] == 1  # kept, due again later: nothing lost
+    assert len(pauses) == BUSY_RETRIES and "ServerBusy" in journal.last_error()
