@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     intake_retry_max_seconds: float = Field(
         30, gt=0, description="Longest wait between two attempts to create a run or append a timeline entry.")
     intake_retention_days: float = Field(30, gt=0, description="How long delivered alerts stay in the journal.")
+    intake_backlog_max_age_seconds: float = Field(
+        120, gt=0, description="/healthz turns degraded once an accepted alert's run has waited this long to be "
+                               "created (outbox) or started by a worker (work pool).")
     routing_file: Path | None = Field(None, description="Alert routing (default: routing.yaml in playbooks_dir).")
     routing_reload_seconds: float = Field(
         2.0, ge=0, description="How often the intake checks the routing file for changes (0: only on SIGHUP).")

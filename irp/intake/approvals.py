@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 from urllib.parse import parse_qs
 from uuid import UUID
@@ -87,7 +88,30 @@ class RunState:
 
 
 class PrefectRuns:
-    """The Prefect server's side of the approval pages (the I/O edge tests replace)."""
+    """The Prefect server's side of the approval pages and of the backlog (the I/O edge tests replace)."""
+
+    def waiting(self, tag: str = "irp-intake") -> tuple[int, datetime | None] | None:
+        """Runs created by the intake that no worker has started yet (Scheduled, Late…), and since when the
+        oldest of them was due; None without a Prefect server configured (never a temporary one)."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+            FlowRunFilterTags,
+        )
+        from prefect.client.schemas.objects import StateType
+        from prefect.client.schemas.sorting import FlowRunSort
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            return None
+        due = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                            tags=FlowRunFilterTags(all_=[tag]))
+        with get_client(sync_client=True) as client:
+            count = client.count_flow_runs(flow_run_filter=due)
+            oldest = client.read_flow_runs(flow_run_filter=due, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1)
+        return count, (oldest[0].expected_start_time if oldest else None)
 
     def state(self, flow_run_id: str) -> RunState:
         from prefect.client.orchestration import get_client

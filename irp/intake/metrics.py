@@ -6,6 +6,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
+from irp.intake.backlog import Backlog
+
 __all__ = ["Metrics"]
 
 REJECT_REASONS = (
@@ -37,6 +39,14 @@ class Metrics:
                                 registry=r)
         self.backlog = Gauge("irp_intake_journal_backlog", "Outbox items not yet carried out.", ["kind"],
                              registry=r)
+        self.backlog_age = Gauge("irp_intake_journal_backlog_age_seconds",
+                                 "How long the oldest outbox item not yet carried out has waited (0: none).", ["kind"],
+                                 registry=r)
+        self.runs_waiting = Gauge("irp_intake_runs_waiting", "Runs the intake created that no worker has started yet.",
+                                  registry=r)
+        self.runs_waiting_age = Gauge("irp_intake_runs_waiting_age_seconds",
+                                      "How long the oldest run waiting for a worker has been due (0: none).",
+                                      registry=r)
         self.ack_latency = Histogram(
             "irp_intake_ack_latency_seconds", "Time from request to acknowledgement (2xx).", ["source"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
@@ -67,7 +77,11 @@ class Metrics:
     def run_result(self, ok: bool) -> None:
         (self.runs_created if ok else self.run_errors).inc()
 
-    def render(self, backlog: dict[str, int]) -> bytes:
-        for kind, count in backlog.items():
+    def render(self, backlog: Backlog) -> bytes:
+        for kind, count in backlog.items.items():
             self.backlog.labels(kind=kind).set(count)
+            self.backlog_age.labels(kind=kind).set(backlog.ages.get(kind, 0.0))
+        if backlog.runs_waiting is not None:
+            self.runs_waiting.set(backlog.runs_waiting)
+            self.runs_waiting_age.set(backlog.runs_waiting_age or 0.0)
         return generate_latest(self.registry)

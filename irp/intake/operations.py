@@ -35,13 +35,14 @@ def operations_router(handlers) -> APIRouter:
 
     @router.get("/healthz", response_model=Health, tags=["operations"], responses={503: {"model": Health}})
     def healthz(request: Request) -> Response:
-        """Alive and able to read the journal; `degraded` while the outbox has failing items or the
-        routing file on disk has problems (the routes loaded before stay in force). Without the bearer
-        token only `status` is given: the journal, the routing file and errors are for operators."""
+        """Alive and able to read the journal; `degraded` while the outbox has failing items, an accepted
+        alert's run has waited longer than IRP_INTAKE_BACKLOG_MAX_AGE_SECONDS to be created or started, or the
+        routing file on disk has problems (the routes loaded before stay in force). Without the bearer token
+        only `status` is given: the journal, the backlog, the routing file and errors are for operators."""
         service = handlers.service
         detailed = service.auth.check_token(request.headers)
         try:
-            backlog = service.journal.backlog()
+            backlog = service.backlog.read()
             last_error = service.journal.last_error()
         except Exception as exc:
             if not detailed:
@@ -49,14 +50,18 @@ def operations_router(handlers) -> APIRouter:
             return JSONResponse({"status": "degraded", "last_error": f"journal unreadable: {type(exc).__name__}"},
                                 503)
         router, problems = service.router, service.routing_problems
-        status = "degraded" if last_error or problems else "ok"
+        late = backlog.too_old(service.settings.intake_backlog_max_age_seconds)
+        status = "degraded" if last_error or problems or late else "ok"
         if not detailed:
             return JSONResponse({"status": status})
         routing = {"file": str(service.routing_file), "sha256": router.sha256, "routes": len(router.routing.routes),
                    "loaded_at": datetime.fromtimestamp(service.routing_loaded_at, UTC).isoformat(),
                    "problems": problems}
-        return JSONResponse({"status": status, "journal": service.journal.location, "backlog": backlog,
-                             "last_error": last_error, "routing": routing})
+        waiting = None if backlog.runs_waiting is None else {
+            "count": backlog.runs_waiting, "oldest_seconds": round(backlog.runs_waiting_age or 0.0, 1)}
+        return JSONResponse({"status": status, "journal": service.journal.location, "backlog": backlog.items,
+                             "backlog_age_seconds": {k: round(v, 1) for k, v in backlog.ages.items()},
+                             "runs_waiting": waiting, "late": late, "last_error": last_error, "routing": routing})
 
     @router.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, 503: {"model": ErrorBody}})
@@ -64,7 +69,7 @@ def operations_router(handlers) -> APIRouter:
         """Prometheus metrics."""
         service = handlers.service
         try:
-            backlog = service.journal.backlog()
+            backlog = service.backlog.read()
         except JournalError as exc:
             return error_response(503, f"journal unreadable: {exc}")
         body = service.metrics.render(backlog)

@@ -313,12 +313,24 @@ class RoutingHealth(BaseModel):
         default_factory=list, description="FILE:LINE:COL problems of the file on disk, which is not in force.")
 
 
+class RunsWaiting(BaseModel):
+    count: int
+    oldest_seconds: float
+
+
 class Health(BaseModel):
     """The service's health; everything but `status` only with the bearer token."""
 
     status: Literal["ok", "degraded"]
     journal: str | None = Field(None, description="Where the journal is (with the token).")
     backlog: dict[str, int] | None = Field(None, description="Outbox items waiting, per kind (with the token).")
+    backlog_age_seconds: dict[str, float] | None = Field(
+        None, description="How long the oldest outbox item of each kind has waited (with the token).")
+    runs_waiting: RunsWaiting | None = Field(
+        None, description="Runs created that no worker has started yet (with the token; absent when the Prefect "
+                          "server does not answer).")
+    late: list[str] | None = Field(
+        None, description="What has waited longer than IRP_INTAKE_BACKLOG_MAX_AGE_SECONDS (with the token).")
     last_error: str | None = Field(None, description="The outbox's last error (with the token).")
     routing: RoutingHealth | None = Field(None, description="The routing in force (with the token).")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from irp.errors import ConfigurationError, PlaybookError
 from irp.intake.approvals import PrefectRuns
 from irp.intake.auth import Authenticator
+from irp.intake.backlog import BacklogMonitor
 from irp.intake.journal import AlertJournal, open_journal
 from irp.intake.metrics import Metrics
 from irp.intake.outbox import Outbox, ServerBusy
@@ -216,6 +217,7 @@ class IntakeService:
         self.journal.on_commit = self.outbox.wake
         self.ui_url = ui_base()
         self.runs = runs or PrefectRuns()  # the paused runs approval links resume (irp/intake/approvals.py)
+        self.backlog = BacklogMonitor(self.journal, self.runs.waiting)
         self._stop = threading.Event()
         self._purger = threading.Thread(target=self._purge_loop, name="irp-journal-purge", daemon=True)
         self._watcher = threading.Thread(target=self._watch_routing, name="irp-routing-watch", daemon=True)

@@ -148,6 +148,10 @@ class OutboxTable(GroupCommitWriter):
         counts.update(self._read("SELECT kind, COUNT(*) FROM outbox WHERE state != 'done' GROUP BY kind"))
         return counts
 
+    def backlog_since(self) -> dict[str, float]:
+        """When the oldest outbox item not done of each kind was queued (epoch seconds), for kinds with one."""
+        return dict(self._read("SELECT kind, MIN(created_at) FROM outbox WHERE state != 'done' GROUP BY kind"))
+
     def last_error(self) -> str | None:
         """The newest error of an item not done yet."""
         rows = self._read("SELECT kind, last_error FROM outbox WHERE state != 'done' AND last_error IS NOT NULL "

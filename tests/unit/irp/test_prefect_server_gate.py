@@ -1,0 +1,72 @@
+"""The Prefect server's gate on SQLite: write requests in line, reads beside them, Retry-After on every 503."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from irp.prefect_server import WriteGate, is_write
+
+
+class SlowApp:
+    """An ASGI app that records how many requests it handles at once; /busy answers 503."""
+
+    def __init__(self) -> None:
+        self.inside = self.most = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        await asyncio.sleep(0.05)
+        self.inside -= 1
+        status = 503 if scope["path"].endswith("/busy") else 200
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _concurrently(gate: WriteGate, method: str, path: str, n: int = 5) -> list[httpx.Response]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate), base_url="http://server") as client:
+        return await asyncio.gather(*(client.request(method, path) for _ in range(n)))
+
+
+@pytest.mark.parametrize(("method", "path", "write"), [
+    ("POST", "/api/deployments/1b4e/create_flow_run", True),
+    ("POST", "/api/flow_runs/1b4e/set_state", True),
+    ("POST", "/api/v2/concurrency_limits/increment-with-lease", True),
+    ("DELETE", "/api/flow_runs/1b4e", True),
+    ("PATCH", "/api/flow_runs/1b4e", True),
+    ("POST", "/api/flow_runs/filter", False),
+    ("POST", "/api/task_runs/count", False),
+    ("POST", "/api/deployments/paginate", False),
+    ("POST", "/api/flow_runs/history", False),
+    ("POST", "/api/ui/flow_runs/history", False),
+    ("GET", "/api/flow_runs/1b4e", False),
+])
+def test_what_is_a_write(method: str, path: str, write: bool) -> None:
+    assert is_write(method, path) is write
+
+
+def test_on_sqlite_writes_enter_one_at_a_time_and_reads_do_not_wait() -> None:
+    app = SlowApp()
+    gate = WriteGate(app, serialize=True)
+    answers = asyncio.run(_concurrently(gate, "POST", "/api/flow_runs/1b4e/set_state"))
+    assert [a.status_code for a in answers] == [200] * 5 and app.most == 1
+    app.most = 0
+    asyncio.run(_concurrently(gate, "POST", "/api/flow_runs/filter"))
+    assert app.most == 5
+
+
+def test_on_postgresql_nothing_waits() -> None:
+    app = SlowApp()
+    asyncio.run(_concurrently(WriteGate(app, serialize=False), "POST", "/api/flow_runs/1b4e/set_state"))
+    assert app.most == 5
+
+
+def test_a_503_tells_the_client_to_retry_within_milliseconds() -> None:
+    gate = WriteGate(SlowApp(), serialize=True)
+    [answer] = asyncio.run(_concurrently(gate, "POST", "/api/busy", n=1))
+    assert answer.status_code == 503 and float(answer.headers["retry-after"]) < 0.5 and gate.refused == 1
+    [fine] = asyncio.run(_concurrently(gate, "GET", "/api/health", n=1))
+    assert "retry-after" not in fine.headers
