@@ -169,6 +169,10 @@ def describe(stack: Stack, with_intake: bool = True) -> str:
         f"  Evidence:       {get_settings().evidence_url}",
         f"  Logs:           {stack.log_dir}",
     ]
+    workers = sum(1 for name, _ in stack.processes if name.startswith("worker"))
+    if workers:
+        lines.insert(4, f"  Workers:        {workers} × up to {get_settings().worker_max_runs} runs at once "
+                        "(IRP_WORKER_MAX_RUNS; `irp stack --workers N`)")
     if with_intake:
         intake = f"http://{stack.host}:{stack.intake_port}"
         token = os.environ.get("IRP_WEBHOOK_TOKEN")

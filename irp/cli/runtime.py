@@ -150,12 +150,14 @@ def stack(
 def worker(
     pool: Annotated[str, typer.Option(help="Work pool to take runs from.")] = "irp",
     poll_seconds: Annotated[float, typer.Option(help="Seconds between polls.", min=0.05)] = 0.25,
-    max_runs: Annotated[int, typer.Option(help="Runs executed at once.", min=1)] = 16,
+    max_runs: Annotated[int | None, typer.Option(
+        help="Runs executed at once (default: IRP_WORKER_MAX_RUNS, 16).", min=1)] = None,
 ) -> None:
     """Run flows of the pool in this process (fast pickup); stops on Ctrl-C after the runs in progress."""
+    from irp.settings import get_settings
     from irp.worker import serve
 
-    serve(pool, poll_seconds, max_runs)
+    serve(pool, poll_seconds, max_runs or get_settings().worker_max_runs)
 
 
 def webhook(
