@@ -55,6 +55,9 @@ from prefect.exceptions import Pause
 from prefect.flow_engine import load_flow_from_entrypoint, run_flow
 from prefect.states import Pending
 
+from irp.evidence import anchors, open_store
+from irp.settings import get_settings
+
 log = logging.getLogger("irp.worker")
 
 HEARTBEAT_SECONDS = 15
@@ -267,4 +270,9 @@ def serve(pool: str, poll_seconds: float, max_runs: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: worker.stop())
     log.info("worker %s polling pool %s every %.2f s (up to %d runs at once)", worker.name, pool, poll_seconds, max_runs)
-    worker.run()
+    anchors.check_anchor(open_store(get_settings().evidence_url))  # refuse an anchor bucket without Object Lock
+    stop_anchoring = anchors.start_periodic(get_settings().evidence_anchor_interval_seconds)
+    try:
+        worker.run()
+    finally:
+        stop_anchoring.set()
