@@ -270,8 +270,9 @@ def serve(pool: str, poll_seconds: float, max_runs: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: worker.stop())
     log.info("worker %s polling pool %s every %.2f s (up to %d runs at once)", worker.name, pool, poll_seconds, max_runs)
-    anchors.check_anchor(open_store(get_settings().evidence_url))  # refuse an anchor bucket without Object Lock
-    stop_anchoring = anchors.start_periodic(get_settings().evidence_anchor_interval_seconds)
+    store = open_store(get_settings().evidence_url)
+    anchors.check_anchor(store)  # refuses an anchor bucket without Object Lock
+    stop_anchoring = anchors.start_periodic(store, get_settings().evidence_anchor_interval_seconds)
     try:
         worker.run()
     finally:

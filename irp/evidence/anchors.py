@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ __all__ = [
     "Checkpoint",
     "Head",
     "anchor_problems",
+    "bundle_members",
     "check_anchor",
     "checkpoint_quietly",
     "compare_heads",
@@ -62,6 +64,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
+CHECKPOINTS = "anchors/checkpoints.jsonl"  # in a tar export (bundle.py)
+CERTIFICATES = "anchors/tsa-certificates.pem"
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
 class Head(BaseModel):
@@ -117,6 +123,14 @@ class AnchorLog(ABC):
     def locked(self) -> Any:
         """Held while the last checkpoint is read and the next one appended."""
         return nullcontext()
+
+    def problems(self, store: EvidenceStore, incident_ids: list[str] | None) -> dict[str, list[IntegrityProblem]]:
+        """What the anchor shows per incident (EvidenceStore.verify, irp audit verify): see anchor_problems."""
+        return _problems(self, store, incident_ids)
+
+    def members(self, store: EvidenceStore, incident_id: str) -> list[tuple[str, bytes]]:
+        """The files a tar export adds (EvidenceStore.export_tar): see bundle_members."""
+        return _members(self, store, incident_id)
 
 
 class FileAnchorLog(AnchorLog):
@@ -221,13 +235,9 @@ class S3AnchorLog(AnchorLog):
             raise EvidenceError(f"cannot write to the anchor bucket {self.url}: {exc}") from None
 
 
-def open_anchor(store_url: str) -> AnchorLog | None:
-    """The anchor of the configured store (None for another store, e.g. a dry run's, or none configured)."""
-    settings = get_settings()
-    from irp.evidence.stores import open_store
-
-    if store_url != open_store(settings.evidence_url).url:
-        return None
+def open_anchor(store_url: str, settings: Settings) -> AnchorLog | None:
+    """The anchor of the configured store at `store_url` (open_store sets it as `store.anchor`); None when none is
+    configured. Parses the URL only: nothing is read or written until used."""
     url = settings.evidence_anchor_url.strip()
     if not url:
         if not store_url.startswith("file://"):
@@ -235,16 +245,12 @@ def open_anchor(store_url: str) -> AnchorLog | None:
         return FileAnchorLog(Path(store_url.removeprefix("file://")).parent / "anchors.jsonl")
     parsed = urlparse(url)
     if parsed.scheme in ("file", ""):
-        path = Path(parsed.netloc + parsed.path if parsed.scheme else url).expanduser().resolve()
-        if path.is_dir():
-            raise ConfigurationError(f"IRP_EVIDENCE_ANCHOR_URL={url!r} is a folder; give a file, e.g. {path}/anchors.jsonl")
-        return FileAnchorLog(path)
+        return FileAnchorLog(Path(parsed.netloc + parsed.path if parsed.scheme else url).expanduser().resolve())
     if parsed.scheme == "s3":
-        from irp.evidence.stores import _BUCKET, _PREFIX
-
         bucket, prefix = parsed.netloc, parsed.path.strip("/")
         if not _BUCKET.match(bucket) or (prefix and not _PREFIX.match(prefix)):
-            raise ConfigurationError(f"IRP_EVIDENCE_ANCHOR_URL={url!r}: not a valid s3://bucket/prefix")
+            raise ConfigurationError(f"IRP_EVIDENCE_ANCHOR_URL={url!r}: not a valid s3://bucket/prefix (bucket: 3-63 "
+                                     "lowercase letters, digits, '.', '-'; prefix: segments of letters, digits, '.', '_', '-')")
         return S3AnchorLog(bucket, prefix, settings)
     raise ConfigurationError(f"IRP_EVIDENCE_ANCHOR_URL={url!r}: unsupported scheme {parsed.scheme!r}; "
                              "valid: file://, s3://")
@@ -313,12 +319,13 @@ def _latest(checkpoints: list[Checkpoint], store_url: str) -> Checkpoint | None:
 
 def anchor_problems(store: EvidenceStore, incident_ids: list[str] | None) -> dict[str, list[IntegrityProblem]]:
     """Per incident, what the anchor shows (the anchor's own problems included); incidents anchored but gone from
-    the store (or from `incident_ids`, when given, those of them) appear with a `missing` problem."""
-    anchor = open_anchor(store.url)
-    if anchor is None:
-        return {}
-    certificates = _certificates()
-    checkpoints, own = read_checkpoints(anchor, certificates)
+    the store appear with a `missing` problem (all of them, or those of `incident_ids`). Empty: no anchor."""
+    return store.anchor.problems(store, incident_ids) if store.anchor is not None else {}
+
+
+def _problems(anchor: AnchorLog, store: EvidenceStore, incident_ids: list[str] | None
+              ) -> dict[str, list[IntegrityProblem]]:
+    checkpoints, own = read_checkpoints(anchor, _certificates())
     latest = _latest(checkpoints, store.url)
     present = set(store.incident_ids())
     wanted = incident_ids if incident_ids is not None else sorted(present | set(latest.heads if latest else ()))
@@ -336,6 +343,26 @@ def anchor_problems(store: EvidenceStore, incident_ids: list[str] | None) -> dic
     return found
 
 
+def bundle_members(store: EvidenceStore, incident_id: str) -> list[tuple[str, bytes]]:
+    """The anchor files a tar export adds for `incident_id`: every checkpoint listing it (a fresh one written first,
+    so the export's head is anchored) and the TSA certificates; none without an anchor."""
+    return store.anchor.members(store, incident_id) if store.anchor is not None else []
+
+
+def _members(anchor: AnchorLog, store: EvidenceStore, incident_id: str) -> list[tuple[str, bytes]]:
+    checkpoint_quietly(store)
+    checkpoints, _ = read_checkpoints(anchor)
+    covering = [c for c in checkpoints if c.store == store.url and incident_id in c.heads]
+    members = [(CHECKPOINTS, b"".join(c.model_dump_json(exclude={"label"}).encode() + b"\n" for c in covering))]
+    pem = get_settings().tsa_certificates
+    if pem is not None:
+        try:
+            members.append((CERTIFICATES, Path(pem).read_bytes()))
+        except OSError as exc:
+            raise ConfigurationError(f"IRP_TSA_CERTIFICATES={pem}: {exc.strerror or exc}") from None
+    return members
+
+
 def _certificates() -> list[x509.Certificate] | None:
     path = get_settings().tsa_certificates
     if path is None:
@@ -351,7 +378,7 @@ def _certificates() -> list[x509.Certificate] | None:
 def write_checkpoint(store: EvidenceStore, *, always: bool = False) -> Checkpoint | None:
     """Anchor every incident's chain head now; None when nothing changed since the last checkpoint (unless
     `always`) or no anchor is configured for this store. Raises EvidenceError/ConfigurationError."""
-    anchor = open_anchor(store.url)
+    anchor = store.anchor
     if anchor is None:
         return None
     heads = {}
@@ -386,10 +413,9 @@ def write_checkpoint(store: EvidenceStore, *, always: bool = False) -> Checkpoin
 
 def check_anchor(store: EvidenceStore) -> AnchorLog | None:
     """The configured anchor, checked at start: refuses an S3 bucket without Object Lock (ConfigurationError)."""
-    anchor = open_anchor(store.url)
-    if isinstance(anchor, S3AnchorLog):
-        anchor.check()
-    return anchor
+    if isinstance(store.anchor, S3AnchorLog):
+        store.anchor.check()
+    return store.anchor
 
 
 def checkpoint_quietly(store: EvidenceStore) -> Checkpoint | None:
@@ -403,19 +429,14 @@ def checkpoint_quietly(store: EvidenceStore) -> Checkpoint | None:
     return None
 
 
-def start_periodic(interval_seconds: float) -> threading.Event:
-    """Write a checkpoint of the configured store every `interval_seconds` in a daemon thread; set the event to stop."""
+def start_periodic(store: EvidenceStore, interval_seconds: float) -> threading.Event:
+    """Write a checkpoint of `store` every `interval_seconds` in a daemon thread (none for 0); set the event to stop."""
     stop = threading.Event()
 
     def loop() -> None:
-        from irp.evidence.stores import open_store
-
         while not stop.wait(interval_seconds):
-            try:
-                checkpoint_quietly(open_store(get_settings().evidence_url))
-            except IrpError as exc:
-                log.warning("chain heads not anchored: %s", exc)
+            checkpoint_quietly(store)
 
-    if interval_seconds > 0:
+    if interval_seconds > 0 and store.anchor is not None:
         threading.Thread(target=loop, name="irp-anchor", daemon=True).start()
     return stop

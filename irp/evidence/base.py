@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from irp.errors import EvidenceError
-from irp.evidence.anchors import anchor_problems
-from irp.evidence.bundle import bundle_members
 from irp.evidence.custody import check_chain, cross_check, parse_entries
 from irp.evidence.models import (
     CollectedBy,
@@ -117,6 +115,7 @@ class EvidenceStore(ABC):
     """What every backend provides."""
 
     url: str
+    anchor: Any = None  # the configured store's AnchorLog (anchors.py), set by open_store; None: not anchored
 
     # ---- writing -----------------------------------------------------------------------------
 
@@ -243,7 +242,8 @@ class EvidenceStore(ABC):
                 problems.append(IntegrityProblem(kind="unexpected", subject=name, detail="in the store but not in the manifest"))
         problems.extend(check_chain(incident_id, raws)[1])
         problems.extend(cross_check(items, parse_entries(raws)))  # broken entries are named above already
-        problems.extend(anchor_problems(self, [incident_id]).get(incident_id, []))  # truncated or rewritten since anchored
+        if self.anchor is not None:  # truncated or rewritten since its head was anchored (anchors.py)
+            problems.extend(self.anchor.problems(self, [incident_id]).get(incident_id, []))
         report = VerifyReport(incident_id=incident_id, store=self.url, objects=len(items),
                               custody_entries=len(raws), problems=problems)
         self.record_custody(incident_id, "verified", actor=actor or local_actor(), details={
@@ -276,7 +276,7 @@ class EvidenceStore(ABC):
                 with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                     _add_bytes(tar, f"{incident_id}/manifest.jsonl", manifest_lines(items))
                     _add_bytes(tar, f"{incident_id}/custody.jsonl", custody_text)
-                    for name, data in bundle_members(self, incident_id):  # checkpoints and TSA certificates
+                    for name, data in (self.anchor.members(self, incident_id) if self.anchor else []):  # checkpoints
                         _add_bytes(tar, f"{incident_id}/{name}", data)
                     for item in items:
                         with self._open_raw(incident_id, item.name) as body:

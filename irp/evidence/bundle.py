@@ -1,7 +1,7 @@
 """Bundles: an incident's tar export with its checkpoints and timestamp tokens, checked offline by a third party.
 
 `irp evidence export INC --tar FILE` writes the objects, manifest.jsonl and custody.jsonl (base.py) and,
-from this module, `anchors/checkpoints.jsonl` (every checkpoint listing the incident, a fresh one first)
+from anchors.py, `anchors/checkpoints.jsonl` (every checkpoint listing the incident, a fresh one first)
 and `anchors/tsa-certificates.pem` (IRP_TSA_CERTIFICATES). `verify_bundle` needs nothing but the file:
 objects ↔ manifest ↔ custody chain ↔ checkpoint heads ↔ timestamp tokens, and for each object the
 earliest trusted time at which it provably existed: the genTime of the first timestamped checkpoint
@@ -15,42 +15,16 @@ import json
 import tarfile
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, ValidationError
 
-from irp.errors import ConfigurationError, EvidenceError
-from irp.evidence.anchors import Checkpoint, checkpoint_quietly, compare_heads, open_anchor, read_checkpoints
+from irp.errors import EvidenceError
+from irp.evidence.anchors import CERTIFICATES, CHECKPOINTS, Checkpoint, compare_heads
 from irp.evidence.custody import check_chain, cross_check, parse_entries
 from irp.evidence.models import EvidenceItem, IntegrityProblem, RawEntry
-from irp.settings import get_settings
 
-if TYPE_CHECKING:
-    from irp.evidence.base import EvidenceStore
+__all__ = ["BundleObject", "BundleReport", "verify_bundle"]
 
-__all__ = ["BundleObject", "BundleReport", "bundle_members", "verify_bundle"]
-
-CHECKPOINTS = "anchors/checkpoints.jsonl"
-CERTIFICATES = "anchors/tsa-certificates.pem"
-
-
-def bundle_members(store: EvidenceStore, incident_id: str) -> list[tuple[str, bytes]]:
-    """The anchor files a tar export adds for `incident_id` (a checkpoint is written first, so the export's
-    head is anchored); none when no anchor is configured."""
-    checkpoint_quietly(store)
-    anchor = open_anchor(store.url)
-    if anchor is None:
-        return []
-    checkpoints, _ = read_checkpoints(anchor)
-    covering = [c for c in checkpoints if c.store == store.url and incident_id in c.heads]
-    members = [(CHECKPOINTS, b"".join(c.model_dump_json(exclude={"label"}).encode() + b"\n" for c in covering))]
-    pem = get_settings().tsa_certificates
-    if pem is not None:
-        try:
-            members.append((CERTIFICATES, Path(pem).read_bytes()))
-        except OSError as exc:
-            raise ConfigurationError(f"IRP_TSA_CERTIFICATES={pem}: {exc.strerror or exc}") from None
-    return members
 
 
 class BundleObject(BaseModel):

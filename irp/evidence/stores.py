@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from irp.errors import ConfigurationError
+from irp.evidence.anchors import open_anchor
 from irp.evidence.base import EvidenceStore
 from irp.evidence.local import LocalEvidenceStore
 from irp.settings import get_settings
@@ -37,8 +38,10 @@ def open_store(url: str) -> EvidenceStore:
     settings = get_settings()
     if parsed.scheme == "file":
         path = Path(parsed.netloc + parsed.path).expanduser()
-        return LocalEvidenceStore(path.resolve(), retention_mode=settings.evidence_retention_mode,
-                                  retention_days=settings.evidence_retention_days)
+        local = LocalEvidenceStore(path.resolve(), retention_mode=settings.evidence_retention_mode,
+                                   retention_days=settings.evidence_retention_days)
+        local.anchor = open_anchor(local.url, settings)
+        return local
     if parsed.scheme == "s3":
         bucket, prefix = parsed.netloc, parsed.path.strip("/")
         if not _BUCKET.match(bucket) or ".." in bucket:
@@ -55,6 +58,7 @@ def open_store(url: str) -> EvidenceStore:
 
                 store = _s3_stores[key] = S3EvidenceStore(f"s3://{bucket}" + (f"/{prefix}" if prefix else ""),
                                                          bucket, prefix, settings)
+                store.anchor = open_anchor(store.url, settings)
             return store
     raise ConfigurationError(f"IRP_EVIDENCE_URL={url!r}: unsupported scheme {parsed.scheme!r}; valid: file://, s3://")
 

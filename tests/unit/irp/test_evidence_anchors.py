@@ -97,8 +97,8 @@ class TestCheckpoints:
         monkeypatch.setenv("IRP_EVIDENCE_ANCHOR_URL", f"file://{tmp_path / 'blocked' / 'anchors.jsonl'}")
         get_settings.cache_clear()
         with caplog.at_level(logging.WARNING):
-            assert checkpoint_quietly(store) is None
-        assert "chain heads not anchored" in caplog.text and "is a folder" in caplog.text
+            assert checkpoint_quietly(open_store(get_settings().evidence_url)) is None
+        assert "chain heads not anchored" in caplog.text and "anchors.jsonl: Is a directory" in caplog.text
 
 
 class TestInsiderTampering:
