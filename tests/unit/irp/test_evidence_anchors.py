@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from irp.cli import app
 from irp.evidence import LocalEvidenceStore, open_store
-from irp.evidence.anchors import FileAnchorLog, checkpoint_quietly, read_checkpoints
+from irp.evidence.anchors import FileAnchorLog, checkpoint_quietly, read_checkpoints, start_periodic
 from irp.evidence.custody import GENESIS, entry_hash
 from irp.evidence.timestamps import load_certificates
 from irp.settings import get_settings
@@ -88,6 +88,26 @@ class TestCheckpoints:
         assert checkpoint_quietly(store) is None
         store.put(INC, "more.txt", b"x")
         assert checkpoint_quietly(store).number == 2
+
+    def test_the_periodic_loop_anchors_what_changed(self, store: LocalEvidenceStore, evidence_root: Path) -> None:
+        import time
+
+        stop = start_periodic(store, 0.05)
+        try:
+            deadline = time.monotonic() + 10
+            while not (evidence_root.parent / "anchors.jsonl").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            store.put(INC, "late.txt", b"late")
+            head = store.custody(INC)[-1].seq
+
+            def anchored() -> int:
+                return json.loads(FileAnchorLog(evidence_root.parent / "anchors.jsonl").read()[-1][1])["heads"][INC]["seq"]
+
+            while anchored() != head and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            stop.set()
+        assert anchored() == head  # the new head was anchored without anyone asking
 
     def test_a_failure_to_anchor_is_logged_not_raised(self, store: LocalEvidenceStore, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
