@@ -190,18 +190,25 @@ class S3AnchorLog(AnchorLog):
         self.retention_days = settings.evidence_anchor_retention_days
         self._checked = False
 
-    def _calls(self) -> Any:
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """The bucket's errors, worded for the anchor (its messages otherwise speak of the evidence store)."""
         from irp.evidence.s3.bucket import KeyNotFound, KeyTaken, StoreUnavailable
 
-        return KeyNotFound, KeyTaken, StoreUnavailable
+        try:
+            yield
+        except KeyTaken:
+            raise EvidenceError(f"{doing} in {self.url}: another process wrote that checkpoint meanwhile; "
+                                "the next checkpoint follows it") from None
+        except (StoreUnavailable, KeyNotFound) as exc:
+            raise EvidenceError(f"{doing} in {self.url} failed: {exc}") from None
+        except IrpError as exc:
+            raise type(exc)(f"anchor {self.url} (IRP_EVIDENCE_ANCHOR_URL): {exc}") from None
 
     def check(self) -> None:
         """Refuse a bucket without Object Lock: its checkpoints could be deleted by whoever holds its keys."""
-        KeyNotFound, KeyTaken, StoreUnavailable = self._calls()
-        try:
+        with self._errors("reading the Object Lock configuration"):
             enabled = self.bucket.object_lock_enabled()
-        except StoreUnavailable as exc:
-            raise EvidenceError(f"anchor bucket {self.url} unreachable: {exc}") from None
         if not enabled:
             raise ConfigurationError(
                 f"IRP_EVIDENCE_ANCHOR_URL={self.url}: bucket {self.bucket.name!r} has no Object Lock; anchors need a "
@@ -211,28 +218,18 @@ class S3AnchorLog(AnchorLog):
     def read(self) -> list[tuple[str, bytes]]:
         if not self._checked:
             self.check()
-        KeyNotFound, KeyTaken, StoreUnavailable = self._calls()
-        try:
+        with self._errors("reading the checkpoints"):
             keys = [k for k in self.bucket.keys(self.prefix) if k.endswith(".json")]
             return [(k, self.bucket.get_bytes(k)) for k in sorted(keys)]
-        except (StoreUnavailable, KeyNotFound) as exc:
-            raise EvidenceError(f"cannot read the anchor bucket {self.url}: {exc}") from None
 
     def append(self, checkpoint: Checkpoint) -> None:
         if not self._checked:
             self.check()
-        KeyNotFound, KeyTaken, StoreUnavailable = self._calls()
         key = f"{self.prefix}{checkpoint.number:012d}.json"
-        data = rfc8785.dumps(checkpoint.model_dump(mode="json", exclude={"label"}))
         until = (utcnow() + timedelta(days=self.retention_days)).replace(microsecond=0)
-        try:
-            self.bucket.put_bytes(key, data, "application/json", ObjectLockMode="COMPLIANCE",
-                                  ObjectLockRetainUntilDate=until)
-        except KeyTaken:
-            raise EvidenceError(f"checkpoint {checkpoint.number} was written meanwhile by another process "
-                                f"({self.url}); the next checkpoint follows it") from None
-        except (StoreUnavailable, KeyNotFound) as exc:
-            raise EvidenceError(f"cannot write to the anchor bucket {self.url}: {exc}") from None
+        with self._errors(f"writing checkpoint {checkpoint.number}"):
+            self.bucket.put_bytes(key, rfc8785.dumps(checkpoint.model_dump(mode="json", exclude={"label"})),
+                                  "application/json", ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until)
 
 
 def open_anchor(store_url: str, settings: Settings) -> AnchorLog | None:
