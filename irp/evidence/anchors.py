@@ -393,10 +393,10 @@ def write_checkpoint(store: EvidenceStore, *, always: bool = False) -> Checkpoin
                 raise EvidenceError(f"the last checkpoint in {anchor.url} ({stored[-1][0]}) is not valid; "
                                     "run irp audit verify") from None
         previous = _latest(([last] if last else []), store.url)
-        if not always and previous is not None and previous.heads == heads:
-            return None
-        checkpoint = _seal(last.number + 1 if last else 1, store.url, last.hash if last else GENESIS, heads)
         tsa_url = get_settings().tsa_url
+        if not always and previous is not None and previous.heads == heads and (previous.timestamp or not tsa_url):
+            return None  # nothing new to anchor (an untimestamped one is retried when a TSA is set)
+        checkpoint = _seal(last.number + 1 if last else 1, store.url, last.hash if last else GENESIS, heads)
         if tsa_url:
             from irp.evidence.timestamps import TimestampError, request_timestamp
 

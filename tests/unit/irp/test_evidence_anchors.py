@@ -233,6 +233,20 @@ class TestTimestamps:
         monkeypatch.setenv("IRP_TSA_URL", f"http://127.0.0.1:{free_port()}/tsa")
         get_settings.cache_clear()
         assert "no trusted timestamp" in _anchor()
+        opened = open_store(get_settings().evidence_url)
+        assert checkpoint_quietly(opened).timestamp is None  # same heads, still no token: tried again
+
+    def test_the_untimestamped_checkpoint_is_retried_once_the_tsa_answers(self, store: LocalEvidenceStore,
+                                                                         timestamping: LocalTsa) -> None:
+        monkeypatch = pytest.MonkeyPatch()
+        monkeypatch.setenv("IRP_TSA_URL", "http://127.0.0.1:9/unreachable")
+        get_settings.cache_clear()
+        assert checkpoint_quietly(open_store(get_settings().evidence_url)).timestamp is None
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        retried = checkpoint_quietly(open_store(get_settings().evidence_url))
+        assert retried is not None and retried.timestamp and retried.number == 2
+        assert checkpoint_quietly(open_store(get_settings().evidence_url)) is None  # now nothing to do
 
 
 class TestBundle:
