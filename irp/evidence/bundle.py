@@ -53,13 +53,15 @@ class BundleReport(BaseModel):
         return not self.problems
 
 
-def _read(path: Path) -> tuple[str, dict[str, bytes], dict[str, tuple[str, int]]]:
-    """The incident id, the small members (manifest, custody, anchors) and each object's SHA-256 and size."""
+def _read(path: Path) -> tuple[str, dict[str, bytes], dict[str, tuple[str, int]], list[str]]:
+    """The incident id, the small members (manifest, custody, anchors), each object's SHA-256 and size, and the
+    names of any other member (not read)."""
     small: dict[str, bytes] = {}
+    others: list[str] = []
     objects: dict[str, tuple[str, int]] = {}
     top: set[str] = set()
     try:
-        with tarfile.open(path, mode="r:*") as tar:
+        with tarfile.open(path, mode="r:") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -72,8 +74,10 @@ def _read(path: Path) -> tuple[str, dict[str, bytes], dict[str, tuple[str, int]]
                     while chunk := handle.read(1024 * 1024):
                         sha.update(chunk)
                     objects[rest.removeprefix("objects/")] = (sha.hexdigest(), member.size)
+                elif rest in ("manifest.jsonl", "custody.jsonl", CHECKPOINTS, CERTIFICATES):
+                    small[rest] = handle.read()
                 else:
-                    small[rest] = handle.read(16 * 1024 * 1024 + 1)
+                    others.append(rest)
     except FileNotFoundError:
         raise EvidenceError(f"no bundle at {path}") from None
     except IsADirectoryError:
@@ -84,7 +88,7 @@ def _read(path: Path) -> tuple[str, dict[str, bytes], dict[str, tuple[str, int]]
     if len(top) != 1:
         raise EvidenceError(f"{path}: expected one incident folder in the tar, found {len(top)} "
                             f"({', '.join(sorted(top)) or 'none'})")
-    return top.pop(), small, objects
+    return top.pop(), small, objects, others
 
 
 def _manifest(data: bytes, problems: list[IntegrityProblem]) -> list[EvidenceItem]:
@@ -119,7 +123,7 @@ def verify_bundle(path: Path, certificates: Path | None = None) -> BundleReport:
     """Check a bundle offline; `certificates`: the TSA roots to trust (default: the bundle's own copy)."""
     from irp.evidence.timestamps import TimestampError, load_certificates, verify_timestamp
 
-    incident_id, small, objects = _read(Path(path))
+    incident_id, small, objects, others = _read(Path(path))
     report = BundleReport(incident_id=incident_id)
     problems = report.problems
     for required in ("manifest.jsonl", "custody.jsonl"):
@@ -144,7 +148,7 @@ def verify_bundle(path: Path, certificates: Path | None = None) -> BundleReport:
                 f"({item.size} bytes)")))
         report.objects.append(BundleObject(name=item.name, sha256=sha, collected_at=item.collected_at,
                                            archived_seq=archived.get(item.name)))
-    for name in sorted(objects):
+    for name in [*(f"objects/{n}" for n in sorted(objects)), *others]:
         problems.append(IntegrityProblem(kind="unexpected", subject=name, detail="in the bundle, not in the manifest"))
 
     checkpoints = _checkpoints(small.get(CHECKPOINTS, b""), problems)

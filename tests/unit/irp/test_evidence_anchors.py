@@ -294,18 +294,37 @@ class TestBundle:
         assert "logs/export.csv: content differs from the manifest" in out
         assert "alerts/a.json: content differs" not in out
 
-    def test_a_custody_log_shorter_than_anchored_is_named(self, store: LocalEvidenceStore, tmp_path: Path) -> None:
-        bundle = self._export(tmp_path)
-        edited = tmp_path / "edited.tar"
-        with tarfile.open(bundle) as source, tarfile.open(edited, "w") as target:
+    @staticmethod
+    def _rewrite(bundle: Path, target: Path, edit: Callable[[str, bytes], bytes], extra: dict[str, bytes]) -> Path:
+        """A copy of the bundle with each member's bytes passed through `edit`, and `extra` members added."""
+        import io
+
+        with tarfile.open(bundle) as source, tarfile.open(target, "w") as out:
             for member in source:
-                data = source.extractfile(member).read()
-                if member.name.endswith("custody.jsonl"):
-                    data = b"".join(line + b"\n" for line in data.splitlines()[:-1])
-                    member.size = len(data)
-                target.addfile(member, __import__("io").BytesIO(data))
+                data = edit(member.name, source.extractfile(member).read())
+                member.size = len(data)
+                out.addfile(member, io.BytesIO(data))
+            for name, data in extra.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                out.addfile(info, io.BytesIO(data))
+        return target
+
+    def test_a_custody_log_shorter_than_anchored_is_named(self, store: LocalEvidenceStore, tmp_path: Path) -> None:
+        def cut(name: str, data: bytes) -> bytes:
+            return b"".join(line + b"\n" for line in data.splitlines()[:-1]) if name.endswith("custody.jsonl") else data
+
+        edited = self._rewrite(self._export(tmp_path), tmp_path / "edited.tar", cut, {})
         code, out = _irp("evidence", "verify", "--bundle", str(edited))
         assert code == 1 and "chain truncated" in out
+
+    def test_a_planted_file_is_named(self, store: LocalEvidenceStore, tmp_path: Path) -> None:
+        planted = {f"{INC}/objects/planted.sh": b"#!/bin/sh\n", f"{INC}/README.txt": b"trust me"}
+        edited = self._rewrite(self._export(tmp_path), tmp_path / "edited.tar", lambda name, data: data, planted)
+        code, out = _irp("evidence", "verify", "--bundle", str(edited))
+        assert code == 1
+        assert "unexpected: objects/planted.sh: in the bundle, not in the manifest" in out
+        assert "unexpected: README.txt: in the bundle, not in the manifest" in out
 
     @pytest.mark.parametrize("content", [None, b"not a tar at all"])
     def test_missing_or_corrupt_file_is_a_clear_message(self, tmp_path: Path, content: bytes | None) -> None:
