@@ -367,7 +367,7 @@ def _run_line(stages: StageTasks, incident: Incident, run: RunContext, records: 
         result: StageResult = stage_task(quote(incident), quote(run), **kwargs)
         incident = _apply(result, incident, run)
         records.save(incident)
-        anchors.checkpoint_quietly(store)  # the stage's chain heads, outside the store; never raises
+        anchors.checkpoint_quietly(store, incident.id)  # its chain head, outside the store; never raises
         return result.stopped_by
 
     def wait(stage: Stage) -> bool:

@@ -347,7 +347,7 @@ def bundle_members(store: EvidenceStore, incident_id: str) -> list[tuple[str, by
 
 
 def _members(anchor: AnchorLog, store: EvidenceStore, incident_id: str) -> list[tuple[str, bytes]]:
-    checkpoint_quietly(store)
+    checkpoint_quietly(store, incident_id)
     checkpoints, _ = read_checkpoints(anchor)
     covering = [c for c in checkpoints if c.store == store.url and incident_id in c.heads]
     members = [(CHECKPOINTS, b"".join(c.model_dump_json(exclude={"label"}).encode() + b"\n" for c in covering))]
@@ -372,27 +372,27 @@ def _certificates() -> list[x509.Certificate] | None:
 # ---- writing -------------------------------------------------------------------------------------------
 
 
-def write_checkpoint(store: EvidenceStore, *, always: bool = False) -> Checkpoint | None:
-    """Anchor every incident's chain head now; None when nothing changed since the last checkpoint (unless
-    `always`) or no anchor is configured for this store. Raises EvidenceError/ConfigurationError."""
+def write_checkpoint(store: EvidenceStore, *, incident_ids: list[str] | None = None,
+                     always: bool = False) -> Checkpoint | None:
+    """Anchor the chain heads now: of every incident of the store, or of `incident_ids` only (a stage end), the
+    others carried over from the previous checkpoint. A head is never moved back: an incident gone from the
+    store, or whose chain no longer extends its anchored head, keeps that head (and verify names it). None when
+    nothing changed (unless `always`) or no anchor is configured. Raises EvidenceError/ConfigurationError."""
     anchor = store.anchor
     if anchor is None:
         return None
-    heads = {}
-    for incident_id in store.incident_ids():
-        entries = store.custody(incident_id)
-        if entries:
-            heads[incident_id] = Head(seq=entries[-1].seq, hash=entries[-1].hash)
     with anchor.locked():
-        stored = anchor.read()
-        last = None
-        if stored:
-            try:
-                last = Checkpoint.model_validate_json(stored[-1][1])
-            except ValidationError:
-                raise EvidenceError(f"the last checkpoint in {anchor.url} ({stored[-1][0]}) is not valid; "
-                                    "run irp audit verify") from None
-        previous = _latest(([last] if last else []), store.url)
+        last = _last(anchor)
+        previous = last if last is not None and last.store == store.url else None
+        heads = dict(previous.heads) if previous else {}
+        for incident_id in store.incident_ids() if incident_ids is None else incident_ids:
+            entries = store.custody(incident_id)
+            if not entries:
+                continue
+            if previous is not None and (found := compare_heads(incident_id, entries, previous)):
+                log.error("%s: not re-anchored, its anchored head is kept: %s", incident_id, found[0].detail)
+                continue
+            heads[incident_id] = Head(seq=entries[-1].seq, hash=entries[-1].hash)
         tsa_url = get_settings().tsa_url
         if not always and previous is not None and previous.heads == heads and (previous.timestamp or not tsa_url):
             return None  # nothing new to anchor (an untimestamped one is retried when a TSA is set)
@@ -408,6 +408,22 @@ def write_checkpoint(store: EvidenceStore, *, always: bool = False) -> Checkpoin
     return checkpoint
 
 
+def _last(anchor: AnchorLog) -> Checkpoint | None:
+    """The last checkpoint, refused when it does not parse or match its hash (nothing is chained onto it)."""
+    stored = anchor.read()
+    if not stored:
+        return None
+    label, data = stored[-1]
+    try:
+        last = Checkpoint.model_validate_json(data)
+    except ValidationError:
+        last = None
+    if last is None or hashlib.sha256(last.body()).hexdigest() != last.hash:
+        raise EvidenceError(f"the last checkpoint in {anchor.url} ({label}) is not valid or was altered; nothing is "
+                            "anchored after it until a person looks (irp audit verify names it)")
+    return last
+
+
 def check_anchor(store: EvidenceStore) -> AnchorLog | None:
     """The configured anchor, checked at start: refuses an S3 bucket without Object Lock (ConfigurationError)."""
     if isinstance(store.anchor, S3AnchorLog):
@@ -415,10 +431,11 @@ def check_anchor(store: EvidenceStore) -> AnchorLog | None:
     return store.anchor
 
 
-def checkpoint_quietly(store: EvidenceStore) -> Checkpoint | None:
-    """write_checkpoint for the engine and the worker: a failure is logged (and retried next time), never raised."""
+def checkpoint_quietly(store: EvidenceStore, incident_id: str | None = None) -> Checkpoint | None:
+    """write_checkpoint for the engine (one incident's stage end) and the worker (every incident): a failure is
+    logged (and retried next time), never raised."""
     try:
-        return write_checkpoint(store)
+        return write_checkpoint(store, incident_ids=[incident_id] if incident_id else None)
     except IrpError as exc:
         log.warning("chain heads not anchored (retried at the next stage end or interval): %s", exc)
     except Exception:

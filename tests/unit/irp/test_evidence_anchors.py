@@ -181,6 +181,34 @@ class TestInsiderTampering:
         assert code == 1 and "incident deleted from the store" in out
         assert not (evidence_root / OTHER).exists()  # checking did not recreate it
 
+    def test_a_later_checkpoint_does_not_launder_the_tampering(self, store: LocalEvidenceStore,
+                                                                evidence_root: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+        _anchor()
+        path = evidence_root / INC / "custody.jsonl"
+        path.chmod(0o640)
+        path.write_text("".join(line + "\n" for line in path.read_text().splitlines()[:-1]))
+        for path in (evidence_root / OTHER).rglob("*"):
+            path.chmod(0o750 if path.is_dir() else 0o640)
+        shutil.rmtree(evidence_root / OTHER)
+        with caplog.at_level(logging.ERROR):
+            _anchor()  # by hand, as the periodic loop and the next stage end would
+        assert f"{INC}: not re-anchored, its anchored head is kept: chain truncated" in caplog.text
+        code, out = _irp("audit", "verify")
+        assert code == 1
+        assert "chain truncated: it ends at entry 4 but entry 5 was anchored in checkpoint 2" in out
+        assert f"{OTHER}: BROKEN at {OTHER}: incident deleted from the store" in out
+
+    def test_an_altered_last_checkpoint_is_not_chained_onto(self, store: LocalEvidenceStore, evidence_root: Path) -> None:
+        _anchor()
+        path = evidence_root.parent / "anchors.jsonl"
+        edited = json.loads(path.read_text())
+        edited["heads"][INC]["seq"] = 1
+        path.write_text(json.dumps(edited) + "\n")
+        result = runner.invoke(app, ["evidence", "anchor"])
+        assert result.exit_code == 1 and "anchors.jsonl line 1) is not valid or was altered" in str(result.exception)
+        assert len(path.read_text().splitlines()) == 1
+
     def test_intact_store_against_its_anchor_exits_0(self, store: LocalEvidenceStore) -> None:
         _anchor()
         assert _irp("evidence", "verify", INC)[0] == 0
