@@ -349,7 +349,14 @@ def bundle_members(store: EvidenceStore, incident_id: str) -> list[tuple[str, by
 def _members(anchor: AnchorLog, store: EvidenceStore, incident_id: str) -> list[tuple[str, bytes]]:
     checkpoint_quietly(store, incident_id)
     checkpoints, _ = read_checkpoints(anchor)
-    covering = [c for c in checkpoints if c.store == store.url and incident_id in c.heads]
+    covering: list[Checkpoint] = []  # each head of the incident once, by its first checkpoint (with a token if any)
+    for c in checkpoints:
+        if c.store != store.url or incident_id not in c.heads:
+            continue
+        if not covering or covering[-1].heads[incident_id] != c.heads[incident_id]:
+            covering.append(c)
+        elif c.timestamp and not covering[-1].timestamp:
+            covering[-1] = c
     members = [(CHECKPOINTS, b"".join(c.model_dump_json(exclude={"label"}).encode() + b"\n" for c in covering))]
     pem = get_settings().tsa_certificates
     if pem is not None:

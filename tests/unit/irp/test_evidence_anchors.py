@@ -307,6 +307,16 @@ class TestBundle:
         assert "existed by 20" in line and "no trusted time" not in line
         assert "1 with a verified timestamp (TSA certificates: the bundle's anchors/tsa-certificates.pem)" in out
 
+    def test_bundle_holds_each_head_of_the_incident_once(self, store: LocalEvidenceStore, tmp_path: Path) -> None:
+        _anchor()
+        store.put(OTHER, "more.json", b"{}")  # other incidents move on: INC's head stays
+        _anchor()
+        store.put(INC, "late.txt", b"late")
+        with tarfile.open(self._export(tmp_path)) as tar:
+            lines = tar.extractfile(f"{INC}/anchors/checkpoints.jsonl").read().splitlines()
+        heads = [json.loads(line)["heads"][INC]["seq"] for line in lines]
+        assert heads == [5, 7]  # checkpoint 1, then the one the export wrote
+
     def test_without_a_tsa_objects_have_no_trusted_time(self, store: LocalEvidenceStore, tmp_path: Path) -> None:
         code, out = _irp("evidence", "verify", "--bundle", str(self._export(tmp_path)))
         assert code == 0, out
