@@ -38,6 +38,7 @@ import rfc8785
 from pydantic import BaseModel, Field, ValidationError
 
 from irp.errors import ConfigurationError, EvidenceError, IrpError
+from irp.evidence.custody import GENESIS
 from irp.evidence.models import CustodyEntry, IntegrityProblem
 from irp.models import utcnow
 from irp.settings import Settings, get_settings
@@ -63,7 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-GENESIS = "0" * 64
 CHECKPOINTS = "anchors/checkpoints.jsonl"  # in a tar export (bundle.py)
 CERTIFICATES = "anchors/tsa-certificates.pem"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
