@@ -66,8 +66,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 CHECKPOINTS = "anchors/checkpoints.jsonl"  # in a tar export (bundle.py)
 CERTIFICATES = "anchors/tsa-certificates.pem"
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # valid names, for this and IRP_EVIDENCE_URL
+S3_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
 class Head(BaseModel):
@@ -245,7 +245,7 @@ def open_anchor(store_url: str, settings: Settings) -> AnchorLog | None:
         return FileAnchorLog(Path(parsed.netloc + parsed.path if parsed.scheme else url).expanduser().resolve())
     if parsed.scheme == "s3":
         bucket, prefix = parsed.netloc, parsed.path.strip("/")
-        if not _BUCKET.match(bucket) or (prefix and not _PREFIX.match(prefix)):
+        if not S3_BUCKET.match(bucket) or (prefix and not S3_PREFIX.match(prefix)):
             raise ConfigurationError(f"IRP_EVIDENCE_ANCHOR_URL={url!r}: not a valid s3://bucket/prefix (bucket: 3-63 "
                                      "lowercase letters, digits, '.', '-'; prefix: segments of letters, digits, '.', '_', '-')")
         return S3AnchorLog(bucket, prefix, settings)
