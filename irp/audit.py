@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from irp.errors import EvidenceError
+from irp.evidence.anchors import anchor_problems
 from irp.evidence.base import EvidenceStore, local_actor
 from irp.evidence.custody import canonical, check_chain, parse_entries
 from irp.evidence.models import CustodyEntry, IntegrityProblem
@@ -216,6 +217,18 @@ def verify_incident(store: EvidenceStore, incident_id: str) -> IncidentAudit:
 
 
 def verify(store: EvidenceStore, incident_ids: list[str] | None = None) -> AuditReport:
-    """Verify the audit chain of every incident in the store (or of the ones given)."""
-    ids = incident_ids if incident_ids else store.incident_ids()
-    return AuditReport(store=store.url, incidents=[verify_incident(store, i) for i in ids])
+    """Verify the audit chain of every incident in the store (or of the ones given), and each against the latest
+    checkpoint (irp/evidence/anchors.py): truncated, rewritten, or deleted from the store since anchored."""
+    anchored = anchor_problems(store, incident_ids or None)
+    ids = incident_ids if incident_ids else [*store.incident_ids(), *(i for i in anchored if i not in store.incident_ids())]
+    results = []
+    for incident_id in ids:
+        try:
+            result = verify_incident(store, incident_id)
+        except EvidenceError:
+            if not anchored.get(incident_id):
+                raise
+            result = IncidentAudit(incident_id=incident_id, chain_entries=0, audit_entries=0)
+        result.problems.extend(anchored.get(incident_id, []))
+        results.append(result)
+    return AuditReport(store=store.url, incidents=results)

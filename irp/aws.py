@@ -102,23 +102,24 @@ def aws_client(service: str, region: str | None = None) -> Any:
                    connect_timeout=timeout, read_timeout=timeout)
 
 
-def s3_client() -> Any:
+def s3_client(endpoint_url: str = "", access_key_id: str = "", secret_access_key: str = "") -> Any:
     """The evidence store's S3 client: the standard credential chain, botocore's retries.
 
     The endpoint is botocore's own AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3; with a custom endpoint
-    (MinIO, Ceph, moto) buckets are addressed by path.
+    (MinIO, Ceph, moto) buckets are addressed by path. The anchor bucket passes its own endpoint and keys.
     """
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     try:
         attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "3"))
     except ValueError:
         raise ConfigurationError(f"AWS_MAX_ATTEMPTS={os.environ['AWS_MAX_ATTEMPTS']!r} is not a number") from None
     try:
-        session = boto3.session.Session()
+        session = boto3.session.Session(aws_access_key_id=access_key_id or None,
+                                        aws_secret_access_key=secret_access_key or None)
     except BotoCoreError as exc:
         raise ConfigurationError(f"cannot create an AWS s3 client: {exc}") from None
     return _client(
-        session, "s3", None, None,
+        session, "s3", None, endpoint_url or None,
         signature_version="s3v4",
         # Every body we send carries its x-amz-checksum-sha256, a signed header the store checks the body
         # against: hashing each part once more for the SigV4 payload hash (botocore does it on http://)

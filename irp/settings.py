@@ -59,6 +59,23 @@ class Settings(BaseSettings):
                     "collecting local files is disabled. Never /proc, /sys, /dev nor credentials (/etc/shadow, "
                     "SSH keys...), even below a root.")
 
+    # Anchors and trusted timestamps (irp/evidence/anchors.py, timestamps.py): see docs/evidence.md.
+    evidence_anchor_url: str = Field(
+        "", description="Where checkpoints of every chain head are written, outside the store: file:///path/anchors.jsonl "
+                        "(append-only file) or s3://bucket/prefix (Object Lock COMPLIANCE bucket); empty: anchors.jsonl "
+                        "beside a local store's folder, none for an s3:// store.")
+    evidence_anchor_endpoint_url: str = Field("", description="S3 endpoint of the anchor bucket (default: AWS).")
+    evidence_anchor_access_key_id: str = Field(
+        "", description="Access key of the anchor bucket, separate from the store's (default: the AWS credential chain).")
+    evidence_anchor_secret_access_key: SecretStr | None = Field(None, description="Secret key of the anchor bucket.")
+    evidence_anchor_retention_days: int = Field(
+        2190, ge=1, description="COMPLIANCE retention of each checkpoint in the anchor bucket, in days.")
+    evidence_anchor_interval_seconds: int = Field(
+        300, ge=0, description="How often `irp worker` writes a checkpoint (besides each stage end); 0: only at stage ends.")
+    tsa_url: str = Field("", description="RFC 3161 time-stamping authority timestamping each checkpoint; empty: none.")
+    tsa_certificates: Path | None = Field(
+        None, description="PEM file with the TSA's root (and intermediate) certificates, to verify its tokens.")
+
     # Audit, metrics and reports (irp/reports/kpis.py, irp/audit.py, irp report): see docs/audit.md.
     response_targets_minutes: dict[str, dict] = Field(
         default_factory=dict,

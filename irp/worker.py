@@ -55,7 +55,9 @@ from prefect.exceptions import Pause
 from prefect.flow_engine import load_flow_from_entrypoint, run_flow
 from prefect.states import Pending
 
+from irp.evidence import anchors, open_store
 from irp.prefect_clients import share_tls_context
+from irp.settings import get_settings
 
 log = logging.getLogger("irp.worker")
 
@@ -270,4 +272,10 @@ def serve(pool: str, poll_seconds: float, max_runs: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: worker.stop())
     log.info("worker %s polling pool %s every %.2f s (up to %d runs at once)", worker.name, pool, poll_seconds, max_runs)
-    worker.run()
+    store = open_store(get_settings().evidence_url)
+    anchors.check_anchor(store)  # refuses an anchor bucket without Object Lock
+    stop_anchoring = anchors.start_periodic(store, get_settings().evidence_anchor_interval_seconds)
+    try:
+        worker.run()
+    finally:
+        stop_anchoring.set()

@@ -1,7 +1,8 @@
 """`irp audit …`: check the tamper-evident audit log (irp/audit.py) and read it.
 
     verify [ID…]   check every incident's hash chain and that its record matches the last audited
-                   state; name the first broken entry of each; exit 1 when anything is broken
+                   state, and each chain against the latest checkpoint (irp/evidence/anchors.py: truncated,
+                   rewritten, deleted incidents); name the first broken entry of each; exit 1 when anything is broken
     log ID         the incident's audit entries: state changes and operator acts, who and when
 """
 
@@ -26,7 +27,8 @@ def verify(
         metavar="[ID]...", help="Incidents (default: all).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
 ) -> None:
-    """Check the audit chain of every incident (or of the ones given); name the first broken entry."""
+    """Check the audit chain of every incident (or of the ones given) and against its anchored head; name the first
+    broken entry."""
     from irp import audit
 
     with user_errors():

@@ -1,7 +1,7 @@
-"""`irp evidence`: list, verify, export and flush an incident's evidence (policy §10, §12).
+"""`irp evidence`: list, verify, export, anchor and flush an incident's evidence (policy §10, §12).
 
-Every command works on the store of IRP_EVIDENCE_URL (file:// or s3://). verify, export and the
-reads are recorded in the incident's custody log.
+Every command works on the store of IRP_EVIDENCE_URL (file:// or s3://), except `verify --bundle`, which
+checks an exported tar offline. verify, export and the reads are recorded in the incident's custody log.
 """
 
 from __future__ import annotations
@@ -77,9 +77,34 @@ def custody(incident: Incident) -> None:
 
 
 @evidence_app.command()
-def verify(incident: Incident) -> None:
-    """Re-hash every object of INCIDENT and check its custody chain: exit 0 intact, 1 with each problem named."""
+def verify(
+    incident: Annotated[str | None, typer.Argument(
+        metavar="[INCIDENT]", help="Incident id, e.g. INC-20261129-7F3A9C (not with --bundle).")] = None,
+    bundle: Annotated[Path | None, typer.Option(
+        "--bundle", metavar="FILE", help="Check a tar from `irp evidence export --tar` offline (no store needed).")] = None,
+    tsa_certificates: Annotated[Path | None, typer.Option(
+        "--tsa-certificates", metavar="PEM", help="With --bundle: the TSA roots to trust (default: the bundle's copy).",
+    )] = None,
+) -> None:
+    """Re-hash every object of INCIDENT, check its custody chain and its anchored head: exit 0 intact, 1 with each
+    problem named. With --bundle FILE: the same offline, plus each object's earliest trusted time."""
+    if (incident is None) == (bundle is None):
+        echo_err("give an INCIDENT or --bundle FILE (one of them)")
+        raise typer.Exit(2)
+    if bundle is not None:
+        _verify_bundle(bundle, tsa_certificates)
+        return
+    assert incident is not None
     store = open_evidence_store()
+    from irp.evidence.anchors import anchor_problems
+
+    if incident not in store.incident_ids():
+        gone = anchor_problems(store, [incident]).get(incident)
+        if gone:  # deleted from the store after it was anchored
+            for problem in gone:
+                typer.echo(str(problem))
+            typer.echo(f"{incident}: NOT intact: {len(gone)} problems ({store.url})", err=True)
+            raise typer.Exit(1)
     report = store.verify(incident)
     _note_spooled(store, incident)
     if report.intact:
@@ -93,11 +118,49 @@ def verify(incident: Incident) -> None:
     raise typer.Exit(1)
 
 
+def _verify_bundle(path: Path, certificates: Path | None) -> None:
+    from irp.evidence.bundle import verify_bundle
+
+    report = verify_bundle(path, certificates)
+    for obj in report.objects:
+        trusted = f"{obj.trusted_at:%Y-%m-%dT%H:%M:%SZ}" if obj.trusted_at else "no trusted time"
+        typer.echo(f"  {obj.name:<40} sha256 {obj.sha256}  collected {obj.collected_at:%Y-%m-%dT%H:%M:%SZ}  "
+                   f"existed by {trusted}")
+    for problem in report.problems:
+        typer.echo(str(problem))
+    summary = (f"{report.incident_id} ({path}): {len(report.objects)} objects, {report.custody_entries} custody "
+               f"entries, {report.checkpoints} checkpoints, {report.timestamped} with a verified timestamp"
+               + (f" (TSA certificates: {report.certificates})" if report.certificates else ""))
+    if report.intact:
+        typer.echo(f"intact: {summary}")
+        return
+    typer.echo(f"NOT intact: {len(report.problems)} problems: {summary}", err=True)
+    raise typer.Exit(1)
+
+
+@evidence_app.command()
+def anchor() -> None:
+    """Write a checkpoint now: every incident's chain head to IRP_EVIDENCE_ANCHOR_URL, timestamped with IRP_TSA_URL."""
+    from irp.evidence.anchors import check_anchor, write_checkpoint
+
+    store = open_evidence_store()
+    found = check_anchor(store)
+    if found is None:
+        echo_err(f"no anchor for {store.url}: set IRP_EVIDENCE_ANCHOR_URL (file:///path/anchors.jsonl or s3://bucket/prefix)")
+        raise typer.Exit(1)
+    checkpoint = write_checkpoint(store, always=True)
+    assert checkpoint is not None
+    stamped = "timestamped by the TSA" if checkpoint.timestamp else "no trusted timestamp (IRP_TSA_URL unset or unreachable)"
+    typer.echo(f"checkpoint {checkpoint.number}: {len(checkpoint.heads)} incidents' chain heads, hash {checkpoint.hash}, "
+               f"{stamped} ({found.url})")
+
+
 @evidence_app.command()
 def export(
     incident: Incident,
-    tar: Annotated[Path | None, typer.Option("--tar", metavar="FILE",
-                                             help="Write a tar with the objects, manifest and custody log.")] = None,
+    tar: Annotated[Path | None, typer.Option(
+        "--tar", metavar="FILE",
+        help="Write a tar with the objects, manifest, custody log and checkpoints (check it with verify --bundle).")] = None,
     expires: Annotated[int | None, typer.Option(
         "--expires", metavar="SECONDS", help="Presigned URL lifetime (at most IRP_EVIDENCE_PRESIGN_EXPIRY_SECONDS).",
     )] = None,
@@ -106,7 +169,7 @@ def export(
     store = open_evidence_store()
     if tar is not None:
         result = store.export_tar(incident, tar)
-        typer.echo(f"{result.path}: {result.objects} objects, manifest.jsonl, custody.jsonl "
+        typer.echo(f"{result.path}: {result.objects} objects, manifest.jsonl, custody.jsonl, anchors "
                    f"({_size(result.size)}, sha256 {result.sha256})")
         return
     urls = store.export_urls(incident, expires_in=expires)

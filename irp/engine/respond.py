@@ -29,7 +29,7 @@ from irp.engine.records import RunContext, StageResult, StepRecord
 from irp.engine.script import Script
 from irp.engine.waits import Offline, Scripted, Suspend, Waiter, WaitingForPeople
 from irp.errors import EvidenceError, IrpError
-from irp.evidence import EvidenceStore, open_store, remove_tree, temporary_store
+from irp.evidence import EvidenceStore, anchors, open_store, remove_tree, temporary_store
 from irp.models import (
     UNCLASSIFIED_SEVERITY,
     Alert,
@@ -367,6 +367,7 @@ def _run_line(stages: StageTasks, incident: Incident, run: RunContext, records: 
         result: StageResult = stage_task(quote(incident), quote(run), **kwargs)
         incident = _apply(result, incident, run)
         records.save(incident)
+        anchors.checkpoint_quietly(store, incident.id)  # its chain head, outside the store; never raises
         return result.stopped_by
 
     def wait(stage: Stage) -> bool:

@@ -115,6 +115,7 @@ class EvidenceStore(ABC):
     """What every backend provides."""
 
     url: str
+    anchor: Any = None  # the configured store's AnchorLog (anchors.py), set by open_store; None: not anchored
 
     # ---- writing -----------------------------------------------------------------------------
 
@@ -241,6 +242,8 @@ class EvidenceStore(ABC):
                 problems.append(IntegrityProblem(kind="unexpected", subject=name, detail="in the store but not in the manifest"))
         problems.extend(check_chain(incident_id, raws)[1])
         problems.extend(cross_check(items, parse_entries(raws)))  # broken entries are named above already
+        if self.anchor is not None:  # truncated or rewritten since its head was anchored (anchors.py)
+            problems.extend(self.anchor.problems(self, [incident_id]).get(incident_id, []))
         report = VerifyReport(incident_id=incident_id, store=self.url, objects=len(items),
                               custody_entries=len(raws), problems=problems)
         self.record_custody(incident_id, "verified", actor=actor or local_actor(), details={
@@ -273,6 +276,8 @@ class EvidenceStore(ABC):
                 with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                     _add_bytes(tar, f"{incident_id}/manifest.jsonl", manifest_lines(items))
                     _add_bytes(tar, f"{incident_id}/custody.jsonl", custody_text)
+                    for name, data in (self.anchor.members(self, incident_id) if self.anchor else []):  # checkpoints
+                        _add_bytes(tar, f"{incident_id}/{name}", data)
                     for item in items:
                         with self._open_raw(incident_id, item.name) as body:
                             info = tarfile.TarInfo(f"{incident_id}/objects/{item.name}")

@@ -7,13 +7,13 @@ same spool, custody head and background retry; local stores are cheap and made p
 from __future__ import annotations
 
 import os
-import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from irp.errors import ConfigurationError
+from irp.evidence.anchors import S3_BUCKET, S3_PREFIX, open_anchor
 from irp.evidence.base import EvidenceStore
 from irp.evidence.local import LocalEvidenceStore
 from irp.settings import get_settings
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["close_stores", "open_store"]
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 _ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_REGION",
         "AWS_DEFAULT_REGION", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE")
 _s3_stores: dict[tuple, S3EvidenceStore] = {}
@@ -37,14 +35,16 @@ def open_store(url: str) -> EvidenceStore:
     settings = get_settings()
     if parsed.scheme == "file":
         path = Path(parsed.netloc + parsed.path).expanduser()
-        return LocalEvidenceStore(path.resolve(), retention_mode=settings.evidence_retention_mode,
-                                  retention_days=settings.evidence_retention_days)
+        local = LocalEvidenceStore(path.resolve(), retention_mode=settings.evidence_retention_mode,
+                                   retention_days=settings.evidence_retention_days)
+        local.anchor = open_anchor(local.url, settings)
+        return local
     if parsed.scheme == "s3":
         bucket, prefix = parsed.netloc, parsed.path.strip("/")
-        if not _BUCKET.match(bucket) or ".." in bucket:
+        if not S3_BUCKET.match(bucket) or ".." in bucket:
             raise ConfigurationError(f"IRP_EVIDENCE_URL={url!r}: {bucket!r} is not a valid S3 bucket name "
                                      "(3-63 characters: lowercase letters, digits, '.', '-')")
-        if prefix and not _PREFIX.match(prefix):
+        if prefix and not S3_PREFIX.match(prefix):
             raise ConfigurationError(f"IRP_EVIDENCE_URL={url!r}: prefix {prefix!r}: use path segments of "
                                      "letters, digits, '.', '_' and '-'")
         key = (bucket, prefix, *(os.environ.get(name) for name in _ENV), settings.model_dump_json())
@@ -55,6 +55,7 @@ def open_store(url: str) -> EvidenceStore:
 
                 store = _s3_stores[key] = S3EvidenceStore(f"s3://{bucket}" + (f"/{prefix}" if prefix else ""),
                                                          bucket, prefix, settings)
+                store.anchor = open_anchor(store.url, settings)
             return store
     raise ConfigurationError(f"IRP_EVIDENCE_URL={url!r}: unsupported scheme {parsed.scheme!r}; valid: file://, s3://")
 

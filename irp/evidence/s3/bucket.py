@@ -53,8 +53,9 @@ class KeyState:
 class Bucket:
     """The bucket's calls, with the S3 client made on first use (thread-safe)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, make_client: Any = None) -> None:
         self.name = name
+        self._make_client = make_client
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._object_lock: bool | None = None
@@ -63,7 +64,7 @@ class Bucket:
     def client(self) -> Any:
         with self._client_lock:
             if self._client is None:
-                self._client = s3_client()
+                self._client = (self._make_client or s3_client)()
             return self._client
 
     def where(self, key: str | None = None) -> str:

@@ -144,6 +144,7 @@ class TestExportTar:
         assert result.sha256 == hashlib.sha256((tmp_path / "out.tar").read_bytes()).hexdigest()
         with tarfile.open(tmp_path / "out.tar") as tar:
             assert sorted(tar.getnames()) == sorted([f"{INC}/manifest.jsonl", f"{INC}/custody.jsonl",
+                                                     f"{INC}/anchors/checkpoints.jsonl",
                                                      f"{INC}/objects/logs/a.log", f"{INC}/objects/b.json"])
             assert tar.extractfile(f"{INC}/objects/logs/a.log").read() == b"aaa"
             manifest = [json.loads(line) for line in tar.extractfile(f"{INC}/manifest.jsonl").read().splitlines()]
