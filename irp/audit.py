@@ -19,7 +19,6 @@ no longer matches the last audited state.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
@@ -27,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from irp.errors import EvidenceError
 from irp.evidence.base import EvidenceStore, local_actor
-from irp.evidence.custody import canonical, check_chain, parse_entries
+from irp.evidence.custody import VERSION, check_chain, digest, parse_entries
 from irp.evidence.models import CustodyEntry, IntegrityProblem
 from irp.models import Incident
 
@@ -52,14 +51,14 @@ ACTS = ("opened", "declared", "updated", "approved", "rejected", "approval_timed
         "approval_link_refused")
 
 
-def record_digest(incident: Incident) -> str:
+def record_digest(incident: Incident, version: int = VERSION) -> str:
     """SHA-256 of the incident record without its timeline (canonical JSON), as read from the store.
 
     Only the fields the record holds count (`exclude_unset`): a record written before a field was added to
     the model still verifies after an upgrade, the new field being absent from it, not set to its default.
+    `version`: that of the custody entry holding the digest (custody.canonical).
     """
-    return hashlib.sha256(canonical(incident.model_dump(mode="json", exclude={"timeline"}, exclude_unset=True))
-                          ).hexdigest()
+    return digest(incident.model_dump(mode="json", exclude={"timeline"}, exclude_unset=True), version)
 
 
 def record(
@@ -206,7 +205,7 @@ def verify_incident(store: EvidenceStore, incident_id: str) -> IncidentAudit:
                                          detail="the incident has a record but no audited state"))
     elif incident is not None:
         label, last = states[-1]
-        if record_digest(incident) != last.sha256:
+        if record_digest(incident, last.v) != last.sha256:
             problems.append(IntegrityProblem(
                 kind="altered", subject="incident.json",
                 detail=f"differs from the last audited state ({label}: entry {last.seq}, status "
