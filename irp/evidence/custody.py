@@ -153,11 +153,18 @@ def check_chain(incident_id: str, raws: list[RawEntry]) -> tuple[list[CustodyEnt
 
 
 def cross_check(items: list[EvidenceItem], entries: list[CustodyEntry]) -> list[IntegrityProblem]:
-    """Every manifest item has an `archived` entry with the same SHA-256, and the other way round."""
+    """Every manifest item has an `archived` entry with the same SHA-256 and, when the entry holds it
+    (`details.manifest`), the same metadata field by field; and the other way round.
+
+    `retention_until` may also be the one a later `retention_extended` entry set.
+    """
     archived: dict[str, CustodyEntry] = {}
+    extended: dict[str, str] = {}
     for entry in entries:
         if entry.event == "archived" and entry.object:
             archived[entry.object] = entry
+        elif entry.event == "retention_extended":
+            extended.update(entry.details.get("objects") or {})
     problems = []
     names = set()
     for item in items:
@@ -166,10 +173,21 @@ def cross_check(items: list[EvidenceItem], entries: list[CustodyEntry]) -> list[
         if entry is None:
             problems.append(IntegrityProblem(kind="broken", subject=f"custody of {item.name}",
                                              detail="no 'archived' entry for this manifest item"))
-        elif entry.sha256 != item.sha256:
+            continue
+        if entry.sha256 != item.sha256:
             problems.append(IntegrityProblem(kind="altered", subject=item.name,
                                              detail=f"manifest sha256 {item.sha256} differs from the custody log's "
                                            f"{entry.sha256} (entry {entry.seq})"))
+        recorded = entry.details.get("manifest")
+        if isinstance(recorded, dict):
+            listed = item.model_dump(mode="json")
+            edits = [f"{field} {listed.get(field)!r} where entry {entry.seq} recorded {recorded.get(field)!r}"
+                     for field in sorted(set(listed) | set(recorded))
+                     if field != "sha256" and listed.get(field) != recorded.get(field)
+                     and not (field == "retention_until" and listed.get(field) == extended.get(item.name))]
+            if edits:
+                problems.append(IntegrityProblem(kind="altered", subject=f"manifest entry of {item.name}",
+                                                 detail="metadata edited: " + "; ".join(edits)))
     for name in sorted(set(archived) - names):
         problems.append(IntegrityProblem(kind="missing", subject=name,
                                          detail=f"archived per custody entry {archived[name].seq} but not in the manifest"))

@@ -83,6 +83,8 @@ class VerifyReport(BaseModel):
     objects: int
     custody_entries: int
     problems: list[IntegrityProblem] = Field(default_factory=list)
+    head_seq: int | None = Field(None, description="The chain head: the last custody entry's seq (custody.py).")
+    head_hash: str | None = Field(None, description="The chain head: the last custody entry's hash.")
 
     @property
     def intact(self) -> bool:
