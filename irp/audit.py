@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from irp.errors import EvidenceError
 from irp.evidence.base import EvidenceStore, local_actor
-from irp.evidence.custody import VERSION, check_chain, digest, parse_entries
+from irp.evidence.custody import VERSION, digest, parse_entries
 from irp.evidence.models import CustodyEntry, IntegrityProblem
 from irp.models import Incident
 
@@ -166,7 +166,9 @@ class IncidentAudit(BaseModel):
     incident_id: str
     chain_entries: int = Field(..., description="Entries in the chain (custody and audit).")
     audit_entries: int
-    problems: list[IntegrityProblem] = Field(default_factory=list, description="In log order; the first is the first broken.")
+    problems: list[IntegrityProblem] = Field(default_factory=list, description="Chain breaks first, in log order.")
+    head_seq: int | None = Field(None, description="The chain head: the last custody entry's seq.")
+    head_hash: str | None = Field(None, description="The chain head: the last custody entry's hash.")
 
     @property
     def intact(self) -> bool:
@@ -185,9 +187,17 @@ class AuditReport(BaseModel):
 
 
 def verify_incident(store: EvidenceStore, incident_id: str) -> IncidentAudit:
-    """Check the incident's chain and that its record matches the last audited state; read-only."""
+    """The store's check of the incident (objects, manifest, events, record, chain: EvidenceStore.check),
+    and that its record matches the last audited state; read-only."""
     raws = store._custody_raw(incident_id)  # the chain as stored, byte for byte
-    _, problems = check_chain(incident_id, raws)
+    try:
+        report = store.check(incident_id)
+    except EvidenceError:
+        if not raws:
+            raise EvidenceError(f"no incident {incident_id} in {store.url}; `irp incidents list` shows the known ones"
+                                ) from None
+        raise
+    problems = []
     audited = [(raw.label, entry) for raw in raws for entry in parse_entries([raw]) if entry.event == "audit"]
     try:
         incident = store.load_incident(incident_id)
@@ -197,8 +207,6 @@ def verify_incident(store: EvidenceStore, incident_id: str) -> IncidentAudit:
         problems.append(IntegrityProblem(kind="altered", subject="incident.json", detail=f"not a valid incident record: "
                                          f"{str(exc).splitlines()[0]}"))
         incident = None
-    if not raws and incident is None and not problems:
-        raise EvidenceError(f"no incident {incident_id} in {store.url}; `irp incidents list` shows the known ones")
     states = [(label, entry) for label, entry in audited if entry.sha256]
     if incident is not None and not states:
         problems.append(IntegrityProblem(kind="missing", subject="incident.json",
@@ -210,11 +218,14 @@ def verify_incident(store: EvidenceStore, incident_id: str) -> IncidentAudit:
                 kind="altered", subject="incident.json",
                 detail=f"differs from the last audited state ({label}: entry {last.seq}, status "
                        f"{last.details.get('status')} at {last.at:%Y-%m-%d %H:%M:%S} UTC): edited outside irp"))
+    named = {p.subject for p in problems}  # the audit's own finding on the record says more than the store's
+    found = [p for p in report.problems if p.subject not in named]
+    found.sort(key=lambda p: p.kind != "broken")  # chain breaks first, each in log order
     return IncidentAudit(incident_id=incident_id, chain_entries=len(raws), audit_entries=len(audited),
-                         problems=problems)
+                         problems=found + problems, head_seq=report.head_seq, head_hash=report.head_hash)
 
 
 def verify(store: EvidenceStore, incident_ids: list[str] | None = None) -> AuditReport:
-    """Verify the audit chain of every incident in the store (or of the ones given)."""
+    """Verify every incident in the store (or the ones given): the store's check and the audit chain."""
     ids = incident_ids if incident_ids else store.incident_ids()
     return AuditReport(store=store.url, incidents=[verify_incident(store, i) for i in ids])

@@ -591,9 +591,9 @@ class S3EvidenceStore(EvidenceStore):
 
     # ---- verify and export ---------------------------------------------------------------------
 
-    def verify(self, incident_id: str, *, actor: str | None = None) -> VerifyReport:
+    def check(self, incident_id: str) -> VerifyReport:
         try:
-            return super().verify(incident_id, actor=actor)
+            return super().check(incident_id)
         except StoreUnavailable as exc:
             raise EvidenceError(f"evidence store {self.url} unreachable ({exc}): cannot verify {incident_id}") from None
 

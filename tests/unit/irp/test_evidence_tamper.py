@@ -42,9 +42,9 @@ class TestVerify:
     def test_intact_store_exits_0_and_records_the_check(self, store: LocalEvidenceStore) -> None:
         code, lines = _verify()
         assert code == 0
-        assert lines == [f"{INC}: intact: 3 objects match the manifest, 6 custody entries chain correctly "
-                         f"({store.url})"]
         last = store.custody(INC)[-1]
+        assert lines == [f"{INC}: intact: 3 objects match the manifest, 6 custody entries chain correctly "
+                         f"({store.url})", f"chain head: entry 7 {last.hash}"]
         assert (last.event, last.details["intact"]) == ("verified", True)
 
     def test_each_tampering_is_named(self, store: LocalEvidenceStore, evidence_root: Path) -> None:
