@@ -189,7 +189,8 @@ class LocalEvidenceStore(EvidenceStore):
             self._append_custody(folder, incident.id, "record_saved", actor=local_actor(),
                                  sha256=digest(json.loads(text)),
                                  details={"status": incident.status.value, "severity": incident.severity.value})
-            self._extend_retention(folder, incident.id, incident.severity)
+            if before is not None and _severity_of(before) != incident.severity.value:
+                self._extend_retention(folder, incident.id, incident.severity)
 
     def _extend_retention(self, folder: Path, incident_id: str, severity: Severity) -> None:
         """Each object's retention_until to at least its archiving time + the severity's period; one custody entry."""
@@ -336,6 +337,13 @@ class LocalEvidenceStore(EvidenceStore):
 
 
 _LAYOUT = {"manifest.jsonl", "custody.jsonl", "incident.json", "events.jsonl", ".lock"}
+
+
+def _severity_of(record: bytes) -> str | None:
+    try:
+        return json.loads(record).get("severity")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _chain_records(path: Path) -> list[dict[str, Any]]:
