@@ -339,7 +339,7 @@ class S3EvidenceStore(EvidenceStore):
             if last_record.get(op.incident_id) == op.id:
                 self._write_incident(Incident.model_validate(op.payload))
         elif op.kind == "event" and op.payload is not None:
-            self._write_event(op.incident_id, TimelineEntry.model_validate(op.payload), op.id)
+            self._write_event(op.incident_id, TimelineEntry.model_validate(op.payload), op.key or op.id)
         elif op.kind == "abort":
             try:
                 self._bucket.call("abort_multipart_upload", Key=op.key, UploadId=op.upload_id)
@@ -499,11 +499,12 @@ class S3EvidenceStore(EvidenceStore):
                 self.spool.add(op.model_copy(update={"reason": "earlier writes are still waiting in the spool"}))
                 self._flusher.start()
                 return
+        event_id = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}"
         try:
-            self._write_event(incident_id, entry, f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}")
-        except StoreUnavailable as exc:
+            self._write_event(incident_id, entry, event_id)
+        except StoreUnavailable as exc:  # the replay reuses the id: an event written before its custody entry is chained
             with self._route_lock:
-                self.spool.add(op.model_copy(update={"reason": str(exc)}))
+                self.spool.add(op.model_copy(update={"reason": str(exc), "key": event_id}))
                 self._flusher.start()
 
     def _write_event(self, incident_id: str, entry: TimelineEntry, event_id: str) -> None:
