@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -50,6 +51,8 @@ from irp.evidence.models import CollectedBy, CustodyEntry, EvidenceItem, Integri
 from irp.models import Incident, Severity, TimelineEntry
 
 __all__ = ["LocalEvidenceStore", "remove_tree", "temporary_store"]
+
+log = logging.getLogger(__name__)
 
 
 class LocalEvidenceStore(EvidenceStore):
@@ -190,7 +193,11 @@ class LocalEvidenceStore(EvidenceStore):
                                  sha256=digest(json.loads(text)),
                                  details={"status": incident.status.value, "severity": incident.severity.value})
             if before is not None and _severity_of(before) != incident.severity.value:
-                self._extend_retention(folder, incident.id, incident.severity)
+                try:
+                    self._extend_retention(folder, incident.id, incident.severity)
+                except (OSError, ValidationError) as exc:  # the record is saved; the response goes on
+                    log.error("incident %s: retention of its evidence not extended to severity %s: %s",
+                              incident.id, incident.severity.value, exc)
 
     def _extend_retention(self, folder: Path, incident_id: str, severity: Severity) -> None:
         """Each object's retention_until to at least its archiving time + the severity's period; one custody entry."""

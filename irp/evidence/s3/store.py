@@ -108,12 +108,14 @@ class S3EvidenceStore(EvidenceStore):
     def _severity(self, incident_id: str) -> Severity | None:
         """The incident's severity (None before its record exists: the longest retention applies)."""
         if incident_id not in self._severities:
-            try:
-                record = Incident.model_validate_json(self._bucket.get_bytes(self._key(incident_id, "incident.json")))
-                self._severities[incident_id] = record.severity
-            except (KeyNotFound, ValidationError):
-                self._severities[incident_id] = None  # until save_incident tells
+            self._severities[incident_id] = self._stored_severity(incident_id)  # None until save_incident tells
         return self._severities[incident_id]
+
+    def _stored_severity(self, incident_id: str) -> Severity | None:
+        try:
+            return Incident.model_validate_json(self._bucket.get_bytes(self._key(incident_id, "incident.json"))).severity
+        except (KeyNotFound, ValidationError):
+            return None
 
     # ---- uploads -------------------------------------------------------------------------------
 
@@ -412,19 +414,27 @@ class S3EvidenceStore(EvidenceStore):
     def save_incident(self, incident: Incident) -> None:
         """Write the record (spooled while the store is away); a rise in severity extends the objects' retention."""
         check_id(incident.id)
-        before = self._severity(incident.id) if self._options.retention_mode != "off" else None
+        known = incident.id in self._severities
+        before = self._severities.get(incident.id)
         self._severities[incident.id] = incident.severity
         with self._route_lock:
             if self.spool.has_pending():
                 self._spool_record(incident, "earlier writes are still waiting in the spool")
                 return
         try:
+            if not known and self._options.retention_mode != "off":
+                before = self._stored_severity(incident.id)
             self._write_incident(incident)
-            if before is not None and before != incident.severity:
-                self._extend_retention(incident.id, incident.severity)
         except StoreUnavailable as exc:
             with self._route_lock:
                 self._spool_record(incident, str(exc))
+            return
+        if before is not None and before != incident.severity:
+            try:
+                self._extend_retention(incident.id, incident.severity)
+            except (EvidenceError, StoreUnavailable) as exc:  # the record is saved; the response goes on
+                log.error("incident %s: retention of its evidence not extended to severity %s: %s",
+                          incident.id, incident.severity.value, exc)
 
     def _extend_retention(self, incident_id: str, severity: Severity) -> None:
         """Object Lock of each archived object version to at least its archiving time + the severity's period
