@@ -19,7 +19,6 @@ no longer matches the last audited state.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
@@ -28,7 +27,7 @@ from pydantic import BaseModel, Field
 from irp.errors import EvidenceError
 from irp.evidence.anchors import anchor_problems
 from irp.evidence.base import EvidenceStore, local_actor
-from irp.evidence.custody import canonical, check_chain, parse_entries
+from irp.evidence.custody import VERSION, digest, parse_entries
 from irp.evidence.models import CustodyEntry, IntegrityProblem
 from irp.models import Incident
 
@@ -53,14 +52,14 @@ ACTS = ("opened", "declared", "updated", "approved", "rejected", "approval_timed
         "approval_link_refused")
 
 
-def record_digest(incident: Incident) -> str:
+def record_digest(incident: Incident, version: int = VERSION) -> str:
     """SHA-256 of the incident record without its timeline (canonical JSON), as read from the store.
 
     Only the fields the record holds count (`exclude_unset`): a record written before a field was added to
     the model still verifies after an upgrade, the new field being absent from it, not set to its default.
+    `version`: that of the custody entry holding the digest (custody.canonical).
     """
-    return hashlib.sha256(canonical(incident.model_dump(mode="json", exclude={"timeline"}, exclude_unset=True))
-                          ).hexdigest()
+    return digest(incident.model_dump(mode="json", exclude={"timeline"}, exclude_unset=True), version)
 
 
 def record(
@@ -168,7 +167,9 @@ class IncidentAudit(BaseModel):
     incident_id: str
     chain_entries: int = Field(..., description="Entries in the chain (custody and audit).")
     audit_entries: int
-    problems: list[IntegrityProblem] = Field(default_factory=list, description="In log order; the first is the first broken.")
+    problems: list[IntegrityProblem] = Field(default_factory=list, description="Chain breaks first, in log order.")
+    head_seq: int | None = Field(None, description="The chain head: the last custody entry's seq.")
+    head_hash: str | None = Field(None, description="The chain head: the last custody entry's hash.")
 
     @property
     def intact(self) -> bool:
@@ -187,9 +188,17 @@ class AuditReport(BaseModel):
 
 
 def verify_incident(store: EvidenceStore, incident_id: str) -> IncidentAudit:
-    """Check the incident's chain and that its record matches the last audited state; read-only."""
+    """The store's check of the incident (objects, manifest, events, record, chain: EvidenceStore.check),
+    and that its record matches the last audited state; read-only."""
     raws = store._custody_raw(incident_id)  # the chain as stored, byte for byte
-    _, problems = check_chain(incident_id, raws)
+    try:
+        report = store.check(incident_id)
+    except EvidenceError:
+        if not raws:
+            raise EvidenceError(f"no incident {incident_id} in {store.url}; `irp incidents list` shows the known ones"
+                                ) from None
+        raise
+    problems = []
     audited = [(raw.label, entry) for raw in raws for entry in parse_entries([raw]) if entry.event == "audit"]
     try:
         incident = store.load_incident(incident_id)
@@ -199,26 +208,28 @@ def verify_incident(store: EvidenceStore, incident_id: str) -> IncidentAudit:
         problems.append(IntegrityProblem(kind="altered", subject="incident.json", detail=f"not a valid incident record: "
                                          f"{str(exc).splitlines()[0]}"))
         incident = None
-    if not raws and incident is None and not problems:
-        raise EvidenceError(f"no incident {incident_id} in {store.url}; `irp incidents list` shows the known ones")
     states = [(label, entry) for label, entry in audited if entry.sha256]
     if incident is not None and not states:
         problems.append(IntegrityProblem(kind="missing", subject="incident.json",
                                          detail="the incident has a record but no audited state"))
     elif incident is not None:
         label, last = states[-1]
-        if record_digest(incident) != last.sha256:
+        if record_digest(incident, last.v) != last.sha256:
             problems.append(IntegrityProblem(
                 kind="altered", subject="incident.json",
                 detail=f"differs from the last audited state ({label}: entry {last.seq}, status "
                        f"{last.details.get('status')} at {last.at:%Y-%m-%d %H:%M:%S} UTC): edited outside irp"))
+    named = {p.subject for p in problems}  # the audit's own finding on the record says more than the store's
+    found = [p for p in report.problems if p.subject not in named]
+    found.sort(key=lambda p: p.kind != "broken")  # chain breaks first, each in log order
     return IncidentAudit(incident_id=incident_id, chain_entries=len(raws), audit_entries=len(audited),
-                         problems=problems)
+                         problems=found + problems, head_seq=report.head_seq, head_hash=report.head_hash)
 
 
 def verify(store: EvidenceStore, incident_ids: list[str] | None = None) -> AuditReport:
-    """Verify the audit chain of every incident in the store (or of the ones given), and each against the latest
-    checkpoint (irp/evidence/anchors.py): truncated, rewritten, or deleted from the store since anchored."""
+    """Verify every incident in the store (or the ones given): the store's check (which compares its chain with the
+    latest checkpoint, irp/evidence/anchors.py) and the audit chain; an anchored incident gone from the store is
+    named as deleted."""
     anchored = anchor_problems(store, incident_ids or None)
     ids = incident_ids if incident_ids else [*store.incident_ids(), *(i for i in anchored if i not in store.incident_ids())]
     results = []
@@ -228,7 +239,7 @@ def verify(store: EvidenceStore, incident_ids: list[str] | None = None) -> Audit
         except EvidenceError:
             if not anchored.get(incident_id):
                 raise
-            result = IncidentAudit(incident_id=incident_id, chain_entries=0, audit_entries=0)
-        result.problems.extend(anchored.get(incident_id, []))
+            result = IncidentAudit(incident_id=incident_id, chain_entries=0, audit_entries=0,
+                                   problems=anchored[incident_id])
         results.append(result)
     return AuditReport(store=store.url, incidents=results)

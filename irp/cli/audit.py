@@ -1,8 +1,9 @@
 """`irp audit …`: check the tamper-evident audit log (irp/audit.py) and read it.
 
-    verify [ID…]   check every incident's hash chain and that its record matches the last audited
-                   state, and each chain against the latest checkpoint (irp/evidence/anchors.py: truncated,
-                   rewritten, deleted incidents); name the first broken entry of each; exit 1 when anything is broken
+    verify [ID…]   check every incident as `irp evidence verify` does (objects, manifest, events, record,
+                   chain) and that its record matches the last audited state, and each chain against the
+                   latest checkpoint (irp/evidence/anchors.py: truncated, rewritten, deleted incidents);
+                   name the first broken entry of each and the chain head; exit 1 when anything is broken
     log ID         the incident's audit entries: state changes and operator acts, who and when
 """
 
@@ -40,7 +41,7 @@ def verify(
         for result in report.incidents:
             if result.intact:
                 typer.echo(f"{result.incident_id}: intact ({result.audit_entries} audit entries, "
-                           f"{result.chain_entries} in the chain)")
+                           f"{result.chain_entries} in the chain; head {result.head_seq} {result.head_hash})")
                 continue
             first = result.problems[0]
             typer.echo(f"{result.incident_id}: BROKEN at {first.subject}: {first.detail}")

@@ -110,9 +110,11 @@ def verify(
     if report.intact:
         typer.echo(f"{incident}: intact: {report.objects} objects match the manifest, "
                    f"{report.custody_entries} custody entries chain correctly ({report.store})")
+        typer.echo(f"chain head: entry {report.head_seq} {report.head_hash}")
         return
     for problem in report.problems:
         typer.echo(str(problem))
+    typer.echo(f"chain head: entry {report.head_seq} {report.head_hash}", err=True)
     typer.echo(f"{incident}: NOT intact: {len(report.problems)} problems "
                f"({report.objects} objects, {report.custody_entries} custody entries, {report.store})", err=True)
     raise typer.Exit(1)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from irp.errors import EvidenceError
+from irp.evidence.chained import StoredRecord, chain_vouches, check_events, check_record
 from irp.evidence.custody import check_chain, cross_check, parse_entries
 from irp.evidence.models import (
     CollectedBy,
@@ -208,12 +209,30 @@ class EvidenceStore(ABC):
     # ---- checking and handing over -----------------------------------------------------------
 
     def verify(self, incident_id: str, *, actor: str | None = None) -> VerifyReport:
-        """Re-hash every object, compare with the manifest, check the custody chain; record `verified`."""
+        """`check`, then record `verified`; the report's chain head is that entry (what an anchor records)."""
+        report = self.check(incident_id)
+        entry = self.record_custody(incident_id, "verified", actor=actor or local_actor(), details={
+            "intact": report.intact, "objects": report.objects,
+            "problems": [str(p) for p in report.problems][:50],
+        })
+        return report.model_copy(update={"head_seq": entry.seq, "head_hash": entry.hash})
+
+    def check(self, incident_id: str) -> VerifyReport:
+        """Re-hash every object, compare each record beside the objects with the custody chain; read-only.
+
+        Objects ↔ manifest (SHA-256, size); manifest entries ↔ their `archived` entries (every field);
+        events ↔ `event_appended` entries; incident.json ↔ the last `record_saved` entry; the chain
+        itself (custody.check_chain); files in the incident's folder or prefix that belong to none of
+        these. Chain truncation or a consistent rewrite needs a checkpoint outside the store to show:
+        the report carries the chain head (last entry's seq and hash) to compare with one.
+        """
         check_id(incident_id)
         items, problems = self._manifest_for_verify(incident_id)
         stored = self._inventory(incident_id)
         raws = self._custody_raw(incident_id)
-        if not items and not stored and not raws and not problems:
+        events = self._events_for_verify(incident_id)
+        record = self._record_for_verify(incident_id)
+        if not items and not stored and not raws and not problems and not events and record is None:
             raise EvidenceError(f"no evidence for incident {incident_id} in {self.url}")
         listed = set()
         for item in items:
@@ -240,16 +259,21 @@ class EvidenceStore(ABC):
         for name in sorted(set(stored) - listed):
             if not stored[name].deleted:
                 problems.append(IntegrityProblem(kind="unexpected", subject=name, detail="in the store but not in the manifest"))
+        for name in self._strays(incident_id):
+            problems.append(IntegrityProblem(kind="unexpected", subject=name,
+                                             detail="not part of the evidence layout (planted beside the evidence)"))
+        entries = parse_entries(raws)  # broken entries are named by check_chain
         problems.extend(check_chain(incident_id, raws)[1])
-        problems.extend(cross_check(items, parse_entries(raws)))  # broken entries are named above already
+        problems.extend(cross_check(items, entries))
+        vouching = chain_vouches(entries)
+        problems.extend(check_events(events, entries, vouching))
+        problems.extend(check_record(record, entries, vouching))
         if self.anchor is not None:  # truncated or rewritten since its head was anchored (anchors.py)
             problems.extend(self.anchor.problems(self, [incident_id]).get(incident_id, []))
-        report = VerifyReport(incident_id=incident_id, store=self.url, objects=len(items),
-                              custody_entries=len(raws), problems=problems)
-        self.record_custody(incident_id, "verified", actor=actor or local_actor(), details={
-            "intact": report.intact, "objects": report.objects, "problems": [str(p) for p in problems][:50],
-        })
-        return report
+        head = entries[-1] if entries else None
+        return VerifyReport(incident_id=incident_id, store=self.url, objects=len(items),
+                            custody_entries=len(raws), problems=problems,
+                            head_seq=head.seq if head else None, head_hash=head.hash if head else None)
 
     def export_urls(self, incident_id: str, *, expires_in: int | None = None,
                     actor: str | None = None) -> list[ExportedUrl]:
@@ -326,6 +350,18 @@ class EvidenceStore(ABC):
     @abstractmethod
     def _inventory(self, incident_id: str) -> dict[str, StoredObject]:
         """Every object the backend holds for the incident, by name."""
+
+    @abstractmethod
+    def _events_for_verify(self, incident_id: str) -> list[StoredRecord]:
+        """The incident's timeline events as stored (events.jsonl lines, or events/ objects), in order."""
+
+    @abstractmethod
+    def _record_for_verify(self, incident_id: str) -> bytes | None:
+        """incident.json as stored, None when there is none."""
+
+    @abstractmethod
+    def _strays(self, incident_id: str) -> list[str]:
+        """Files in the incident's folder or prefix outside the layout (objects/ is `_inventory`'s)."""
 
     @abstractmethod
     def _rehash(self, incident_id: str, item: EvidenceItem, stored: StoredObject) -> tuple[str, int, list[IntegrityProblem]]:

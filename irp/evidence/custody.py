@@ -4,6 +4,12 @@ Each entry holds the SHA-256 of the entry before it (`prev`) and its own (`hash`
 JSON without `hash`). Editing an entry breaks its hash; removing, inserting or reordering entries
 breaks the sequence and the links. `check_chain` names each broken entry.
 
+Canonical JSON is RFC 8785 (JCS, the `rfc8785` package) for entries written with `"v": 2`; entries
+without `v` (written before) keep verifying with the former form (sorted-key `json.dumps`).
+
+The chain head of an incident is the last custody entry's `seq` and `hash`: what a checkpoint outside
+the store (anchor) records, and what `verify` reports, so the two can be compared.
+
 The same chain carries the audit log (irp/audit.py): `audit` entries record incident state changes
 and operator acts (declaration, approval, export, action closure) in the incident's custody log.
 """
@@ -14,20 +20,31 @@ import hashlib
 import json
 from typing import Any
 
+import rfc8785
 from pydantic import ValidationError
 
 from irp.evidence.models import EVENTS, CustodyEntry, EvidenceItem, IntegrityProblem, RawEntry
 from irp.models import utcnow
 
 GENESIS = "0" * 64
+VERSION = 2  # entries written now: RFC 8785 canonical JSON
 
 
-def canonical(value: Any) -> bytes:
+def canonical(value: Any, version: int = VERSION) -> bytes:
+    """The bytes hashed for a JSON value: RFC 8785 (version 2), sorted-key json.dumps (version 1, older entries)."""
+    if version >= 2:
+        return rfc8785.dumps(value)
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def digest(value: Any, version: int = VERSION) -> str:
+    """SHA-256 of a JSON value's canonical form: how the chain vouches for a record kept beside it."""
+    return hashlib.sha256(canonical(value, version)).hexdigest()
+
+
 def entry_hash(record: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+    version = record.get("v", 1)
+    return digest({k: v for k, v in record.items() if k != "hash"}, version if isinstance(version, int) else 1)
 
 
 def seal(
@@ -45,6 +62,7 @@ def seal(
     if event not in EVENTS:
         raise ValueError(f"unknown custody event {event!r}; valid: {', '.join(EVENTS)}")
     record = {
+        "v": VERSION,
         "seq": seq,
         "at": utcnow().isoformat(),
         "event": event,
@@ -135,11 +153,18 @@ def check_chain(incident_id: str, raws: list[RawEntry]) -> tuple[list[CustodyEnt
 
 
 def cross_check(items: list[EvidenceItem], entries: list[CustodyEntry]) -> list[IntegrityProblem]:
-    """Every manifest item has an `archived` entry with the same SHA-256, and the other way round."""
+    """Every manifest item has an `archived` entry with the same SHA-256 and, when the entry holds it
+    (`details.manifest`), the same metadata field by field; and the other way round.
+
+    `retention_until` may also be the one a later `retention_extended` entry set.
+    """
     archived: dict[str, CustodyEntry] = {}
+    extended: dict[str, str] = {}
     for entry in entries:
         if entry.event == "archived" and entry.object:
             archived[entry.object] = entry
+        elif entry.event == "retention_extended":
+            extended.update(entry.details.get("objects") or {})
     problems = []
     names = set()
     for item in items:
@@ -148,10 +173,21 @@ def cross_check(items: list[EvidenceItem], entries: list[CustodyEntry]) -> list[
         if entry is None:
             problems.append(IntegrityProblem(kind="broken", subject=f"custody of {item.name}",
                                              detail="no 'archived' entry for this manifest item"))
-        elif entry.sha256 != item.sha256:
+            continue
+        if entry.sha256 != item.sha256:
             problems.append(IntegrityProblem(kind="altered", subject=item.name,
                                              detail=f"manifest sha256 {item.sha256} differs from the custody log's "
                                            f"{entry.sha256} (entry {entry.seq})"))
+        recorded = entry.details.get("manifest")
+        if isinstance(recorded, dict):
+            listed = item.model_dump(mode="json")
+            edits = [f"{field} {listed.get(field)!r} where entry {entry.seq} recorded {recorded.get(field)!r}"
+                     for field in sorted(set(listed) | set(recorded))
+                     if field != "sha256" and listed.get(field) != recorded.get(field)
+                     and not (field == "retention_until" and listed.get(field) == extended.get(item.name))]
+            if edits:
+                problems.append(IntegrityProblem(kind="altered", subject=f"manifest entry of {item.name}",
+                                                 detail="metadata edited: " + "; ".join(edits)))
     for name in sorted(set(archived) - names):
         problems.append(IntegrityProblem(kind="missing", subject=name,
                                          detail=f"archived per custody entry {archived[name].seq} but not in the manifest"))

@@ -6,8 +6,10 @@
     <root>/<incident>/incident.json     the incident record, updated in place
     <root>/<incident>/events.jsonl      timeline entries appended from outside the run
 
-Every write takes an flock on <incident>/.lock and is fsync'd. A plain filesystem cannot enforce a
-retention period: it is recorded in the manifest for whoever moves the evidence to WORM storage.
+Each manifest line, event line and incident.json version has a custody entry with its digest
+(chained.py). Every write takes an flock on <incident>/.lock and is fsync'd. A plain filesystem
+cannot enforce a retention period: it is recorded in the manifest for whoever moves the evidence to
+WORM storage, and extended there when the incident's severity rises.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import json
+import logging
 import os
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,11 +45,14 @@ from irp.evidence.base import (
     retention_until,
     with_events,
 )
-from irp.evidence.custody import GENESIS, encode, head_of, seal
+from irp.evidence.chained import StoredRecord, content_digest, vouched
+from irp.evidence.custody import GENESIS, digest, encode, head_of, seal
 from irp.evidence.models import CollectedBy, CustodyEntry, EvidenceItem, IntegrityProblem, RawEntry, StoredObject
 from irp.models import Incident, Severity, TimelineEntry
 
 __all__ = ["LocalEvidenceStore", "remove_tree", "temporary_store"]
+
+log = logging.getLogger(__name__)
 
 
 class LocalEvidenceStore(EvidenceStore):
@@ -126,7 +134,8 @@ class LocalEvidenceStore(EvidenceStore):
                                      object=final, sha256=digest, details={
                                          "location": str(target), "read_only": True,
                                          "retention_until": item.retention_until.isoformat()
-                                         if item.retention_until else None})
+                                         if item.retention_until else None,
+                                         "manifest": item.model_dump(mode="json")})
                 return item
             finally:
                 Path(tmp_path).unlink(missing_ok=True)
@@ -166,10 +175,53 @@ class LocalEvidenceStore(EvidenceStore):
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and is_incident_id(p.name))
 
     def save_incident(self, incident: Incident) -> None:
+        """Write the record and its `record_saved` custody entry (nothing when it is unchanged); a rise in
+        severity extends the retention of the objects archived so far."""
+        text = incident.model_dump_json(indent=2).encode()
         with self._locked(incident.id) as folder:
+            path = folder / "incident.json"
+            try:
+                before = path.read_bytes()
+            except FileNotFoundError:
+                before = None
+            if before == text:
+                return
             tmp = folder / "incident.json.tmp"
-            tmp.write_text(incident.model_dump_json(indent=2))
-            os.replace(tmp, folder / "incident.json")
+            tmp.write_bytes(text)
+            os.replace(tmp, path)
+            self._append_custody(folder, incident.id, "record_saved", actor=local_actor(),
+                                 sha256=digest(json.loads(text)),
+                                 details={"status": incident.status.value, "severity": incident.severity.value})
+            if before is not None and _severity_of(before) != incident.severity.value:
+                try:
+                    self._extend_retention(folder, incident.id, incident.severity)
+                except (OSError, ValidationError) as exc:  # the record is saved; the response goes on
+                    log.error("incident %s: retention of its evidence not extended to severity %s: %s",
+                              incident.id, incident.severity.value, exc)
+
+    def _extend_retention(self, folder: Path, incident_id: str, severity: Severity) -> None:
+        """Each object's retention_until to at least its archiving time + the severity's period; one custody entry."""
+        if self._retention_mode == "off" or not self._retention_days:
+            return
+        items = self._read_manifest(folder)
+        table = {str(getattr(k, "value", k)): v for k, v in self._retention_days.items()}
+        period = table.get(severity.value)
+        if period is None:
+            return
+        extended: dict[str, str] = {}
+        for n, item in enumerate(items):
+            until = (item.collected_at + timedelta(days=period)).replace(microsecond=0)
+            if item.retention_until is None or item.retention_until >= until:
+                continue
+            items[n] = item.model_copy(update={"retention_until": until})
+            extended[item.name] = items[n].model_dump(mode="json")["retention_until"]
+        if not extended:
+            return
+        tmp = folder / "manifest.jsonl.tmp"
+        tmp.write_bytes("".join(item.model_dump_json() + "\n" for item in items).encode())
+        os.replace(tmp, folder / "manifest.jsonl")
+        self._append_custody(folder, incident_id, "retention_extended", actor=local_actor(),
+                             details={"severity": severity.value, "mode": self._retention_mode, "objects": extended})
 
     def load_incident(self, incident_id: str) -> Incident:
         folder = self._dir(incident_id)
@@ -177,15 +229,18 @@ class LocalEvidenceStore(EvidenceStore):
             incident = Incident.model_validate_json((folder / "incident.json").read_bytes())
         except FileNotFoundError:
             raise EvidenceError(f"no incident {incident_id} in {self.url}") from None
-        events_path = folder / "events.jsonl"
-        events = []
-        if events_path.exists():
-            events = [TimelineEntry.model_validate_json(line) for line in events_path.read_text().splitlines() if line]
-        return with_events(incident, events)
+        stored = self._events_for_verify(incident_id)
+        if stored:
+            stored = vouched(incident_id, stored, _chain_records(folder / "custody.jsonl"))
+        return with_events(incident, [TimelineEntry.model_validate_json(record.text) for record in stored])
 
     def append_event(self, incident_id: str, entry: TimelineEntry) -> None:
+        line = entry.model_dump_json()
         with self._locked(incident_id) as folder:
-            _append_line(folder / "events.jsonl", entry.model_dump_json())
+            _append_line(folder / "events.jsonl", line)
+            self._append_custody(folder, incident_id, "event_appended", actor=local_actor(),
+                                 sha256=content_digest(line.encode()),
+                                 details={"kind": entry.kind, "at": entry.at.isoformat()})
 
     def location(self, incident_id: str) -> str:
         return str(self._dir(incident_id))
@@ -234,15 +289,43 @@ class LocalEvidenceStore(EvidenceStore):
         problems: list[IntegrityProblem] = []
         if not path.exists():
             return items, problems
+        lines: dict[str, int] = {}
         for n, line in enumerate(path.read_bytes().splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                items.append(EvidenceItem.model_validate_json(line))
+                item = EvidenceItem.model_validate_json(line)
             except ValidationError:
                 problems.append(IntegrityProblem(kind="altered", subject=f"manifest.jsonl line {n}",
                                                  detail="not a valid manifest entry"))
+                continue
+            if item.name in lines:
+                problems.append(IntegrityProblem(kind="unexpected", subject=f"manifest.jsonl line {n}",
+                                                 detail=f"duplicated: lists {item.name} again (line {lines[item.name]})"))
+                continue
+            lines[item.name] = n
+            items.append(item)
         return items, problems
+
+    def _events_for_verify(self, incident_id: str) -> list[StoredRecord]:
+        path = self._dir(incident_id) / "events.jsonl"
+        if not path.exists():
+            return []
+        return [StoredRecord(label=f"events.jsonl line {n}", key=None, text=line)
+                for n, line in enumerate(path.read_bytes().splitlines(), start=1) if line.strip()]
+
+    def _record_for_verify(self, incident_id: str) -> bytes | None:
+        try:
+            return (self._dir(incident_id) / "incident.json").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _strays(self, incident_id: str) -> list[str]:
+        folder = self._dir(incident_id)
+        if not folder.is_dir():
+            return []
+        found = (path.relative_to(folder) for path in folder.rglob("*") if not path.is_dir())
+        return sorted(p.as_posix() for p in found if p.parts[0] != "objects" and p.as_posix() not in _LAYOUT)
 
     def _inventory(self, incident_id: str) -> dict[str, StoredObject]:
         objects = self._dir(incident_id) / "objects"
@@ -258,6 +341,33 @@ class LocalEvidenceStore(EvidenceStore):
         with self._open_raw(incident_id, item.name) as handle:
             sha, size = hash_stream(handle)
         return sha, size, []
+
+
+_LAYOUT = {"manifest.jsonl", "custody.jsonl", "incident.json", "events.jsonl", ".lock"}
+
+
+def _severity_of(record: bytes) -> str | None:
+    try:
+        return json.loads(record).get("severity")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _chain_records(path: Path) -> list[dict[str, Any]]:
+    """The custody log's entries as plain dicts (the read side of events: chained.vouched); bad lines left out."""
+    records = []
+    try:
+        with open(path, "rb") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+    except FileNotFoundError:
+        pass
+    return records
 
 
 def _copy_hashed(stream: IO[bytes], folder: Path) -> tuple[str, int, str]:

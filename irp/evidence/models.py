@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from irp.models import utcnow
 
-EVENTS = ("collected", "archived", "accessed", "exported", "verified", "audit")
-CustodyEvent = Literal["collected", "archived", "accessed", "exported", "verified", "audit"]
+EVENTS = ("collected", "archived", "accessed", "exported", "verified", "audit", "event_appended", "record_saved",
+          "retention_extended")
+CustodyEvent = Literal["collected", "archived", "accessed", "exported", "verified", "audit", "event_appended",
+                       "record_saved", "retention_extended"]
 
 
 class CustodyEntry(BaseModel):
@@ -20,6 +22,7 @@ class CustodyEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    v: int = Field(1, description="How `hash` is computed: 2 = RFC 8785 canonical JSON; 1 (absent) = the former form.")
     seq: int = Field(..., description="1 for the first entry, then +1.")
     at: datetime = Field(..., description="When the entry was written (UTC).")
     event: CustodyEvent
@@ -80,6 +83,8 @@ class VerifyReport(BaseModel):
     objects: int
     custody_entries: int
     problems: list[IntegrityProblem] = Field(default_factory=list)
+    head_seq: int | None = Field(None, description="The chain head: the last custody entry's seq (custody.py).")
+    head_hash: str | None = Field(None, description="The chain head: the last custody entry's hash.")
 
     @property
     def intact(self) -> bool:

@@ -50,7 +50,7 @@ class SpoolOp(BaseModel):
     progress: dict[str, Any] = Field(default_factory=dict)
     # incident, event
     payload: dict[str, Any] | None = None
-    # abort
+    # abort: the S3 key; event: the event's id when a first attempt may have written it
     key: str = ""
     upload_id: str = ""
 

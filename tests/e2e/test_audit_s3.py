@@ -32,13 +32,14 @@ def test_history_and_audit_live_in_the_bucket(store, client, bucket: str) -> Non
     assert "2 incident(s) checked in s3://" in result.output
 
     # an entry overwritten out of band (a new object version) is named, with what S3 kept
-    key = "irp/INC-20261103-S3AAAA/custody/00000004.json"
+    seq = next(e.seq for e in audit.entries(store, "INC-20261103-S3AAAA") if e.details["act"] == "updated")
+    key = f"irp/INC-20261103-S3AAAA/custody/{seq:08d}.json"
     record = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     assert record["event"] == "audit" and record["details"]["act"] == "updated"
     record["details"]["status"] = "reviewing"
     client.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
     result = runner.invoke(audit_app, ["verify"])
     assert result.exit_code == 1
-    assert ("INC-20261103-S3AAAA: BROKEN at custody/00000004.json: overwritten out of band (2 versions); "
-            "entry 4 altered") in result.output
+    assert (f"INC-20261103-S3AAAA: BROKEN at custody/{seq:08d}.json: overwritten out of band (2 versions); "
+            f"entry {seq} altered") in result.output
     assert "INC-20261104-S3BBBB: intact" in result.output

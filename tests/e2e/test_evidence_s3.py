@@ -184,8 +184,8 @@ class TestArchive:
         [listed] = store.manifest(INC)
         assert listed == item and listed.source_time == "20/Nov/2026:09:14:03 +0100"
         assert [(e.seq, e.event, e.object) for e in store.custody(INC)] == [
-            (1, "collected", "logs/auth.log"), (2, "archived", "logs/auth.log")]
-        archived = store.custody(INC)[1].details
+            (1, "record_saved", None), (2, "collected", "logs/auth.log"), (3, "archived", "logs/auth.log")]
+        archived = store.custody(INC)[2].details
         assert archived["location"] == f"s3://{bucket}/{_key('logs/auth.log')}"
         assert archived["version_id"] == item.version_id and archived["sse"] == "AES256"
 
@@ -313,9 +313,10 @@ class TestTamper:
     def test_intact_evidence_verifies(self, archived: S3EvidenceStore) -> None:
         code, lines = _verify_lines()
         assert code == 0, lines
-        assert lines == [f"{INC}: intact: 3 objects match the manifest, 6 custody entries chain correctly "
-                         f"({archived.url})"]
-        assert archived.custody(INC)[-1].event == "verified"
+        last = archived.custody(INC)[-1]
+        assert lines == [f"{INC}: intact: 3 objects match the manifest, 7 custody entries chain correctly "
+                         f"({archived.url})", f"chain head: entry 8 {last.hash}"]
+        assert last.event == "verified"
 
     def test_overwrite_delete_add_and_custody_edit_are_each_named(self, archived: S3EvidenceStore, client,
                                                                   bucket: str) -> None:
@@ -371,7 +372,7 @@ class TestTamper:
             names = tar.getnames()
             custody = tar.extractfile(f"{INC}/custody.jsonl").read().splitlines()
         assert f"{INC}/manifest.jsonl" in names and f"{INC}/objects/alerts/a.json" in names
-        assert len(custody) == 6 + 3  # collected+archived x3, then one 'exported' per URL
+        assert len(custody) == 1 + 6 + 3  # record_saved, collected+archived x3, then one 'exported' per URL
         assert archived.custody(INC)[-1].details["method"] == "tar"
 
 

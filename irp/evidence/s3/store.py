@@ -6,6 +6,7 @@ The bucket's calls are in bucket.py, uploads in upload.py, what verify reads in 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -31,7 +32,8 @@ from irp.evidence.base import (
     retention_until,
     with_events,
 )
-from irp.evidence.custody import GENESIS, encode, head_of, seal
+from irp.evidence.chained import StoredRecord, content_digest, vouched
+from irp.evidence.custody import GENESIS, digest, encode, head_of, seal
 from irp.evidence.models import (
     CollectedBy,
     CustodyEntry,
@@ -77,6 +79,8 @@ class S3EvidenceStore(EvidenceStore):
         self._reserved: dict[str, set[str]] = {}
         self._heads: dict[str, tuple[int, str]] = {}
         self._severities: dict[str, Severity | None] = {}
+        self._chains: dict[str, dict[str, dict[str, Any]]] = {}   # custody entries read so far (write-once keys)
+        self._records: dict[str, str] = {}                        # digest of the last incident.json written
         self._flusher = BackgroundFlush(url, self.flush, self._spool_empty)
 
     # ---- plumbing ------------------------------------------------------------------------------
@@ -104,12 +108,14 @@ class S3EvidenceStore(EvidenceStore):
     def _severity(self, incident_id: str) -> Severity | None:
         """The incident's severity (None before its record exists: the longest retention applies)."""
         if incident_id not in self._severities:
-            try:
-                record = Incident.model_validate_json(self._bucket.get_bytes(self._key(incident_id, "incident.json")))
-                self._severities[incident_id] = record.severity
-            except (KeyNotFound, ValidationError):
-                self._severities[incident_id] = None  # until save_incident tells
+            self._severities[incident_id] = self._stored_severity(incident_id)  # None until save_incident tells
         return self._severities[incident_id]
+
+    def _stored_severity(self, incident_id: str) -> Severity | None:
+        try:
+            return Incident.model_validate_json(self._bucket.get_bytes(self._key(incident_id, "incident.json"))).severity
+        except (KeyNotFound, ValidationError):
+            return None
 
     # ---- uploads -------------------------------------------------------------------------------
 
@@ -202,7 +208,8 @@ class S3EvidenceStore(EvidenceStore):
                                               "kms_key_id": self._options.kms_key_id or None,
                                               "retention_mode": item.retention_mode,
                                               "retention_until": until.isoformat() if until else None,
-                                              "multipart": done.get("multipart", False)})
+                                              "multipart": done.get("multipart", False),
+                                              "manifest": item.model_dump(mode="json")})
                 progress["archived"] = True
                 save()
             self._items.setdefault(incident_id, {})[item.name] = item
@@ -334,7 +341,7 @@ class S3EvidenceStore(EvidenceStore):
             if last_record.get(op.incident_id) == op.id:
                 self._write_incident(Incident.model_validate(op.payload))
         elif op.kind == "event" and op.payload is not None:
-            self._write_event(op.incident_id, TimelineEntry.model_validate(op.payload), op.id)
+            self._write_event(op.incident_id, TimelineEntry.model_validate(op.payload), op.key or op.id)
         elif op.kind == "abort":
             try:
                 self._bucket.call("abort_multipart_upload", Key=op.key, UploadId=op.upload_id)
@@ -405,17 +412,53 @@ class S3EvidenceStore(EvidenceStore):
         return sorted(found)
 
     def save_incident(self, incident: Incident) -> None:
+        """Write the record (spooled while the store is away); a rise in severity extends the objects' retention."""
         check_id(incident.id)
+        known = incident.id in self._severities
+        before = self._severities.get(incident.id)
         self._severities[incident.id] = incident.severity
         with self._route_lock:
             if self.spool.has_pending():
                 self._spool_record(incident, "earlier writes are still waiting in the spool")
                 return
         try:
+            if not known and self._options.retention_mode != "off":
+                before = self._stored_severity(incident.id)
             self._write_incident(incident)
         except StoreUnavailable as exc:
             with self._route_lock:
                 self._spool_record(incident, str(exc))
+            return
+        if before is not None and before != incident.severity:
+            try:
+                self._extend_retention(incident.id, incident.severity)
+            except (EvidenceError, StoreUnavailable) as exc:  # the record is saved; the response goes on
+                log.error("incident %s: retention of its evidence not extended to severity %s: %s",
+                          incident.id, incident.severity.value, exc)
+
+    def _extend_retention(self, incident_id: str, severity: Severity) -> None:
+        """Object Lock of each archived object version to at least its archiving time + the severity's period
+        (PutObjectRetention, in the configured mode); one `retention_extended` custody entry."""
+        if not self._bucket.object_lock_enabled():
+            return
+        table = {str(getattr(k, "value", k)): v for k, v in self._options.retention_days.items()}
+        period = table.get(severity.value)
+        if period is None:
+            return
+        mode = self._options.retention_mode
+        extended: dict[str, str] = {}
+        for item in self._manifest_items(incident_id).values():
+            until = (item.collected_at + timedelta(days=period)).replace(microsecond=0)
+            if item.retention_until is None or item.retention_until >= until:
+                continue
+            version = {"VersionId": item.version_id} if item.version_id and item.version_id != "null" else {}
+            self._bucket.call("put_object_retention", Key=self._key(incident_id, "objects", item.name), **version,
+                              Retention={"Mode": mode, "RetainUntilDate": until})
+            extended[item.name] = item.model_copy(update={"retention_until": until}).model_dump(mode="json")[
+                "retention_until"]
+        if extended:
+            self._append_custody(incident_id, "retention_extended", actor=local_actor(),
+                                 details={"severity": severity.value, "mode": mode, "objects": extended})
 
     def _spool_record(self, incident: Incident, reason: str) -> None:
         self.spool.add(SpoolOp(kind="incident", incident_id=incident.id, reason=reason,
@@ -423,8 +466,15 @@ class S3EvidenceStore(EvidenceStore):
         self._flusher.start()
 
     def _write_incident(self, incident: Incident) -> None:
-        self._put_bytes(self._key(incident.id, "incident.json"), incident.model_dump_json(indent=2).encode(),
-                        "application/json", exclusive=False)
+        """Write incident.json and its `record_saved` custody entry (nothing when unchanged since this process wrote it)."""
+        text = incident.model_dump_json(indent=2).encode()
+        found = digest(json.loads(text))
+        if self._records.get(incident.id) == found:
+            return
+        self._put_bytes(self._key(incident.id, "incident.json"), text, "application/json", exclusive=False)
+        self._append_custody(incident.id, "record_saved", actor=local_actor(), sha256=found,
+                             details={"status": incident.status.value, "severity": incident.severity.value})
+        self._records[incident.id] = found
 
     def load_incident(self, incident_id: str) -> Incident:
         check_id(incident_id)
@@ -440,8 +490,10 @@ class S3EvidenceStore(EvidenceStore):
                 except KeyNotFound:
                     raise EvidenceError(f"no incident {incident_id} in {self.url}") from None
             if not (records and self._flusher.alive()):
-                for key in self._bucket.keys(self._key(incident_id, "events/")):
-                    events.append(TimelineEntry.model_validate_json(self._bucket.get_bytes(key)))
+                stored = self._stored_events(incident_id)
+                if stored:
+                    stored = vouched(incident_id, stored, list(self._chain_records(incident_id).values()))
+                events.extend(TimelineEntry.model_validate_json(record.text) for record in stored)
         except StoreUnavailable as exc:
             if not records:
                 raise EvidenceError(f"evidence store {self.url} unreachable ({exc}): "
@@ -457,19 +509,45 @@ class S3EvidenceStore(EvidenceStore):
                 self.spool.add(op.model_copy(update={"reason": "earlier writes are still waiting in the spool"}))
                 self._flusher.start()
                 return
+        event_id = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}"
         try:
-            self._write_event(incident_id, entry, f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}")
-        except StoreUnavailable as exc:
+            self._write_event(incident_id, entry, event_id)
+        except StoreUnavailable as exc:  # the replay reuses the id: an event written before its custody entry is chained
             with self._route_lock:
-                self.spool.add(op.model_copy(update={"reason": str(exc)}))
+                self.spool.add(op.model_copy(update={"reason": str(exc), "key": event_id}))
                 self._flusher.start()
 
     def _write_event(self, incident_id: str, entry: TimelineEntry, event_id: str) -> None:
+        """Write events/<event_id>.json and its `event_appended` custody entry (each once, also on a replay)."""
+        text = entry.model_dump_json().encode()
         try:
-            self._put_bytes(self._key(incident_id, "events", f"{event_id}.json"), entry.model_dump_json().encode(),
-                            "application/json")
-        except KeyTaken:
-            pass  # written by an earlier attempt
+            self._put_bytes(self._key(incident_id, "events", f"{event_id}.json"), text, "application/json")
+        except KeyTaken:  # written by an earlier attempt: chained too, unless that attempt stopped in between
+            if any((r.get("details") or {}).get("key") == event_id
+                   for r in self._chain_records(incident_id).values() if r.get("event") == "event_appended"):
+                return
+        self._append_custody(incident_id, "event_appended", actor=local_actor(), sha256=content_digest(text),
+                             details={"kind": entry.kind, "at": entry.at.isoformat(), "key": event_id})
+
+    def _stored_events(self, incident_id: str) -> list[StoredRecord]:
+        prefix = self._key(incident_id, "events/")
+        return [StoredRecord(label=key[len(self._base(incident_id)):], key=key[len(prefix):].removesuffix(".json"),
+                             text=self._bucket.get_bytes(key)) for key in self._bucket.keys(prefix)]
+
+    def _chain_records(self, incident_id: str) -> dict[str, dict[str, Any]]:
+        """The custody entries as plain dicts by key, fetching only the ones not read yet (they are write-once)."""
+        prefix = self._key(incident_id, "custody/")
+        with self._lock:
+            cache = self._chains.setdefault(incident_id, {})
+            for key in self._bucket.keys(prefix):
+                if key not in cache:
+                    try:
+                        record = json.loads(self._bucket.get_bytes(key))
+                    except (KeyNotFound, ValueError):
+                        continue
+                    if isinstance(record, dict):
+                        cache[key] = record
+            return dict(sorted(cache.items()))
 
     def location(self, incident_id: str) -> str:
         return f"s3://{self.bucket}/{self._base(check_id(incident_id))}"
@@ -517,15 +595,16 @@ class S3EvidenceStore(EvidenceStore):
                     self._heads.pop(incident_id, None)
                     continue
                 self._heads[incident_id] = (seq + 1, record["hash"])
+                self._chains.get(incident_id, {})[f"{prefix}{seq + 1:08d}.json"] = record
                 return CustodyEntry.model_validate(record)
         raise EvidenceError(f"could not append to the custody log of {incident_id} in {self.url}: "
                             "too many concurrent writers")
 
     # ---- verify and export ---------------------------------------------------------------------
 
-    def verify(self, incident_id: str, *, actor: str | None = None) -> VerifyReport:
+    def check(self, incident_id: str) -> VerifyReport:
         try:
-            return super().verify(incident_id, actor=actor)
+            return super().check(incident_id)
         except StoreUnavailable as exc:
             raise EvidenceError(f"evidence store {self.url} unreachable ({exc}): cannot verify {incident_id}") from None
 
@@ -540,6 +619,18 @@ class S3EvidenceStore(EvidenceStore):
 
     def _inventory(self, incident_id: str) -> dict[str, StoredObject]:
         return self._inspector.objects(self._key(incident_id, "objects/"))
+
+    def _events_for_verify(self, incident_id: str) -> list[StoredRecord]:
+        return self._stored_events(incident_id)
+
+    def _record_for_verify(self, incident_id: str) -> bytes | None:
+        try:
+            return self._bucket.get_bytes(self._key(incident_id, "incident.json"))
+        except KeyNotFound:
+            return None
+
+    def _strays(self, incident_id: str) -> list[str]:
+        return []  # keys outside the layout are named with the manifest (Inspector.manifest)
 
     def _rehash(self, incident_id: str, item: EvidenceItem,
                 stored: StoredObject) -> tuple[str, int, list[IntegrityProblem]]:

@@ -15,7 +15,7 @@ from irp import audit
 from irp.cli.audit import audit_app
 from irp.errors import EvidenceError
 from irp.evidence import LocalEvidenceStore
-from irp.evidence.custody import canonical
+from irp.evidence.custody import GENESIS, canonical, entry_hash
 from irp.models import IncidentStatus, Severity
 
 runner = CliRunner()
@@ -137,11 +137,15 @@ class TestTampering:
             del older[added]
         for item in older["notifications"]:
             del item["reviewed_by"], item["edits"]
-        store.save_incident(incident)
-        (store.root / incident.id / "incident.json").write_text(json.dumps(older))
-        digest = hashlib.sha256(canonical({k: v for k, v in older.items() if k != "timeline"})).hexdigest()
-        store.record_custody(incident.id, "audit", actor="flow run old", sha256=digest,
-                             details={"act": "updated", "status": "closed", "severity": "critical"})
+        folder = store.root / incident.id
+        folder.mkdir(parents=True)
+        (folder / "incident.json").write_text(json.dumps(older))
+        digest = hashlib.sha256(canonical({k: v for k, v in older.items() if k != "timeline"}, 1)).hexdigest()
+        entry = {"seq": 1, "at": "2026-11-03T08:00:00+00:00", "event": "audit", "incident_id": incident.id,
+                 "actor": "flow run old", "object": None, "sha256": digest, "prev": GENESIS,
+                 "details": {"act": "updated", "status": "closed", "severity": "critical"}}
+        entry["hash"] = entry_hash(entry)  # no "v": an entry of the former form, as the older irp wrote it
+        (folder / "custody.jsonl").write_text(json.dumps(entry) + "\n")
         assert audit.verify_incident(store, incident.id).intact
         older["severity"] = "minor"  # and an edit is still one
         (store.root / incident.id / "incident.json").write_text(json.dumps(older))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+
+import rfc8785
 
 from irp.evidence import EvidenceItem
 from irp.evidence.custody import GENESIS, check_chain, cross_check, encode, entry_hash, seal
@@ -35,6 +38,23 @@ class TestSeal:
         for field, value in [("actor", "b"), ("details", {"k": [1]}), ("at", "2000-01-01T00:00:00+00:00"),
                              ("prev", "1" * 64), ("event", "accessed")]:
             assert entry_hash({**record, field: value}) != record["hash"], field
+
+    def test_new_entries_hash_rfc8785_canonical_json(self) -> None:
+        record = seal(INC, 1, GENESIS, "verified", actor="a", details={"n": 1.0, "big": 1e21, "é": "\u2028"})
+        assert record["v"] == 2
+        # RFC 8785 writes 1.0 as 1 and 1e21 as 1e+21; json.dumps would write 1.0 and 1e+21
+        body = {k: v for k, v in record.items() if k != "hash"}
+        assert record["hash"] == hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+        assert b'"n":1,' in rfc8785.dumps(body)
+
+    def test_entries_written_before_v2_still_verify(self) -> None:
+        legacy = {"seq": 1, "at": "2026-11-01T00:00:00+00:00", "event": "verified", "incident_id": INC, "actor": "a",
+                  "object": None, "sha256": None, "details": {"n": 1.0}, "prev": GENESIS}
+        legacy["hash"] = hashlib.sha256(json.dumps(legacy, sort_keys=True, separators=(",", ":"),
+                                                   ensure_ascii=False).encode()).hexdigest()
+        nxt = seal(INC, 2, legacy["hash"], "accessed", actor="a")
+        assert check_chain(INC, _raws([legacy, nxt]))[1] == []
+        assert [p.subject for p in check_chain(INC, _raws([{**legacy, "details": {"n": 2}}, nxt]))[1]] == ["line 1"]
 
     def test_stored_text_round_trips(self) -> None:
         record = seal(INC, 1, GENESIS, "verified", actor="a", details={"é": "ü", "n": 1.5})

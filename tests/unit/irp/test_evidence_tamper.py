@@ -42,9 +42,9 @@ class TestVerify:
     def test_intact_store_exits_0_and_records_the_check(self, store: LocalEvidenceStore) -> None:
         code, lines = _verify()
         assert code == 0
-        assert lines == [f"{INC}: intact: 3 objects match the manifest, 6 custody entries chain correctly "
-                         f"({store.url})"]
         last = store.custody(INC)[-1]
+        assert lines == [f"{INC}: intact: 3 objects match the manifest, 6 custody entries chain correctly "
+                         f"({store.url})", f"chain head: entry 7 {last.hash}"]
         assert (last.event, last.details["intact"]) == ("verified", True)
 
     def test_each_tampering_is_named(self, store: LocalEvidenceStore, evidence_root: Path) -> None:
@@ -94,7 +94,8 @@ class TestVerify:
         code, out = _verify()
         assert code == 1
         assert out == [f"altered: logs/auth.log: manifest sha256 {item['sha256']} differs from the custody log's "
-                       f"{store.custody(INC)[1].sha256} (entry 2)"]
+                       f"{store.custody(INC)[1].sha256} (entry 2)",
+                       "altered: manifest entry of logs/auth.log: metadata edited: size 7 where entry 2 recorded 5"]
 
     def test_unknown_incident_is_one_clear_error(self, store: LocalEvidenceStore) -> None:
         result = runner.invoke(app, ["evidence", "verify", "INC-19990101-000000"])
