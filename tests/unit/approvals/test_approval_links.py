@@ -29,7 +29,7 @@ from irp.engine.approval import ApprovalOutcome, request_approval
 from irp.engine.records import RunContext
 from irp.engine.targets import TargetValue
 from irp.evidence import open_store
-from irp.intake.approvals import RunState
+from irp.intake.approvals import PrefectRuns, RunState
 from irp.intake.service import IntakeService
 from irp.models import Incident, Stage
 from irp.playbook.models import Approval
@@ -41,7 +41,7 @@ MANAGERS = ["Carla Managers <carla@confluent-digital.com>"]
 LINK = re.compile(r"http://irp\.test/approvals/([A-Za-z0-9_.\-]+)\?decision=(approve|reject)")
 
 
-class PausedRun:
+class PausedRun(PrefectRuns):
     """The Prefect pause (engine side) and resume (intake side), in process."""
 
     def __init__(self) -> None:
