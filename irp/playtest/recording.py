@@ -1,0 +1,23 @@
+"""`irp playbooks test --record`: write what a run observed into its case file, for a person to review."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from irp.playtest.runner import Outcome, observed
+
+__all__ = ["write_observed"]
+
+
+def write_observed(path: Path, outcome: Outcome) -> None:
+    """Replace the case's `expect` (and `facts.aws`, when AWS answered) with what the run did; comments stay."""
+    yaml = YAML(typ="rt")
+    yaml.width = 130
+    document = yaml.load(path.read_text(encoding="utf-8"))
+    if outcome.recorded_facts:
+        document.setdefault("facts", {})["aws"] = outcome.recorded_facts
+    document["expect"] = observed(outcome)
+    with path.open("w", encoding="utf-8") as handle:
+        yaml.dump(document, handle)
