@@ -204,7 +204,8 @@ def test(
             from irp.playtest.recording import write_observed
 
             write_observed(result.path, result.outcome)
-            typer.echo(f"{result.path}: recorded ({len(result.outcome.recorded_facts)} AWS answers); review it")
+            answers = sum(map(len, result.outcome.recorded_facts.values()))
+            typer.echo(f"{result.path}: recorded ({answers} provider answers); review it")
     if show_coverage:
         _print_coverage(results, paths or [], playbooks_dir)
     broken = sum(bool(r.broken) for r in results)

@@ -34,7 +34,7 @@ from irp.errors import PlaybookError
 from irp.models import Alert, IncidentStatus, Severity, StepStatus
 from irp.playbook.problems import Positions, schema_problems
 
-__all__ = ["AwsFact", "Case", "Expect", "LoadedCase", "case_json_schema", "load_case"]
+__all__ = ["AwsFact", "Case", "PlatformFact", "Expect", "LoadedCase", "case_json_schema", "load_case"]
 
 
 class _Strict(BaseModel):
@@ -66,11 +66,24 @@ class AwsFact(_Strict):
     repeat: bool = Field(True, description="Answer every matching call (false: the first one only).")
 
 
+class PlatformFact(_Strict):
+    """One recorded answer of the CallCenterRate admin API, replayed at its HTTP client (no request is sent)."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    path: str = Field(..., min_length=1, description="Path under IRP_PLATFORM_API_URL, e.g. users/u-123 (glob: users/*).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Query parameters the request must include.")
+    body: dict[str, Any] = Field(default_factory=dict, description="JSON body the request must include.")
+    status: int = Field(200, ge=100, le=599)
+    response: Any = Field(None, description="The JSON answer.")
+    repeat: bool = Field(True, description="Answer every matching request (false: the first one only).")
+
+
 class Facts(_Strict):
-    """What the providers answer. `aws` present (even empty): AWS counts as configured and every call must find its
-    answer here; absent: AWS is not configured and optional AWS steps are skipped."""
+    """What the providers answer. A provider present (even empty) counts as configured and every call to it must
+    find its answer here; absent, it is not configured and its optional steps are skipped."""
 
     aws: list[AwsFact] | None = None
+    platform: list[PlatformFact] | None = None
 
 
 class StepExpectation(_Strict):

@@ -16,8 +16,9 @@ def write_observed(path: Path, outcome: Outcome) -> None:
     yaml = YAML(typ="rt")
     yaml.width = 130
     document = yaml.load(path.read_text(encoding="utf-8"))
-    if outcome.recorded_facts:
-        document.setdefault("facts", {})["aws"] = outcome.recorded_facts
+    for provider, facts in outcome.recorded_facts.items():
+        if facts:
+            document.setdefault("facts", {})[provider] = facts
     document["expect"] = observed(outcome)
     with path.open("w", encoding="utf-8") as handle:
         yaml.dump(document, handle)

@@ -1,23 +1,30 @@
 """Provider answers at the I/O edge: replayed from a case's facts, or recorded from what is configured.
 
 AWS: botocore's `before-call` event returns the recorded answer, so no HTTP request is made (as botocore's
-Stubber does); the call's parameters are taken at `before-parameter-build`. A call no fact answers gets an
-error answer and is reported, never sent.
+Stubber does); the call's parameters are taken at `before-parameter-build`. The admin API: its httpx
+client's transport (irp/actions/platform.py `stand_in`). A call no fact answers gets an error answer and is
+reported, never sent.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from typing import Any
 
+import httpx
 from botocore.awsrequest import AWSResponse
 from pydantic_core import to_jsonable_python
 
+from irp.actions.platform import stand_in
 from irp.aws import client_hooks
-from irp.playbook.cases import AwsFact
+from irp.playbook.cases import AwsFact, PlatformFact
 
-__all__ = ["AwsRecorder", "AwsReplay", "subset"]
+__all__ = ["AwsRecorder", "AwsReplay", "PLATFORM_URL", "PlatformRecorder", "PlatformReplay", "subset"]
+
+PLATFORM_URL = "https://admin.playbook-test.invalid/admin/v1"  # where a replayed admin API "is": never resolved
 
 _PARAMS = "irp_playtest_params"
 UNRECORDED = "IrpNoRecordedFact"
@@ -102,3 +109,70 @@ class AwsRecorder:
 
 def _response(status: int, body: dict[str, Any]) -> tuple[AWSResponse, dict[str, Any]]:
     return AWSResponse(None, status, {}, None), {**body, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+
+def _request_parts(request: httpx.Request) -> tuple[str, str, dict[str, Any], Any]:
+    path = request.url.path
+    base = httpx.URL(PLATFORM_URL).path.rstrip("/") + "/"
+    relative = path[len(base):] if path.startswith(base) else path.lstrip("/")
+    try:
+        body = json.loads(request.content) if request.content else {}
+    except ValueError:
+        body = request.content.decode(errors="replace")
+    return request.method, relative, dict(request.url.params), body
+
+
+class PlatformReplay(httpx.BaseTransport):
+    """Answer the admin API's requests from the case's facts; `unrecorded` lists those none answered."""
+
+    def __init__(self, facts: list[PlatformFact]) -> None:
+        self.facts = list(facts)
+        self.used: set[int] = set()
+        self.unrecorded: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        method, path, params, body = _request_parts(request)
+        for index, fact in enumerate(self.facts):
+            if fact.method != method or not fnmatchcase(path, fact.path) or not subset(fact.params, params) \
+                    or not subset(fact.body, body if isinstance(body, dict) else {}):
+                continue
+            if not fact.repeat and index in self.used:
+                continue
+            self.used.add(index)
+            return httpx.Response(fact.status, json=fact.response) if fact.response is not None \
+                else httpx.Response(fact.status)
+        self.unrecorded.append(f"platform {method} {path} {params or ''}{body or ''}".strip())
+        return httpx.Response(404, json={"error": {"code": UNRECORDED, "message": f"no recorded fact answers {method} "
+                                                   f"{path} (playbook test: add it to facts.platform)"}})
+
+    @contextmanager
+    def installed(self) -> Iterator[PlatformReplay]:
+        with stand_in(self, token="playbook-test"):
+            yield self
+
+
+class PlatformRecorder(httpx.BaseTransport):
+    """Keep every admin API exchange of a run against the configured API, as facts to replay."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.facts: list[dict[str, Any]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        response.read()
+        method, path, params, _body = _request_parts(request)
+        fact: dict[str, Any] = {"method": method, "path": path, "status": response.status_code}
+        if params:
+            fact["params"] = params
+        try:
+            fact["response"] = response.json() if response.content else None
+        except ValueError:
+            fact["response"] = response.text
+        self.facts.append(fact)
+        return response
+
+    @contextmanager
+    def installed(self) -> Iterator[PlatformRecorder]:
+        with stand_in(self):
+            yield self

@@ -30,8 +30,8 @@ from irp.errors import IrpError
 from irp.evidence import open_store
 from irp.models import Alert, Incident, IncidentType, new_incident_id
 from irp.notifications.obligations import Deadline, deadlines
-from irp.playbook.cases import LoadedCase, StepExpectation
-from irp.playtest.replay import AwsRecorder, AwsReplay, subset
+from irp.playbook.cases import Facts, LoadedCase, StepExpectation
+from irp.playtest.replay import PLATFORM_URL, AwsRecorder, AwsReplay, PlatformRecorder, PlatformReplay, subset
 from irp.settings import get_settings
 
 __all__ = ["CaseError", "Outcome", "check", "offline_settings", "run_case", "run_playbook"]
@@ -77,11 +77,12 @@ class Outcome:
     deadlines: list[Deadline]
     ended_at: datetime
     unrecorded: list[str] = field(default_factory=list)
-    recorded_facts: list[dict[str, Any]] = field(default_factory=list)
+    recorded_facts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @contextmanager
-def offline_settings(playbooks_dir: Path, evidence_dir: Path, aws: bool, keep_configured: bool = False) -> Iterator[None]:
+def offline_settings(playbooks_dir: Path, evidence_dir: Path, aws: bool, platform: bool = False,
+                     keep_configured: bool = False) -> Iterator[None]:
     """Default settings, no cloud, no Prefect server for the duration; `keep_configured`: the operator's
     settings stay (recording against moto or an account)."""
     saved = dict(os.environ)
@@ -94,6 +95,8 @@ def offline_settings(playbooks_dir: Path, evidence_dir: Path, aws: bool, keep_co
             if aws:  # credentials that reach nothing: every call is answered by the replay hook
                 os.environ.update(AWS_ACCESS_KEY_ID="playbook-test", AWS_SECRET_ACCESS_KEY="playbook-test",
                                   IRP_AWS_REGION="eu-west-3")
+            if platform:
+                os.environ["IRP_PLATFORM_API_URL"] = PLATFORM_URL
         os.environ.update(IRP_EVIDENCE_URL=evidence_dir.as_uri(), IRP_PLAYBOOKS_DIR=str(playbooks_dir))
         get_settings.cache_clear()
         quiet = logging.getLogger("irp")
@@ -131,21 +134,29 @@ def run_case(loaded: LoadedCase, playbooks_dir: Path | None = None, record: bool
     """Run the case's alert through its playbook with its facts and decisions; what happened."""
     case = loaded.case
     playbooks_dir = playbooks_dir or loaded.path.resolve().parents[2]
-    return run_playbook(case_type(loaded), case_alert(loaded), playbooks_dir, case.decisions,
-                        aws_facts=None if record else case.facts.aws, record=record,
+    facts = None if record else case.facts
+    return run_playbook(case_type(loaded), case_alert(loaded), playbooks_dir, case.decisions, facts, record=record,
                         severity=case.severity, severity_hint=case.severity_hint)
 
 
 def run_playbook(incident_type: IncidentType, alert: Alert, playbooks_dir: Path, decisions: list[ScriptedDecision],
-                 aws_facts: list | None = None, record: bool = False, severity: Any = None, severity_hint: Any = None,
+                 facts: Facts | None = None, record: bool = False, severity: Any = None, severity_hint: Any = None,
                  incident_id: str | None = None) -> Outcome:
-    """One whole run of the engine, offline, on a simulated clock; the incident and step records it left."""
+    """One whole run of the engine, offline, on a simulated clock; the incident and step records it left.
+
+    `facts`: the providers' answers (a provider absent is not configured); `record`: run against what is
+    configured instead, keeping its answers."""
     incident_id = incident_id or new_incident_id()
+    facts = facts or Facts()
     with tempfile.TemporaryDirectory(prefix="irp-playtest-") as folder, \
-            offline_settings(playbooks_dir, Path(folder), aws=aws_facts is not None, keep_configured=record), \
+            offline_settings(playbooks_dir, Path(folder), aws=facts.aws is not None, platform=facts.platform is not None,
+                             keep_configured=record), \
             ExitStack() as hooks:
-        replay = hooks.enter_context(AwsReplay(aws_facts).installed()) if aws_facts is not None else None
-        recorder = hooks.enter_context(AwsRecorder().installed()) if record else None
+        replays = [hooks.enter_context(AwsReplay(facts.aws).installed())] if facts.aws is not None else []
+        if facts.platform is not None:
+            replays.append(hooks.enter_context(PlatformReplay(facts.platform).installed()))
+        recorders = [hooks.enter_context(AwsRecorder().installed()),
+                     hooks.enter_context(PlatformRecorder().installed())] if record else []
         try:
             respond(incident_type, alert, severity=severity, severity_hint=severity_hint, incident_id=incident_id,
                     decisions=Script(decisions=decisions), stages=OFFLINE_STAGES)
@@ -161,8 +172,8 @@ def run_playbook(incident_type: IncidentType, alert: Alert, playbooks_dir: Path,
                 steps[f"{record_.id}.{record_.phase}" if record_.phase else record_.id] = record_
     ended = incident.closure.at if incident.closure else max(e.at for e in incident.timeline)
     return Outcome(incident=incident, steps=steps, rule=_rule(steps), deadlines=deadlines(incident, ended),
-                   ended_at=ended, unrecorded=replay.unrecorded if replay else [],
-                   recorded_facts=recorder.facts if recorder else [])
+                   ended_at=ended, unrecorded=[c for r in replays for c in r.unrecorded],
+                   recorded_facts={"aws": recorders[0].facts, "platform": recorders[1].facts} if recorders else {})
 
 
 def _rule(steps: dict[str, StepRecord]) -> int | str:
@@ -187,8 +198,9 @@ def _status_text(record: StepRecord | None) -> str:
 
 
 def _offset(delta: timedelta) -> str:
+    """72h, 30d, 1h30m: days only from a week on, as deadlines are written."""
     seconds = int(delta.total_seconds())
-    days, rest = divmod(seconds, 86400)
+    days, rest = divmod(seconds, 86400) if seconds >= 7 * 86400 else (0, seconds)
     hours, rest = divmod(rest, 3600)
     minutes = rest // 60
     return "".join(f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n) or "0m"
@@ -202,7 +214,7 @@ def check(loaded: LoadedCase, outcome: Outcome) -> list[str]:
         failures.append(f"{loaded.where(*loc)}: {'.'.join(map(str, loc))}: {message}")
 
     for call in outcome.unrecorded:
-        fail(("facts",), f"expected every AWS call to have a recorded answer, got none for {call}")
+        fail(("facts",), f"expected every provider call to have a recorded answer, got none for {call}")
     if expect.severity is not None and outcome.incident.severity != expect.severity:
         fail(("expect", "severity"), f"expected {expect.severity.value}, got {outcome.incident.severity.value} "
                                      f"(rule {outcome.rule})")
