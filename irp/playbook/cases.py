@@ -57,7 +57,8 @@ class AwsFact(_Strict):
     """One recorded AWS answer, replayed at botocore's `before-call` (no HTTP request is made)."""
 
     service: str = Field(..., min_length=1, description="The botocore service name: iam, ec2, s3, logs, wafv2…")
-    operation: str = Field(..., min_length=1, description="The API operation: GetAccessKeyLastUsed, DescribeInstances…")
+    operation: str = Field(..., min_length=1, description="The API operation: GetAccessKeyLastUsed, DescribeInstances… "
+                                                          "(glob: * for every operation of the service).")
     params: dict[str, Any] = Field(default_factory=dict,
                                    description="Only calls whose parameters include these get this answer.")
     response: dict[str, Any] = Field(default_factory=dict, description="The parsed answer botocore returns.")

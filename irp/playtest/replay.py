@@ -64,7 +64,7 @@ class AwsReplay:
         params = context.get(_PARAMS, {})
         self.calls.append(f"{service}.{operation}")
         for index, fact in enumerate(self.facts):
-            if (fact.service, fact.operation) != (service, operation) or not subset(fact.params, params):
+            if fact.service != service or not fnmatchcase(operation, fact.operation) or not subset(fact.params, params):
                 continue
             if not fact.repeat and index in self.used:
                 continue

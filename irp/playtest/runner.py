@@ -34,7 +34,7 @@ from irp.playbook.cases import Facts, LoadedCase, StepExpectation
 from irp.playtest.replay import PLATFORM_URL, AwsRecorder, AwsReplay, PlatformRecorder, PlatformReplay, subset
 from irp.settings import get_settings
 
-__all__ = ["CaseError", "Outcome", "check", "offline_settings", "run_case", "run_playbook"]
+__all__ = ["CaseError", "Outcome", "Session", "check", "offline_settings", "run_case", "run_playbook", "session"]
 
 
 class CaseError(IrpError):
@@ -141,14 +141,43 @@ def run_case(loaded: LoadedCase, playbooks_dir: Path | None = None, record: bool
                         severity=case.severity, severity_hint=case.severity_hint)
 
 
-def run_playbook(incident_type: IncidentType, alert: Alert, playbooks_dir: Path, decisions: list[ScriptedDecision],
-                 facts: Facts | None = None, record: bool = False, severity: Any = None, severity_hint: Any = None,
-                 incident_id: str | None = None) -> Outcome:
-    """One whole run of the engine, offline, on a simulated clock; the incident and step records it left.
+@dataclass
+class Session:
+    """An offline engine with its throwaway evidence store and the providers' stand-ins, for one or more runs."""
 
-    `facts`: the providers' answers (a provider absent is not configured); `record`: run against what is
-    configured instead, keeping its answers."""
-    incident_id = incident_id or new_incident_id()
+    replays: list[Any]
+    recorders: list[Any]
+
+    def respond(self, incident_type: IncidentType, alert: Alert, decisions: list[ScriptedDecision],
+                incident_id: str, severity: Any = None, severity_hint: Any = None) -> None:
+        """Run (or continue) the incident until it closes or waits for a decision the script does not give."""
+        try:
+            respond(incident_type, alert, severity=severity, severity_hint=severity_hint, incident_id=incident_id,
+                    decisions=Script(decisions=decisions), stages=OFFLINE_STAGES)
+        except RunStopped:
+            pass  # the incident's record says so (status stopped)
+
+    def outcome(self, incident_id: str) -> Outcome:
+        """What the runs of `incident_id` left: the incident, its step records, its deadlines at its end."""
+        store = open_store(get_settings().evidence_url)
+        incident = store.load_incident(incident_id)
+        steps: dict[str, StepRecord] = {}
+        for item in store.manifest(incident_id):
+            if item.name.startswith("steps/"):
+                with store.open(incident_id, item.name) as handle:
+                    record = StepRecord.model_validate_json(handle.read())
+                steps[f"{record.id}.{record.phase}" if record.phase else record.id] = record
+        ended = incident.closure.at if incident.closure else max(e.at for e in incident.timeline)
+        return Outcome(incident=incident, steps=steps, rule=_rule(steps), deadlines=deadlines(incident, ended),
+                       ended_at=ended, unrecorded=[c for r in self.replays for c in r.unrecorded],
+                       recorded_facts={"aws": self.recorders[0].facts, "platform": self.recorders[1].facts}
+                       if self.recorders else {})
+
+
+@contextmanager
+def session(playbooks_dir: Path, facts: Facts | None = None, record: bool = False) -> Iterator[Session]:
+    """`facts`: the providers' answers (a provider absent is not configured); `record`: what is configured answers
+    instead, and its answers are kept."""
     facts = facts or Facts()
     with tempfile.TemporaryDirectory(prefix="irp-playtest-", dir=_SCRATCH) as folder, \
             offline_settings(playbooks_dir, Path(folder), aws=facts.aws is not None, platform=facts.platform is not None,
@@ -159,23 +188,17 @@ def run_playbook(incident_type: IncidentType, alert: Alert, playbooks_dir: Path,
             replays.append(hooks.enter_context(PlatformReplay(facts.platform).installed()))
         recorders = [hooks.enter_context(AwsRecorder().installed()),
                      hooks.enter_context(PlatformRecorder().installed())] if record else []
-        try:
-            respond(incident_type, alert, severity=severity, severity_hint=severity_hint, incident_id=incident_id,
-                    decisions=Script(decisions=decisions), stages=OFFLINE_STAGES)
-        except RunStopped:
-            pass  # the incident's record says so (status stopped)
-        store = open_store(get_settings().evidence_url)
-        incident = store.load_incident(incident_id)
-        steps: dict[str, StepRecord] = {}
-        for item in store.manifest(incident_id):
-            if item.name.startswith("steps/"):
-                with store.open(incident_id, item.name) as handle:
-                    record_ = StepRecord.model_validate_json(handle.read())
-                steps[f"{record_.id}.{record_.phase}" if record_.phase else record_.id] = record_
-    ended = incident.closure.at if incident.closure else max(e.at for e in incident.timeline)
-    return Outcome(incident=incident, steps=steps, rule=_rule(steps), deadlines=deadlines(incident, ended),
-                   ended_at=ended, unrecorded=[c for r in replays for c in r.unrecorded],
-                   recorded_facts={"aws": recorders[0].facts, "platform": recorders[1].facts} if recorders else {})
+        yield Session(replays, recorders)
+
+
+def run_playbook(incident_type: IncidentType, alert: Alert, playbooks_dir: Path, decisions: list[ScriptedDecision],
+                 facts: Facts | None = None, record: bool = False, severity: Any = None,
+                 severity_hint: Any = None) -> Outcome:
+    """One whole run of the engine, offline, on a simulated clock; the incident and step records it left."""
+    incident_id = new_incident_id()
+    with session(playbooks_dir, facts, record) as offline:
+        offline.respond(incident_type, alert, decisions, incident_id, severity, severity_hint)
+        return offline.outcome(incident_id)
 
 
 def _rule(steps: dict[str, StepRecord]) -> int | str:
