@@ -122,7 +122,7 @@ def _request_parts(request: httpx.Request) -> tuple[str, str, dict[str, Any], An
     return request.method, relative, dict(request.url.params), body
 
 
-class PlatformReplay(httpx.BaseTransport):
+class PlatformReplay:
     """Answer the admin API's requests from the case's facts; `unrecorded` lists those none answered."""
 
     def __init__(self, facts: list[PlatformFact]) -> None:
@@ -130,7 +130,7 @@ class PlatformReplay(httpx.BaseTransport):
         self.used: set[int] = set()
         self.unrecorded: list[str] = []
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def answer(self, request: httpx.Request) -> httpx.Response:
         method, path, params, body = _request_parts(request)
         for index, fact in enumerate(self.facts):
             if fact.method != method or not fnmatchcase(path, fact.path) or not subset(fact.params, params) \
@@ -139,28 +139,28 @@ class PlatformReplay(httpx.BaseTransport):
             if not fact.repeat and index in self.used:
                 continue
             self.used.add(index)
-            return httpx.Response(fact.status, json=fact.response) if fact.response is not None \
-                else httpx.Response(fact.status)
+            return _http(fact.status, fact.response)
         self.unrecorded.append(f"platform {method} {path} {params or ''}{body or ''}".strip())
-        return httpx.Response(404, json={"error": {"code": UNRECORDED, "message": f"no recorded fact answers {method} "
-                                                   f"{path} (playbook test: add it to facts.platform)"}})
+        return _http(404, {"error": {"code": UNRECORDED, "message": f"no recorded fact answers {method} {path} "
+                                     "(playbook test: add it to facts.platform)"}})
 
     @contextmanager
     def installed(self) -> Iterator[PlatformReplay]:
-        with stand_in(self, token="playbook-test"):
+        with stand_in(httpx.MockTransport(self.answer), token="playbook-test"):
             yield self
 
 
-class PlatformRecorder(httpx.BaseTransport):
+class PlatformRecorder:
     """Keep every admin API exchange of a run against the configured API, as facts to replay."""
 
     def __init__(self) -> None:
         self.inner = httpx.HTTPTransport()
         self.facts: list[dict[str, Any]] = []
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def forward(self, request: httpx.Request) -> httpx.Response:
         response = self.inner.handle_request(request)
         response.read()
+        response.close()
         method, path, params, _body = _request_parts(request)
         fact: dict[str, Any] = {"method": method, "path": path, "status": response.status_code}
         if params:
@@ -170,9 +170,25 @@ class PlatformRecorder(httpx.BaseTransport):
         except ValueError:
             fact["response"] = response.text
         self.facts.append(fact)
-        return response
+        return httpx.Response(response.status_code, headers=response.headers, stream=_Body(response.content))
 
     @contextmanager
     def installed(self) -> Iterator[PlatformRecorder]:
-        with stand_in(self):
+        with stand_in(httpx.MockTransport(self.forward)):
             yield self
+
+
+class _Body(httpx.SyncByteStream):
+    """A body the client reads as from the network (so it times the exchange, as it does a real one)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.data
+
+
+def _http(status: int, body: Any) -> httpx.Response:
+    if body is None:
+        return httpx.Response(status, stream=_Body(b""))
+    return httpx.Response(status, headers={"content-type": "application/json"}, stream=_Body(json.dumps(body).encode()))

@@ -94,11 +94,12 @@ def offline_settings(playbooks_dir: Path, evidence_dir: Path, aws: bool, platfor
                 del os.environ[name]
             os.environ.update(IRP_ACTION_ATTEMPTS="1", AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
                               AWS_CONFIG_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true")
-            if aws:  # credentials that reach nothing: every call is answered by the replay hook
-                os.environ.update(AWS_ACCESS_KEY_ID="playbook-test", AWS_SECRET_ACCESS_KEY="playbook-test",
-                                  IRP_AWS_REGION="eu-west-3")
-            if platform:
-                os.environ["IRP_PLATFORM_API_URL"] = PLATFORM_URL
+        if aws:  # credentials that reach nothing: every call is answered by the replay hook
+            os.environ.update(AWS_ACCESS_KEY_ID="playbook-test", AWS_SECRET_ACCESS_KEY="playbook-test",
+                              IRP_AWS_REGION="eu-west-3")
+            os.environ.pop("IRP_AWS_CREDENTIALS_BLOCK", None)
+        if platform:
+            os.environ["IRP_PLATFORM_API_URL"] = PLATFORM_URL
         os.environ.update(IRP_EVIDENCE_URL=evidence_dir.as_uri(), IRP_PLAYBOOKS_DIR=str(playbooks_dir))
         get_settings.cache_clear()
         quiet = logging.getLogger("irp")
@@ -136,7 +137,7 @@ def run_case(loaded: LoadedCase, playbooks_dir: Path | None = None, record: bool
     """Run the case's alert through its playbook with its facts and decisions; what happened."""
     case = loaded.case
     playbooks_dir = playbooks_dir or loaded.path.resolve().parents[2]
-    facts = None if record else case.facts
+    facts = case.facts  # recording: the providers the case gives answers for are replayed, the others recorded
     return run_playbook(case_type(loaded), case_alert(loaded), playbooks_dir, case.decisions, facts, record=record,
                         severity=case.severity, severity_hint=case.severity_hint)
 
@@ -186,8 +187,9 @@ def session(playbooks_dir: Path, facts: Facts | None = None, record: bool = Fals
         replays = [hooks.enter_context(AwsReplay(facts.aws).installed())] if facts.aws is not None else []
         if facts.platform is not None:
             replays.append(hooks.enter_context(PlatformReplay(facts.platform).installed()))
-        recorders = [hooks.enter_context(AwsRecorder().installed()),
-                     hooks.enter_context(PlatformRecorder().installed())] if record else []
+        recorders = [hooks.enter_context(AwsRecorder().installed()) if facts.aws is None else AwsRecorder(),
+                     hooks.enter_context(PlatformRecorder().installed()) if facts.platform is None else PlatformRecorder()
+                     ] if record else []
         yield Session(replays, recorders)
 
 
