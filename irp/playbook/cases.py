@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from irp.engine.script import ScriptedDecision, parse_offset
 from irp.errors import PlaybookError
 from irp.models import Alert, IncidentStatus, Severity, StepStatus
+from irp.playbook.models import VarValue
 from irp.playbook.problems import Positions, schema_problems
 
 __all__ = ["AwsFact", "Case", "PlatformFact", "Expect", "LoadedCase", "case_json_schema", "load_case"]
@@ -137,6 +138,9 @@ class Case(_Strict):
     severity_hint: Severity | None = Field(None, description="As alert routing would pass it.")
     severity: Severity | None = Field(None, description="An operator's override (irp run --severity).")
     dry_run: bool = Field(False, description="Run every step without side effects.")
+    vars: dict[str, VarValue] = Field(
+        default_factory=dict, description="This deployment's playbook.vars (log groups, web ACL names…) as an operator "
+                                          "sets them, over the playbook's own, for this case only.")
     facts: Facts = Field(default_factory=Facts)
     decisions: list[ScriptedDecision] = Field(
         default_factory=list, description="What people decide and when (the decisions file of irp run --decisions).")

@@ -137,9 +137,30 @@ def run_case(loaded: LoadedCase, playbooks_dir: Path | None = None, record: bool
     """Run the case's alert through its playbook with its facts and decisions; what happened."""
     case = loaded.case
     playbooks_dir = playbooks_dir or loaded.path.resolve().parents[2]
+    incident_type, alert = case_type(loaded), case_alert(loaded)
     facts = case.facts  # recording: the providers the case gives answers for are replayed, the others recorded
-    return run_playbook(case_type(loaded), case_alert(loaded), playbooks_dir, case.decisions, facts, record=record,
-                        severity=case.severity, severity_hint=case.severity_hint)
+    with _with_vars(playbooks_dir, incident_type, case.vars) as folder:
+        return run_playbook(incident_type, alert, folder, case.decisions, facts, record=record,
+                            severity=case.severity, severity_hint=case.severity_hint)
+
+
+@contextmanager
+def _with_vars(playbooks_dir: Path, incident_type: IncidentType, values: dict[str, Any]) -> Iterator[Path]:
+    """The playbooks folder, or a copy of the playbook with the case's vars set (templates shared)."""
+    if not values:
+        yield playbooks_dir
+        return
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    source = playbooks_dir / f"{incident_type.value}.yaml"
+    document = yaml.load(source.read_text(encoding="utf-8"))
+    document.setdefault("vars", {}).update(values)
+    with tempfile.TemporaryDirectory(prefix="irp-playtest-vars-", dir=_SCRATCH) as folder:
+        with (Path(folder) / source.name).open("w", encoding="utf-8") as handle:
+            yaml.dump(document, handle)
+        (Path(folder) / "templates").symlink_to((playbooks_dir / "templates").resolve(), target_is_directory=True)
+        yield Path(folder)
 
 
 @dataclass
