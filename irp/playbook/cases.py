@@ -141,10 +141,31 @@ class Case(_Strict):
     vars: dict[str, VarValue] = Field(
         default_factory=dict, description="This deployment's playbook.vars (log groups, web ACL names…) as an operator "
                                           "sets them, over the playbook's own, for this case only.")
+    settings: dict[str, str] = Field(
+        default_factory=dict, description="IRP_* settings of the deployment the case stands for (e.g. "
+                                          "IRP_AWS_WAF_IP_SET_ARN); none that reaches outside (mail, channels, stores, "
+                                          "endpoints, credentials).")
     facts: Facts = Field(default_factory=Facts)
     decisions: list[ScriptedDecision] = Field(
         default_factory=list, description="What people decide and when (the decisions file of irp run --decisions).")
     expect: Expect = Field(default_factory=Expect)
+
+    @field_validator("settings")
+    @classmethod
+    def _settings_inside(cls, value: dict[str, str]) -> dict[str, str]:
+        return _inside(value)
+
+
+_OUTSIDE = ("SMTP", "NOTIFY", "EVIDENCE", "PLATFORM", "CREDENTIALS", "HTTP", "APPROVAL", "WEBHOOK", "INTAKE",
+            "PLAYBOOKS_DIR", "ROUTING")
+
+
+def _inside(settings: dict[str, str]) -> dict[str, str]:
+    for name in settings:
+        if not name.startswith("IRP_") or any(word in name for word in _OUTSIDE):
+            raise ValueError(f"{name}: a case may set IRP_* settings that reach nothing outside this machine; "
+                             f"not those naming {', '.join(_OUTSIDE)}")
+    return settings
 
 
 class LoadedCase(BaseModel):

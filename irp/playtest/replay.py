@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -43,7 +44,8 @@ def subset(expected: Any, actual: Any) -> bool:
 
 
 def _keep_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-    context[_PARAMS] = to_jsonable_python(dict(params), fallback=str)
+    """The call's parameters, times left out: they move with the clock, so they are neither recorded nor matched."""
+    context[_PARAMS] = to_jsonable_python({k: v for k, v in params.items() if not isinstance(v, datetime)}, fallback=str)
 
 
 def _name(model: Any) -> tuple[str, str]:
@@ -101,10 +103,21 @@ class AwsRecorder:
             fact["response"] = to_jsonable_python(answer, fallback=str)
         self.facts.append(fact)
 
+    def replayable(self) -> list[dict[str, Any]]:
+        """The facts, each answering once (`repeat: false`) where the same call got different answers in turn."""
+        answers: dict[str, set[str]] = {}
+        for fact in self.facts:
+            answers.setdefault(_call_key(fact), set()).add(json.dumps(fact.get("response", fact.get("error")), sort_keys=True))
+        return [{**fact, "repeat": False} if len(answers[_call_key(fact)]) > 1 else fact for fact in self.facts]
+
     @contextmanager
     def installed(self) -> Iterator[AwsRecorder]:
         with client_hooks(("before-parameter-build", _keep_params), ("after-call", self._after)):
             yield self
+
+
+def _call_key(fact: dict[str, Any]) -> str:
+    return json.dumps([fact["service"], fact["operation"], fact["params"]], sort_keys=True)
 
 
 def _response(status: int, body: dict[str, Any]) -> tuple[AWSResponse, dict[str, Any]]:

@@ -84,7 +84,7 @@ class Outcome:
 
 @contextmanager
 def offline_settings(playbooks_dir: Path, evidence_dir: Path, aws: bool, platform: bool = False,
-                     keep_configured: bool = False) -> Iterator[None]:
+                     keep_configured: bool = False, settings: dict[str, str] | None = None) -> Iterator[None]:
     """Default settings, no cloud, no Prefect server for the duration; `keep_configured`: the operator's
     settings stay (recording against moto or an account)."""
     saved = dict(os.environ)
@@ -100,6 +100,7 @@ def offline_settings(playbooks_dir: Path, evidence_dir: Path, aws: bool, platfor
             os.environ.pop("IRP_AWS_CREDENTIALS_BLOCK", None)
         if platform:
             os.environ["IRP_PLATFORM_API_URL"] = PLATFORM_URL
+        os.environ.update(settings or {})
         os.environ.update(IRP_EVIDENCE_URL=evidence_dir.as_uri(), IRP_PLAYBOOKS_DIR=str(playbooks_dir))
         get_settings.cache_clear()
         quiet = logging.getLogger("irp")
@@ -141,7 +142,7 @@ def run_case(loaded: LoadedCase, playbooks_dir: Path | None = None, record: bool
     facts = case.facts  # recording: the providers the case gives answers for are replayed, the others recorded
     with _with_vars(playbooks_dir, incident_type, case.vars) as folder:
         return run_playbook(incident_type, alert, folder, case.decisions, facts, record=record,
-                            severity=case.severity, severity_hint=case.severity_hint)
+                            severity=case.severity, severity_hint=case.severity_hint, settings=case.settings)
 
 
 @contextmanager
@@ -192,18 +193,19 @@ class Session:
         ended = incident.closure.at if incident.closure else max(e.at for e in incident.timeline)
         return Outcome(incident=incident, steps=steps, rule=_rule(steps), deadlines=deadlines(incident, ended),
                        ended_at=ended, unrecorded=[c for r in self.replays for c in r.unrecorded],
-                       recorded_facts={"aws": self.recorders[0].facts, "platform": self.recorders[1].facts}
+                       recorded_facts={"aws": self.recorders[0].replayable(), "platform": self.recorders[1].facts}
                        if self.recorders else {})
 
 
 @contextmanager
-def session(playbooks_dir: Path, facts: Facts | None = None, record: bool = False) -> Iterator[Session]:
+def session(playbooks_dir: Path, facts: Facts | None = None, record: bool = False,
+            settings: dict[str, str] | None = None) -> Iterator[Session]:
     """`facts`: the providers' answers (a provider absent is not configured); `record`: what is configured answers
     instead, and its answers are kept."""
     facts = facts or Facts()
     with tempfile.TemporaryDirectory(prefix="irp-playtest-", dir=_SCRATCH) as folder, \
             offline_settings(playbooks_dir, Path(folder), aws=facts.aws is not None, platform=facts.platform is not None,
-                             keep_configured=record), \
+                             keep_configured=record, settings=settings), \
             ExitStack() as hooks:
         replays = [hooks.enter_context(AwsReplay(facts.aws).installed())] if facts.aws is not None else []
         if facts.platform is not None:
@@ -216,10 +218,10 @@ def session(playbooks_dir: Path, facts: Facts | None = None, record: bool = Fals
 
 def run_playbook(incident_type: IncidentType, alert: Alert, playbooks_dir: Path, decisions: list[ScriptedDecision],
                  facts: Facts | None = None, record: bool = False, severity: Any = None,
-                 severity_hint: Any = None) -> Outcome:
+                 severity_hint: Any = None, settings: dict[str, str] | None = None) -> Outcome:
     """One whole run of the engine, offline, on a simulated clock; the incident and step records it left."""
     incident_id = new_incident_id()
-    with session(playbooks_dir, facts, record) as offline:
+    with session(playbooks_dir, facts, record, settings) as offline:
         offline.respond(incident_type, alert, decisions, incident_id, severity, severity_hint)
         return offline.outcome(incident_id)
 
