@@ -109,7 +109,7 @@ def _client(session: boto3.Session, service: str, region: str | None, endpoint: 
     except BotoCoreError as exc:
         raise ConfigurationError(f"cannot create an AWS {service} client: {exc}") from None
     for event, handler in _CLIENT_HOOKS:
-        client.meta.events.register(event, handler)
+        client.meta.events.register_first(event, handler)
     return client
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from botocore.awsrequest import AWSResponse
@@ -73,7 +74,7 @@ class AwsReplay:
             self.used.add(index)
             if fact.error is not None:
                 return _response(fact.error.status, {"Error": {"Code": fact.error.code, "Message": fact.error.message}})
-            return _response(200, dict(fact.response))
+            return _response(200, _as_sent(dict(fact.response), model.output_shape))
         self.unrecorded.append(f"{service}.{operation} {params}")
         return _response(400, {"Error": {"Code": UNRECORDED, "Message": f"no recorded fact answers {service}."
                                          f"{operation} with these parameters (playbook test: add it to facts.aws)"}})
@@ -114,6 +115,25 @@ class AwsRecorder:
     def installed(self) -> Iterator[AwsRecorder]:
         with client_hooks(("before-parameter-build", _keep_params), ("after-call", self._after)):
             yield self
+
+
+def _as_sent(parsed: Any, shape: Any) -> Any:
+    """IAM policy documents as the wire has them (URL-encoded JSON): botocore decodes them after the call, replayed
+    answers too, and records keep them decoded (readable)."""
+    if shape is None or not isinstance(parsed, dict | list):
+        return parsed
+    if shape.type_name == "list" and isinstance(parsed, list):
+        return [_as_sent(item, shape.member) for item in parsed]
+    if shape.type_name != "structure" or not isinstance(parsed, dict):
+        return parsed
+    for name, member in shape.members.items():
+        if name not in parsed:
+            continue
+        if member.type_name == "string" and member.name == "policyDocumentType" and not isinstance(parsed[name], str):
+            parsed[name] = quote(json.dumps(parsed[name]))
+        else:
+            parsed[name] = _as_sent(parsed[name], member)
+    return parsed
 
 
 def _call_key(fact: dict[str, Any]) -> str:

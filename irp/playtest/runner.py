@@ -322,7 +322,7 @@ def observed(outcome: Outcome) -> dict[str, Any]:
             steps[key] = "completed"
         else:
             steps[key] = {"status": record.status.value,  # the reason's kind, not this machine's configuration
-                          "reason": (record.reason or record.error or "").split(":")[0][:80]}
+                          "reason": (record.reason or record.error or "").split(":")[0].split(" after ")[0][:80]}
     return {
         "severity": outcome.incident.severity.value,
         "rule": outcome.rule,
