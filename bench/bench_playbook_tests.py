@@ -3,7 +3,8 @@
 
     .venv/bin/python bench/bench_playbook_tests.py [--repeat 1]
 
-No Prefect server, no AWS: the cases run through the engine's functions with recorded provider answers.
+No Prefect server, no AWS: the cases run through the engine's functions with recorded provider answers, in
+one process per CPU (--jobs 1: one after the other).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ TARGET_SECONDS = 30.0
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1, help="Runs of the whole suite (the median is reported).")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="Processes running cases at once (irp playbooks test's default: one per CPU).")
     args = parser.parse_args()
     files = case_files([], REPO / "playbooks")
     started = time.perf_counter()
@@ -37,7 +40,7 @@ def main() -> int:
     for _ in range(args.repeat):
         load_before = os.getloadavg()
         started = time.perf_counter()
-        results = run_cases(files)
+        results = run_cases(files, jobs=args.jobs)
         totals.append(time.perf_counter() - started)
         for result in results:
             per_case.setdefault(result.path, []).append(result.seconds)
@@ -49,7 +52,9 @@ def main() -> int:
     total = statistics.median(totals)
     load = os.getloadavg()
     verdict = "✔" if total < TARGET_SECONDS else "✘"
-    print(f"{len(files)} cases: {total:.1f} s (median of {args.repeat}), {total / len(files):.2f} s per case; "
+    busy = sum(statistics.median(s) for s in per_case.values())
+    print(f"{len(files)} cases in {args.jobs} process(es): {total:.1f} s (median of {args.repeat}); {busy:.1f} s of case "
+          f"time, {busy / len(files):.2f} s per case; "
           f"target < {TARGET_SECONDS:.0f} s {verdict}; first-case warm-up {warmup:.1f} s")
     print(f"load average {load_before[0]:.2f} before, {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} after "
           f"on {os.cpu_count()} CPUs")

@@ -3,6 +3,7 @@ playbook schema and the action catalogue."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -179,6 +180,8 @@ def test(
     record: Annotated[bool, typer.Option(
         "--record", help="Run against what is configured (IRP_*, AWS_*: moto, an account) and write the observed "
                          "AWS answers and outcome into each case, for review.")] = False,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", "-j", min=0, help="Processes running cases at once (0: one per CPU).")] = 0,
     show_coverage: Annotated[bool, typer.Option(
         "--coverage", help="Also list, per playbook, the steps, when: sides and classification rules no case "
                            "exercised (a report: the exit code is the tests').")] = False,
@@ -196,7 +199,7 @@ def test(
     files = case_files(paths or [], playbooks_dir)
     if not files:
         raise IrpError(f"no case files (*.yaml) in {', '.join(map(str, paths or [playbooks_dir / 'tests']))}")
-    results = run_cases(files, record=record)
+    results = run_cases(files, record=record, jobs=jobs or os.cpu_count() or 1)
     for result in results:
         for line in [*result.broken, *([] if record else result.failures)]:  # recording replaces the expectations
             typer.echo(line)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
 from irp.errors import PlaybookError
@@ -43,23 +45,28 @@ def case_files(paths: Iterable[Path], playbooks_dir: Path) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def run_cases(files: Iterable[Path], record: bool = False) -> list[CaseResult]:
-    """Run every case; a broken case is reported and the others still run."""
-    results = []
-    for path in files:
-        result = CaseResult(path)
-        started = time.perf_counter()
-        try:
-            result.loaded = load_case(path)
-            result.outcome = run_case(result.loaded, record=record)
-            result.failures = check(result.loaded, result.outcome)
-        except PlaybookError as exc:
-            result.broken = [str(p) for p in exc.problems] or [str(exc)]
-        except CaseError as exc:
-            result.broken = [str(exc)]
-        result.seconds = time.perf_counter() - started
-        results.append(result)
-    return results
+def run_cases(files: Iterable[Path], record: bool = False, jobs: int = 1) -> list[CaseResult]:
+    """Run every case, in `jobs` processes; a broken case is reported and the others still run."""
+    files = list(files)
+    if jobs <= 1 or len(files) <= 1 or record:
+        return [_run_one(path, record) for path in files]
+    with ProcessPoolExecutor(min(jobs, len(files)), mp_context=get_context("fork")) as pool:
+        return list(pool.map(_run_one, files, [record] * len(files)))
+
+
+def _run_one(path: Path, record: bool = False) -> CaseResult:
+    result = CaseResult(path)
+    started = time.perf_counter()
+    try:
+        result.loaded = load_case(path)
+        result.outcome = run_case(result.loaded, record=record)
+        result.failures = check(result.loaded, result.outcome)
+    except PlaybookError as exc:
+        result.broken = [str(p) for p in exc.problems] or [str(exc)]
+    except CaseError as exc:
+        result.broken = [str(exc)]
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 @dataclass

@@ -18,7 +18,7 @@ from irp.models import IncidentType
 from irp.playbook.cases import case_json_schema, load_case
 from irp.playtest.exercise import load_scenario, run_exercise
 from irp.playtest.runner import check, run_case
-from irp.playtest.suite import case_files, run_cases
+from irp.playtest.suite import case_files, coverage, run_cases
 
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOKS = REPO / "playbooks"
@@ -117,11 +117,14 @@ class TestCaseFiles:
 
 
 class TestShipped:
-    def test_every_shipped_case_passes(self) -> None:
-        results = run_cases(case_files([], PLAYBOOKS))
+    def test_every_shipped_case_passes_and_covers_its_playbook(self) -> None:
+        results = run_cases(case_files([], PLAYBOOKS), jobs=2)
         assert {r.path.parent.name for r in results} == {t.value for t in IncidentType}
         problems = [line for r in results for line in [*r.broken, *r.failures]]
         assert problems == []
+        for incident_type in IncidentType:
+            outcomes = [r.outcome for r in results if r.path.parent.name == incident_type.value]
+            assert [str(g) for g in coverage(PLAYBOOKS / f"{incident_type.value}.yaml", outcomes)] == []
 
     def test_coverage_reports_what_no_case_exercised(self, playbooks: Path) -> None:
         result = CliRunner().invoke(app, ["playbooks", "test", "--coverage", str(playbooks / "human_error.yaml")])
