@@ -50,6 +50,9 @@ def run_cases(files: Iterable[Path], record: bool = False, jobs: int = 1) -> lis
     files = list(files)
     if jobs <= 1 or len(files) <= 1 or record:
         return [_run_one(path, record) for path in files]
+    from irp.actions.registry import get_registry
+
+    get_registry()  # found once here, inherited by every worker
     with ProcessPoolExecutor(min(jobs, len(files)), mp_context=get_context("fork")) as pool:
         return list(pool.map(_run_one, files, [record] * len(files)))
 
