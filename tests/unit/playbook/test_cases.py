@@ -127,10 +127,14 @@ class TestShipped:
             assert [str(g) for g in coverage(PLAYBOOKS / f"{incident_type.value}.yaml", outcomes)] == []
 
     def test_coverage_reports_what_no_case_exercised(self, playbooks: Path) -> None:
+        (playbooks / "tests" / "human_error" / "s3_deletion_many_people.yaml").unlink()
+        (playbooks / "tests" / "human_error" / "caught_before_effect.yaml").unlink()
         result = CliRunner().invoke(app, ["playbooks", "test", "--coverage", str(playbooks / "human_error.yaml")])
         assert result.exit_code == 0, result.output
-        assert "step restore_object: when never true" in result.output
+        assert f"{playbooks / 'human_error.yaml'}:161:7: step restore_object: when never true: " in result.output
+        assert "classification.rules.0 never set the severity (critical" in result.output
         assert "classification.rules.4 never set the severity (minor" in result.output
+        assert "3 cases: 3 passed, 0 failed, 0 broken" in result.output
 
 
 def _scenario(tmp_path: Path, notify_at: str) -> Path:
