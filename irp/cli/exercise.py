@@ -65,14 +65,14 @@ def _prompt(incident, elapsed: timedelta):
     if not line:
         return None
     kind, _, value = line.partition(" ")
-    by = typer.prompt("who decides").strip() or "participant"
-    when = typer.prompt("at (offset from awareness)", default=_hours(elapsed + timedelta(minutes=30)))
     fields = {"advance": {"advance": value}, "close": {"close": value}, "approve": {"approve": value},
               "reject": {"reject": value}, "review": {"review": {"causes": value or "to be established"}},
               "false_positive": {"false_positive": True}}.get(kind)
     if fields is None:
         echo_err(f"not a decision: {kind!r}; valid: {_KINDS}")
         return _prompt(incident, elapsed)
+    by = typer.prompt("who decides", default="participant").strip() or "participant"
+    when = typer.prompt("at (offset from awareness)", default=_hours(elapsed + timedelta(minutes=30)))
     try:
         return ScriptedDecision.model_validate({"at": parse_offset(when), "by": by, "note": value or kind, **fields})
     except (ValueError, IrpError) as exc:

@@ -146,11 +146,10 @@ def run_exercise(incident_type: IncidentType, scenario: Scenario, base: Path, pl
             incident = open_store(get_settings().evidence_url).load_incident(incident_id)
             if incident.status in (IncidentStatus.closed, IncidentStatus.false_positive, IncidentStatus.stopped):
                 break
-            decision = ask(incident, max(previous, _elapsed(incident)))
+            decision = ask(incident, _elapsed(incident))
             if decision is None:
                 break
             approvals += [decision] if decision.kind in ("approve", "reject") else []
-            previous = decision.at
             offline.respond(incident_type, alert, [*approvals, decision] if decision.kind not in ("approve", "reject")
                             else approvals, incident_id)
         outcome = offline.outcome(incident_id)

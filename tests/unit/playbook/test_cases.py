@@ -182,3 +182,16 @@ class TestExercise:
         text = (tmp_path / "exercise-report.md").read_text()
         assert "late decision: approve of step deactivate_key by Bob Martin at +5h00" in text
         assert "gdpr_authority due +72h00: missed (handled +96h00)" in result.output
+
+    def test_interactive_decisions_are_asked_recorded_and_attributed(self, tmp_path: Path) -> None:
+        scenario = tmp_path / "bare.yaml"
+        scenario.write_text(f"name: bare\nalert: {{sample: {PLAYBOOKS / 'samples' / 'human_error.json'}}}\n")
+        answers = "close all\nAlice Durand\n2h\nfly away\nadvance restore\nBob Martin\n1d\n\n"
+        result = CliRunner().invoke(app, ["exercise", "human_error", "--scenario", str(scenario), "--interactive",
+                                          "--out", str(tmp_path)], input=answers)
+        assert result.exit_code == 0, result.output
+        assert "EXERCISE-" in result.output and "containing — 2 measure(s) open" in result.output
+        assert "not a decision: 'fly'" in result.output
+        text = (tmp_path / "exercise-report.md").read_text()
+        assert "| +2h00 | Alice Durand | measure A-" in text
+        assert "| +24h00 | Bob Martin | stage restore ended by Bob Martin: restore |" in text
