@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from irp.errors import PlaybookError
+from irp.errors import IrpError, PlaybookError
 from irp.models import IncidentType
 from irp.playbook.cases import LoadedCase, load_case
 from irp.playbook.loader import load_playbook, load_yaml
@@ -68,6 +68,8 @@ def _run_one(path: Path, record: bool = False) -> CaseResult:
         result.broken = [str(p) for p in exc.problems] or [str(exc)]
     except CaseError as exc:
         result.broken = [str(exc)]
+    except IrpError as exc:  # what the run itself refused (its playbook, its store): this case's, not the suite's
+        result.broken = [f"{path}:1:1: cannot be run: {exc}"]
     result.seconds = time.perf_counter() - started
     return result
 

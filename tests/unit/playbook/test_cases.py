@@ -111,6 +111,15 @@ class TestCaseFiles:
                                 "none for s3.HeadBucket") for f in failures), failures
         assert not any("GetBucketVersioning" in call for call in outcome.unrecorded)  # the recorded one answered
 
+    def test_a_broken_playbook_breaks_its_cases_with_the_playbook_problem(self, playbooks: Path) -> None:
+        path = playbooks / "human_error.yaml"
+        path.write_text(path.read_text().replace("      on_failure: stop\n      args:\n        affected_clients",
+                                                 "      on_falure: stop\n      args:\n        affected_clients", 1))
+        result = CliRunner().invoke(app, ["playbooks", "test", str(playbooks / "tests" / "human_error" / "two_clients.yaml")])
+        assert result.exit_code == 2
+        assert f"{path}:54:7: stages.detect.0.on_falure: unknown key 'on_falure'" in result.output
+        assert "Traceback" not in result.output
+
     def test_the_committed_schema_is_current(self) -> None:
         committed = json.loads((PLAYBOOKS / "schema" / "case.schema.json").read_text())
         assert committed == case_json_schema(), "run: irp playbooks schema --case > playbooks/schema/case.schema.json"
