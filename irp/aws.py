@@ -10,6 +10,8 @@ chain, botocore's retries (AWS_RETRY_MODE / AWS_MAX_ATTEMPTS, default standard m
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,7 +34,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from irp.errors import ConfigurationError, NotConfiguredError
 from irp.settings import get_settings
 
-__all__ = ["AwsError", "aws_client", "aws_error", "aws_session", "s3_client"]
+__all__ = ["AwsError", "aws_client", "aws_error", "aws_session", "client_hooks", "s3_client"]
 
 USER_AGENT = "irp-incident-response"
 
@@ -85,12 +87,30 @@ def aws_session() -> tuple[boto3.Session, str | None]:
     return session, endpoint
 
 
+_CLIENT_HOOKS: list[tuple[str, Callable[..., Any]]] = []  # (botocore event, handler) set on every new client
+
+
+@contextmanager
+def client_hooks(*hooks: tuple[str, Callable[..., Any]]) -> Iterator[None]:
+    """Register botocore event handlers on every client made meanwhile (playbook tests replay and record
+    provider answers at this edge, as botocore's Stubber does: irp/playtest/replay.py)."""
+    _CLIENT_HOOKS.extend(hooks)
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            _CLIENT_HOOKS.remove(hook)
+
+
 def _client(session: boto3.Session, service: str, region: str | None, endpoint: str | None, **config: Any) -> Any:
     try:
-        return session.client(service, region_name=region, endpoint_url=endpoint,
-                              config=Config(user_agent_extra=USER_AGENT, **config))
+        client = session.client(service, region_name=region, endpoint_url=endpoint,
+                                config=Config(user_agent_extra=USER_AGENT, **config))
     except BotoCoreError as exc:
         raise ConfigurationError(f"cannot create an AWS {service} client: {exc}") from None
+    for event, handler in _CLIENT_HOOKS:
+        client.meta.events.register_first(event, handler)
+    return client
 
 
 def aws_client(service: str, region: str | None = None) -> Any:

@@ -47,6 +47,7 @@ __all__ = [
     "archive_facts",
     "record_outcome",
     "run_change",
+    "run_logger",
     "slug",
     "with_retries",
 ]
@@ -64,7 +65,8 @@ def slug(text: str) -> str:
     return (cleaned or "target")[:120]
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter:
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run's logger, or irp's own outside a run (playbook tests, exercises)."""
     from prefect.exceptions import MissingContextError
     from prefect.logging import get_run_logger
 
@@ -188,7 +190,7 @@ def third_party_failed(ctx: ActionContext, provider: str, operation: str, failur
     try:
         ctx.store.append_event(ctx.incident.id, entry)
     except EvidenceError as exc:  # the error raised next still says what failed
-        _logger().error("could not record the failure of %s on the incident: %s", provider, exc)
+        run_logger().error("could not record the failure of %s on the incident: %s", provider, exc)
 
 
 def with_retries(
@@ -232,7 +234,7 @@ def with_retries(
                     provider=provider, code=failure.code,
                 ) from None
             transient.append(failure.code)
-            _logger().warning("%s %s: %s; attempt %d of %d in %.2fs", provider, operation, failure.message,
+            run_logger().warning("%s %s: %s; attempt %d of %d in %.2fs", provider, operation, failure.message,
                               attempt + 1, settings.action_attempts, delay)
             time.sleep(delay)
             continue

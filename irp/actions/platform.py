@@ -22,7 +22,8 @@ stable across retries.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -35,9 +36,29 @@ from irp.errors import NotConfiguredError, PermanentError
 from irp.redaction import redact
 from irp.settings import get_settings
 
-__all__ = ["PlatformApi"]
+__all__ = ["PlatformApi", "stand_in"]
 
 PROVIDER = "CallCenterRate admin API"
+
+
+_STAND_IN: list[tuple[httpx.BaseTransport, str | None]] = []  # playbook tests: (transport, token) instead of HTTP
+
+
+@contextmanager
+def stand_in(transport: httpx.BaseTransport, token: str | None = None) -> Iterator[None]:
+    """Send the admin API's requests to `transport` meanwhile (playbook tests replay and record answers at this
+    edge: irp/playtest/replay.py); `token` stands in for the Secret block's."""
+    _STAND_IN.append((transport, token))
+    try:
+        yield
+    finally:
+        _STAND_IN.pop()
+
+
+def _token() -> str:
+    if _STAND_IN and _STAND_IN[-1][1]:
+        return _STAND_IN[-1][1]
+    return secret_value(get_settings().platform_token_block)
 
 
 def admin_api_configured() -> None:
@@ -45,7 +66,7 @@ def admin_api_configured() -> None:
     settings = get_settings()
     if not settings.platform_api_url:
         raise NotConfiguredError("CallCenterRate admin API: IRP_PLATFORM_API_URL is unset")
-    secret_value(settings.platform_token_block)
+    _token()
 
 
 requires("platform", admin_api_configured)
@@ -62,8 +83,9 @@ class PlatformApi:
         if not settings.platform_api_url:
             raise NotConfiguredError("CallCenterRate admin API: IRP_PLATFORM_API_URL is unset")
         self.ctx = ctx
-        self.token = secret_value(settings.platform_token_block)
+        self.token = _token()
         self.client = httpx.Client(
+            transport=_STAND_IN[-1][0] if _STAND_IN else None,
             base_url=settings.platform_api_url.rstrip("/") + "/",
             timeout=httpx.Timeout(settings.action_timeout_seconds),
             headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json",

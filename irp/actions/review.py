@@ -66,7 +66,8 @@ def write_report(args: ReportArgs, ctx: ActionContext) -> dict[str, Any]:
                        source_system="irp")
     ctx.archive_json(f"{at}metrics.json", metrics.model_dump(mode="json"), source_system="irp")
     key = f"review-{incident.id.lower()}"
-    if not ctx.dry_run:
+    published = not ctx.dry_run and bool(ctx.flow_run_id)  # artifacts belong to a flow run (none in playbook tests)
+    if published:
         create_markdown_artifact(key=key, markdown=markdown, description=f"Post-incident review of {incident.id}")
         create_table_artifact(key=f"metrics-{incident.id.lower()}", table=metrics_rows(metrics),
                               description=f"Response metrics of {incident.id} against the {incident.severity.value} "
@@ -76,6 +77,6 @@ def write_report(args: ReportArgs, ctx: ActionContext) -> dict[str, Any]:
     return {
         "evidence": item.name,
         "html": page.name,
-        "artifact_key": None if ctx.dry_run else key,
+        "artifact_key": key if published else None,
         "metrics": {name: measure_cell(m) for name, m in metrics.measures.items()},
     }

@@ -15,6 +15,7 @@ from irp.cli.actions import actions_app
 from irp.cli.audit import audit_app
 from irp.cli.common import echo_err
 from irp.cli.evidence import evidence_app
+from irp.cli.exercise import exercise
 from irp.cli.incidents import incidents_app
 from irp.cli.notifications import notifications_app
 from irp.cli.playbooks import playbooks_app
@@ -33,7 +34,7 @@ app.add_typer(incidents_app, name="incidents")
 app.add_typer(notifications_app, name="notifications")
 app.add_typer(audit_app, name="audit")
 app.add_typer(report_app, name="report")
-for command in (webhook, run, stack, worker, demo):  # top-level commands (irp/cli/runtime.py)
+for command in (webhook, run, stack, worker, demo, exercise):  # top-level commands (irp/cli/runtime.py)
     app.command()(command)
 
 

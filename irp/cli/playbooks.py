@@ -3,7 +3,9 @@ playbook schema and the action catalogue."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -155,11 +157,13 @@ def _read_alerts(found: Source, source: str, payload: Path, where: str) -> list[
 
 
 @playbooks_app.command("schema")
-def schema() -> None:
+def schema(case: Annotated[bool, typer.Option(
+        "--case", help="The schema of playbook test cases instead (playbooks/schema/case.schema.json).")] = False) -> None:
     """Print the playbook JSON Schema (committed as playbooks/schema/playbook.schema.json)."""
+    from irp.playbook.cases import case_json_schema
     from irp.playbook.models import playbook_json_schema
 
-    echo_json(playbook_json_schema())
+    echo_json(case_json_schema() if case else playbook_json_schema())
 
 
 @playbooks_app.command("actions")
@@ -168,3 +172,89 @@ def actions() -> None:
     from irp.actions.registry import catalogue_markdown
 
     typer.echo(catalogue_markdown(), nl=False)
+
+
+@playbooks_app.command("test")
+def test(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Case files, folders of them, or playbooks (their cases in tests/<type>/); default: playbooks/tests/.")] = None,
+    record: Annotated[bool, typer.Option(
+        "--record", help="Run against what is configured (IRP_*, AWS_*: moto, an account) and write the observed "
+                         "AWS answers and outcome into each case, for review.")] = False,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", "-j", min=0, help="Processes running cases at once (0: one per CPU).")] = 0,
+    show_coverage: Annotated[bool, typer.Option(
+        "--coverage", help="Also list, per playbook, the steps, when: sides and classification rules no case "
+                           "exercised (a report: the exit code is the tests').")] = False,
+) -> None:
+    """Run playbook test cases offline through the real engine: no AWS, no Prefect server.
+
+    Each failing expectation is printed as FILE:LINE:COL: expect.KEY: expected X, got Y. Exit 0 when all
+    pass, 1 when an expectation fails, 2 when a case file is broken.
+    """
+    from irp.cli.runtime import _quiet_prefect
+    from irp.playtest.suite import case_files, run_cases
+
+    _quiet_prefect()
+    playbooks_dir = get_settings().playbooks_dir
+    files = case_files(paths or [], playbooks_dir)
+    if not files:
+        raise IrpError(f"no case files (*.yaml) in {', '.join(map(str, paths or [playbooks_dir / 'tests']))}")
+    started = time.perf_counter()
+    results = run_cases(files, record=record, jobs=jobs or os.cpu_count() or 1)
+    elapsed = time.perf_counter() - started
+    for result in results:
+        for line in [*result.broken, *([] if record else result.failures)]:  # recording replaces the expectations
+            typer.echo(line)
+        if record and result.outcome is not None and not result.broken:
+            from irp.playtest.recording import write_observed
+
+            write_observed(result.path, result.outcome)
+            answers = sum(map(len, result.outcome.recorded_facts.values()))
+            typer.echo(f"{result.path}: recorded ({answers} provider answers); review it")
+    if show_coverage:
+        _print_coverage(results, paths or [], playbooks_dir)
+    broken = sum(bool(r.broken) for r in results)
+    failed = 0 if record else sum(bool(r.failures) for r in results)
+    sys.stdout.flush()
+    summary = f"{len(results)} cases: {len(results) - broken - failed} passed, {failed} failed, {broken} broken " \
+              f"({elapsed:.1f} s)"
+    if broken or failed:
+        echo_err(summary)
+        raise typer.Exit(2 if broken else 1)
+    typer.echo(summary)
+
+
+def _print_coverage(results: list, paths: list[Path], playbooks_dir: Path) -> None:
+    from irp.models import IncidentType
+    from irp.playtest.suite import coverage
+
+    by_type: dict[Path, list] = {}
+    for result in results:
+        if result.outcome is not None and result.loaded is not None:
+            playbook = result.loaded.path.resolve().parents[2] / f"{result.loaded.incident_type}.yaml"
+            by_type.setdefault(playbook, []).append(result.outcome)
+    if not paths:  # the whole suite: every playbook is reported, with cases or not
+        for incident_type in IncidentType:
+            by_type.setdefault((playbooks_dir / f"{incident_type.value}.yaml").resolve(), [])
+    typer.echo("coverage:")
+    for playbook, outcomes in sorted(by_type.items()):
+        shown = _relative(playbook)
+        try:
+            gaps = coverage(Path(shown), outcomes)
+        except PlaybookError as exc:
+            typer.echo(f"  {shown}: cannot be read: {exc.problems[0] if exc.problems else exc}")
+            continue
+        if not gaps:
+            typer.echo(f"  {shown}: fully covered ({len(outcomes)} cases)")
+            continue
+        typer.echo(f"  {shown}: {len(gaps)} not exercised ({len(outcomes)} cases):")
+        for gap in gaps:
+            typer.echo(f"    {gap}")
+
+
+def _relative(path: Path) -> Path:
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path

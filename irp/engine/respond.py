@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import Task, get_run_logger
+from prefect import Task
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import deployment, flow_run
@@ -24,6 +24,7 @@ from prefect.utilities.annotations import quote
 from pydantic import BaseModel, Field
 
 from irp import audit, lifecycle
+from irp.actions.base import run_logger as get_run_logger
 from irp.actions.registry import ActionContext
 from irp.engine.records import RunContext, StageResult, StepRecord
 from irp.engine.script import Script

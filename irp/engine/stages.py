@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from prefect.context import FlowRunContext
 from prefect.utilities.annotations import quote
 
 from irp import templating
@@ -97,7 +98,15 @@ def _decide(current: _StageRun, step: Step, started: datetime) -> tuple[StepReco
 
 
 def _execute(current: _StageRun, step: Step, started: datetime) -> StepRecord:
-    """Run the step as its own Prefect task, with the playbook's retries and time limit."""
+    """Run the step as its own Prefect task, with the playbook's retries and time limit.
+
+    Outside a flow run (playbook tests, exercises: irp/playtest/) the step's function runs once, as a plain call.
+    """
+    if FlowRunContext.get() is None:
+        try:
+            return execute_step.fn(step, current.stage, current.phase, current.incident, current.run)
+        except Exception as exc:  # noqa: BLE001 (a step's failure is its record, as under Prefect)
+            return current.failed(step, started, error_text(exc))
     runner = execute_step.with_options(
         name=f"{current.stage.value}.{step.id}",
         task_run_name=f"{current.stage.value}.{step.id}",
