@@ -140,7 +140,7 @@ class Settings(BaseSettings):
         30, gt=0, description="Longest wait between two attempts to create a run or append a timeline entry.")
     intake_retention_days: float = Field(30, gt=0, description="How long delivered alerts stay in the journal.")
     worker_max_runs: int = Field(
-        16, ge=1, le=256, description="Runs one `irp worker` executes at once (threads of one process); `irp stack` "
+        64, ge=1, le=256, description="Runs one `irp worker` executes at once (threads of one process); `irp stack` "
                                       "starts one worker per CPU core. A run waiting for people holds none.")
     intake_backlog_max_age_seconds: float = Field(
         120, gt=0, description="/healthz turns degraded once an accepted alert's run has waited this long to be "

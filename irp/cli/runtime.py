@@ -151,7 +151,7 @@ def worker(
     pool: Annotated[str, typer.Option(help="Work pool to take runs from.")] = "irp",
     poll_seconds: Annotated[float, typer.Option(help="Seconds between polls.", min=0.05)] = 0.25,
     max_runs: Annotated[int | None, typer.Option(
-        help="Runs executed at once (default: IRP_WORKER_MAX_RUNS, 16).", min=1)] = None,
+        help="Runs executed at once (default: IRP_WORKER_MAX_RUNS, 64).", min=1)] = None,
 ) -> None:
     """Run flows of the pool in this process (fast pickup); stops on Ctrl-C after the runs in progress."""
     from irp.settings import get_settings
