@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -35,7 +34,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
-from bench_pickup import LoadSampler, _wait, other_load, p95  # noqa: E402
+from bench_pickup import LoadSampler, _wait, guarded, p95  # noqa: E402
 
 TYPES = ("human_error", "technical_failure", "service_unavailability", "intrusion_attempt", "data_leak")
 DETECT_TARGET, DONE_TARGET = 10.0, 30.0
@@ -259,40 +258,29 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true",
                         help="Also run the SQLite side around a plain `prefect server start`.")
     options = parser.parse_args()
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # so the finally blocks stop every process started
-
-    signal.signal(signal.SIGTERM, on_term)
     work = Path(tempfile.mkdtemp(prefix="irp-bench-burst-"))
-    print(f"working folder {work}", flush=True)
-    print(f"before: load avg {' '.join(f'{v:.2f}' for v in os.getloadavg())}; {other_load()}", flush=True)
-    common = {"PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true"}
-    try:
+
+    def side(name: str, **extra: str) -> tuple[Path, dict[str, str]]:
+        folder = work / name
+        return folder, {"PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true", "PREFECT_HOME": str(folder / "prefect"),
+                        "IRP_EVIDENCE_URL": f"file://{folder / 'evidence'}",
+                        "IRP_INTAKE_JOURNAL": str(folder / "journal.sqlite3"), **extra}
+
+    def measure() -> None:
         if not options.skip_sqlite:
-            side = work / "sqlite"
-            burst(f"SQLite (embedded default), {options.alerts} alerts", options.alerts, side, {
-                **common, "PREFECT_HOME": str(side / "prefect"), "IRP_EVIDENCE_URL": f"file://{side / 'evidence'}",
-                "IRP_INTAKE_JOURNAL": str(side / "journal.sqlite3")}, options.wait, options.per_incident)
+            burst(f"SQLite (embedded default), {options.alerts} alerts", options.alerts, *side("sqlite"),
+                  options.wait, options.per_incident)
         if options.compare:
-            side = work / "sqlite-plain"
-            burst(f"SQLite, plain `prefect server start`, {options.alerts} alerts", options.alerts, side, {
-                **common, "PREFECT_HOME": str(side / "prefect"), "IRP_EVIDENCE_URL": f"file://{side / 'evidence'}",
-                "IRP_INTAKE_JOURNAL": str(side / "journal.sqlite3")}, options.wait, options.per_incident,
-                plain_server=True)
+            burst(f"SQLite, plain `prefect server start`, {options.alerts} alerts", options.alerts,
+                  *side("sqlite-plain"), options.wait, options.per_incident, plain_server=True)
         if options.postgres:
-            side = work / "postgres"
-            burst(f"PostgreSQL, {options.postgres_alerts} alerts", options.postgres_alerts, side, {
-                **common, "PREFECT_HOME": str(side / "prefect"), "IRP_EVIDENCE_URL": f"file://{side / 'evidence'}",
-                "IRP_INTAKE_JOURNAL": str(side / "journal.sqlite3"),
-                "PREFECT_SERVER_DATABASE_CONNECTION_URL": fresh_postgres_database(options.postgres)},
+            burst(f"PostgreSQL, {options.postgres_alerts} alerts", options.postgres_alerts, *side(
+                "postgres", PREFECT_SERVER_DATABASE_CONNECTION_URL=fresh_postgres_database(options.postgres)),
                 options.wait * 3, options.per_incident)
         else:
             print("PostgreSQL: skipped (set IRP_TEST_POSTGRES_URL or --postgres URL)", flush=True)
-    except KeyboardInterrupt:
-        print("interrupted: every process started was stopped", flush=True)
-        sys.exit(130)
-    print(f"after: load avg {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+
+    guarded(work, measure)
 
 
 if __name__ == "__main__":

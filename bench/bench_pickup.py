@@ -27,6 +27,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -358,22 +359,34 @@ def bench_serve(count: int, work: Path, spacing: float = SPACING) -> list[float]
     return latencies
 
 
+def guarded(work: Path, measure: Callable[[], None]) -> None:
+    """Run `measure` with the machine's load printed before and after; SIGTERM or Ctrl-C stop it, and every
+    process a side started is stopped by its own `finally`."""
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # so the finally blocks stop every process started
+
+    signal.signal(signal.SIGTERM, on_term)
+    print(f"working folder {work}", flush=True)
+    print(f"before: load avg {' '.join(f'{v:.2f}' for v in os.getloadavg())}; {other_load()}", flush=True)
+    try:
+        measure()
+    except KeyboardInterrupt:
+        print("interrupted: every process started was stopped", flush=True)
+        sys.exit(130)
+    print(f"after: load avg {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alerts", type=int, default=20)
     parser.add_argument("--spacing", type=float, default=SPACING, help="Seconds between two alerts.")
     parser.add_argument("--skip-serve", action="store_true", help="Measure the irp stack only.")
     options = parser.parse_args()
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # so the finally blocks stop every process started
-
-    signal.signal(signal.SIGTERM, on_term)
     work = Path(tempfile.mkdtemp(prefix="irp-bench-pickup-"))
-    print(f"alerts: {options.alerts} ({options.spacing:g} s apart), latency to the first stage task Running; "
-          f"working folder {work}", flush=True)
-    print(f"before: load avg {' '.join(f'{v:.2f}' for v in os.getloadavg())}; {other_load()}", flush=True)
-    try:
+    print(f"alerts: {options.alerts} ({options.spacing:g} s apart), latency to the first stage task Running",
+          flush=True)
+
+    def measure() -> None:
         latencies = bench_irp(options.alerts, work, options.spacing)
         if latencies:
             print(f"    targets: median ≤ 2 s {'✔' if statistics.median(latencies) <= 2 else '✘'}; "
@@ -381,10 +394,8 @@ def main() -> None:
                   flush=True)
         if not options.skip_serve:
             bench_serve(options.alerts, work, options.spacing)
-    except KeyboardInterrupt:
-        print("interrupted: every process started was stopped", flush=True)
-        sys.exit(130)
-    print(f"after: load avg {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+
+    guarded(work, measure)
 
 
 if __name__ == "__main__":

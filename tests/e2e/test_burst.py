@@ -7,21 +7,17 @@ Functional, not timed: bench/bench_burst.py measures how fast.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from polling import wait_for
+from stack_process import irp_stack
 
 from irp.evidence import LocalEvidenceStore
 
-REPO = Path(__file__).resolve().parents[2]
 TYPES = ("human_error", "technical_failure", "service_unavailability", "intrusion_attempt", "data_leak")
 INCIDENTS = 20
 REPEATED = 4  # incidents whose alert comes again twice during the burst
@@ -41,24 +37,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "IRP_"))}
     env.update(PREFECT_HOME=str(root / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                IRP_EVIDENCE_URL=f"file://{root / 'evidence'}", IRP_INTAKE_JOURNAL=str(root / "journal.sqlite3"))
-    log = open(root / "stack.log", "wb")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "irp"), "stack", "--port", str(port),
-                                "--intake-port", str(intake_port)], cwd=REPO, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while b"irp stack is up." not in (root / "stack.log").read_bytes():
-            assert process.poll() is None, (root / "stack.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "stack did not come up:\n" + (root / "stack.log").read_text()[-3000:]
-            time.sleep(1)
+    with irp_stack(root, env, "--port", str(port), "--intake-port", str(intake_port)):
         yield f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{intake_port}", root
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
 
 
 def runs_of(api: str) -> list[dict]:

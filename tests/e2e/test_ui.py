@@ -10,7 +10,6 @@ from __future__ import annotations
 # ruff: noqa: F811  (pytest fixtures imported from notify_fixtures are parameters here)
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import httpx
 import pytest
 from notify_fixtures import running_smtp, tls_cert  # noqa: F401 (fixture)
 from ruamel.yaml import YAML
+from stack_process import irp_stack
 
 from irp.evidence import open_store
 
@@ -96,25 +96,10 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory, ui_smtp, tls_cert) -> Ite
                IRP_EVIDENCE_URL=f"file://{root / 'evidence'}", PREFECT_SERVER_ANALYTICS_ENABLED="false",
                IRP_SMTP_URL=ui_smtp.url, IRP_SMTP_CA_BUNDLE=str(tls_cert.cert),
                IRP_NOTIFY_AUTHORITIES='{"cnil": ["cnil-filing@confluent-digital.com"]}')
-    log = open(root / "stack.log", "wb")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "irp"), "stack", "--port", str(port), "--no-intake"],
-                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while b"irp stack is up." not in (root / "stack.log").read_bytes():
-            assert process.poll() is None, (root / "stack.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "stack did not come up:\n" + (root / "stack.log").read_text()[-3000:]
-            time.sleep(1)
+    with irp_stack(root, env, "--port", str(port), "--no-intake") as process:
         stack = UIStack(root, port, process)
         stack.smtp = ui_smtp
         yield stack
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
 
 
 @pytest.fixture(scope="module")
