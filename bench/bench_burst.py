@@ -12,7 +12,8 @@ With IRP_TEST_POSTGRES_URL (or --postgres URL: a role allowed to create database
 against a Prefect server on PostgreSQL, in a fresh database, with --postgres-alerts alerts (1,000).
 Every process it starts is stopped at the end, even on error or Ctrl-C. Usage:
 
-    .venv/bin/python bench/bench_burst.py [--alerts 100] [--postgres URL] [--postgres-alerts 1000]
+    .venv/bin/python bench/bench_burst.py [--alerts 100] [--postgres URL] [--postgres-alerts 1000] [--compare]
+                                          [--summary-only]
 """
 
 from __future__ import annotations
@@ -254,7 +255,7 @@ def main() -> None:
     parser.add_argument("--postgres-alerts", type=int, default=1000)
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--wait", type=float, default=600, help="Longest wait for the runs of one side (s).")
-    parser.add_argument("--per-incident", action="store_true", help="Print one line per incident.")
+    parser.add_argument("--summary-only", action="store_true", help="Leave out the line per incident.")
     parser.add_argument("--compare", action="store_true",
                         help="Also run the SQLite side around a plain `prefect server start`.")
     options = parser.parse_args()
@@ -269,14 +270,14 @@ def main() -> None:
     def measure() -> None:
         if not options.skip_sqlite:
             burst(f"SQLite (embedded default), {options.alerts} alerts", options.alerts, *side("sqlite"),
-                  options.wait, options.per_incident)
+                  options.wait, not options.summary_only)
         if options.compare:
             burst(f"SQLite, plain `prefect server start`, {options.alerts} alerts", options.alerts,
-                  *side("sqlite-plain"), options.wait, options.per_incident, plain_server=True)
+                  *side("sqlite-plain"), options.wait, not options.summary_only, plain_server=True)
         if options.postgres:
             burst(f"PostgreSQL, {options.postgres_alerts} alerts", options.postgres_alerts, *side(
                 "postgres", PREFECT_SERVER_DATABASE_CONNECTION_URL=fresh_postgres_database(options.postgres)),
-                options.wait * 3, options.per_incident)
+                options.wait * 3, not options.summary_only)
         else:
             print("PostgreSQL: skipped (set IRP_TEST_POSTGRES_URL or --postgres URL)", flush=True)
 
