@@ -216,8 +216,9 @@ class IntakeService:
         )
         self.journal.on_commit = self.outbox.wake
         self.ui_url = ui_base()
+        prefect_runs = runs is not None or self._launcher is not None  # runs created on the Prefect server
         self.runs = runs or PrefectRuns()  # the paused runs approval links resume (irp/intake/approvals.py)
-        self.backlog = BacklogMonitor(self.journal, self.runs.waiting)
+        self.backlog = BacklogMonitor(self.journal, self.runs.waiting if prefect_runs else lambda: None)
         self._stop = threading.Event()
         self._purger = threading.Thread(target=self._purge_loop, name="irp-journal-purge", daemon=True)
         self._watcher = threading.Thread(target=self._watch_routing, name="irp-routing-watch", daemon=True)
