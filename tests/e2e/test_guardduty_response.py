@@ -80,7 +80,8 @@ def post_finding(service: IntakeService, body: str) -> dict:
 
 
 def run_of(incident_id: str):
-    found = runs_named(incident_id)
+    """The incident's response run (its letters' reviews are runs of their own, named "<id> review <obligation>")."""
+    found = [run for run in runs_named(incident_id) if " review " not in run.name]
     return found[0] if found else None
 
 
