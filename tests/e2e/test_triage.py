@@ -14,7 +14,7 @@ from notify_fixtures import smtp_server, tls_cert  # noqa: F401 (fixtures)
 from polling import runs_named, wait_for
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterName
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.flow_runs import resume_flow_run
 from service_fixtures import intake_request
@@ -84,7 +84,9 @@ def test_a_critical_unrouted_alert_is_told_and_triaged_into_its_type(stack, evid
     with get_client(sync_client=True) as client:
         done = wait_for("the triage run to end", lambda: (r := client.read_flow_run(run.id)).state.is_final() and r)
         assert done.state.is_completed(), done.state.message
-        [child] = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[respond_id])))
+        [child] = client.read_flow_runs(  # this incident's run of the deployment (other tests use it too)
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[respond_id])),
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=incident_id)))
     assert child.parameters["incident_id"] == incident_id and child.parameters["severity_hint"] == "critical"
     assert child.parameters["alert"]["title"] == alert["title"] and child.name == f"{incident_id} human_error"
     assert child.parent_task_run_id is not None  # started by the triage run, linked to it
