@@ -35,10 +35,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
-from bench_pickup import LoadSampler, _wait, guarded, p95  # noqa: E402
+from bench_pickup import LoadSampler, _cpu_ticks, _wait, guarded, p95  # noqa: E402
 
 TYPES = ("human_error", "technical_failure", "service_unavailability", "intrusion_attempt", "data_leak")
 DETECT_TARGET, DONE_TARGET = 10.0, 30.0
+SETTLED = ("PAUSED", "COMPLETED", "FAILED", "CRASHED", "CANCELLED")  # waiting for a person, or ended
 
 
 def _at(value: str | None) -> datetime | None:
@@ -82,8 +83,7 @@ def first_wait_or_end(api: str, run_id: str) -> datetime | None:
         states = httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}, timeout=60).json()
     except httpx.HTTPError:
         return None
-    marks = [_at(s["timestamp"]) for s in states
-             if s["type"] in ("PAUSED", "COMPLETED", "FAILED", "CRASHED", "CANCELLED")]
+    marks = [_at(s["timestamp"]) for s in states if s["type"] in SETTLED]
     return min(marks) if marks else None
 
 
@@ -111,16 +111,26 @@ def _detect_starts(api: str, run_ids: list[str], found: dict[str, datetime]) -> 
                 found[run["flow_run_id"]] = _at(run["start_time"])
 
 
-def settle(api: str, runs: dict[str, dict], deadline: float) -> dict[str, datetime]:
-    """Poll until every run has waited for a person or ended (or the deadline); returns when each did."""
+def settle(api: str, runs: dict[str, dict]) -> dict[str, datetime]:
+    """When each run first waited for a person or ended (read from its state history)."""
     done: dict[str, datetime] = {}
-    while len(done) < len(runs) and time.monotonic() < deadline:
-        for run in runs.values():
-            if run["id"] not in done and (at := first_wait_or_end(api, run["id"])) is not None:
-                done[run["id"]] = at
-        if len(done) < len(runs):
-            time.sleep(2)
+    for run in runs.values():
+        if (at := first_wait_or_end(api, run["id"])) is not None:
+            done[run["id"]] = at
     return done
+
+
+def wait_settled(api: str, count: int, deadline: float) -> None:
+    """Until `count` intake runs wait for a person or have ended: one COUNT a second, so that measuring
+    does not load the server it measures (the timestamps are read from the state history afterwards)."""
+    query = {"flow_runs": {"tags": {"all_": ["irp-intake"]}, "state": {"type": {"any_": list(SETTLED)}}}}
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(f"{api}/flow_runs/count", json=query, timeout=60).json() >= count:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
 
 
 def count_in_logs(log_dir: Path, text: str) -> int:
@@ -131,6 +141,30 @@ def count_in_logs(log_dir: Path, text: str) -> int:
         except OSError:
             pass
     return total
+
+
+def machine_speed() -> float:
+    """CPU seconds a fixed pure-Python loop takes here now: this shared machine's speed drifts by half within
+    an hour, so CPU figures of two runs compare only beside this one."""
+    started, total = time.process_time(), 0
+    for number in range(5_000_000):
+        total += number
+    return time.process_time() - started
+
+
+def stack_cpu(stack) -> dict[str, float]:
+    """CPU seconds (user + system) each process of the stack has used so far, by its name in the stack."""
+    ticks, hz = _cpu_ticks(), os.sysconf("SC_CLK_TCK")
+    return {name: ticks.get(process.pid, ("", 0))[1] / hz for name, process in stack.processes}
+
+
+def describe_cpu(before: dict[str, float], after: dict[str, float], incidents: int) -> str:
+    """Where the CPU went during the burst: per process of the stack, and per incident."""
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
+    total = sum(used.values())
+    return (f"CPU used by the stack during the burst: {total:.1f} s ({total / max(incidents, 1):.2f} s per incident): "
+            f"{parts}")
 
 
 def summary(name: str, values: list[float]) -> str:
@@ -159,6 +193,8 @@ def burst(label: str, count: int, work: Path, env: dict[str, str], wait: float, 
     detect: dict[str, datetime] = {}
     done: dict[str, datetime] = {}
     busy = 0.0
+    cpu: tuple[dict[str, float], dict[str, float]] | None = None
+    speed = 0.0
     try:
         bring_up(stack)
         api, intake = stack.api_url, f"http://{stack.host}:{stack.intake_port}"
@@ -168,6 +204,8 @@ def burst(label: str, count: int, work: Path, env: dict[str, str], wait: float, 
         time.sleep(2)
         stamp = time.time_ns()
         bodies = [alert(i, stamp) for i in range(count)]
+        speed = machine_speed()
+        cpu_before = stack_cpu(stack)
         with load:
             with httpx.Client(timeout=30) as client:
                 for body in bodies:
@@ -180,8 +218,10 @@ def burst(label: str, count: int, work: Path, env: dict[str, str], wait: float, 
             print(f"{label}: {count} alerts posted in {posted:.2f} s (202 median {statistics.median(acks) * 1000:.0f} ms)",
                   flush=True)
             deadline = time.monotonic() + wait
+            wait_settled(api, count, deadline)  # then read every run once: measuring must not load the server
+            cpu = (cpu_before, stack_cpu(stack))
             runs = find_runs(api, set(sent), deadline)
-            done = settle(api, runs, deadline)
+            done = settle(api, runs)
             metrics = httpx.get(f"{intake}/metrics", timeout=10).text
             busy = next((float(line.split()[-1]) for line in metrics.splitlines()
                          if line.startswith("irp_intake_run_busy_retries_total")), 0.0)
@@ -221,6 +261,9 @@ def burst(label: str, count: int, work: Path, env: dict[str, str], wait: float, 
     print(f"    server lock errors ('database is locked', each answered 503 and retried by its client): "
           f"{lock_errors}, of which run creations the intake asked again at once: {busy:.0f}", flush=True)
     print(f"    {load.describe()}", flush=True)
+    if cpu:
+        print(f"    {describe_cpu(*cpu, len(runs))}; a fixed loop took {speed:.2f} s before, "
+              f"{machine_speed():.2f} s after", flush=True)
     detect_ok = len(started) == count and max(started) <= DETECT_TARGET
     done_ok = len(finished) == count and whole is not None and whole <= DONE_TARGET
     print(f"    target: every detect Running ≤ {DETECT_TARGET:.0f} s after its POST: "

@@ -21,6 +21,11 @@ from irp.errors import ConfigurationError, IrpError
 from irp.settings import REPO_ROOT, get_settings
 
 WORK_POOL = "irp"
+# The pool's job template when irp's own workers run the flows: they run them in their own process and
+# read no job variables, so the pool declares none. Prefect checks every new run's job variables against
+# the pool's schema, and that schema against JSON Schema's meta-schema: with the process type's schema that
+# was 6–11 % of the server's CPU in a burst of incidents (bench/bench_burst.py).
+IN_PROCESS_JOB_TEMPLATE: dict = {}  # no job configuration, no variables
 STACK_FILE = REPO_ROOT / "var" / "stack.json"  # where a running `irp stack` is, for the CLI in another shell
 
 # The Prefect server's SQLite database has one write lock. A request that reads before it writes
@@ -54,6 +59,7 @@ class Stack:
     def env(self) -> dict[str, str]:
         """The environment every child gets: one API URL, analytics off, auth passed through."""
         env = dict(os.environ)
+        external = bool(env.get("PREFECT_API_URL"))
         env.setdefault("PREFECT_HOME", str(REPO_ROOT / "var" / "prefect"))
         env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         env.setdefault("PREFECT_API_URL", f"http://{self.host}:{self.port}/api")
@@ -63,6 +69,9 @@ class Stack:
         env["PREFECT_WORKER_QUERY_SECONDS"] = env.get("PREFECT_WORKER_QUERY_SECONDS", "1")
         env["PREFECT_WORKER_PREFETCH_SECONDS"] = env.get("PREFECT_WORKER_PREFETCH_SECONDS", "10")
         env.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+        csrf = env.get("PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED", env.get("PREFECT_SERVER_CSRF_PROTECTION_ENABLED", ""))
+        if not external and csrf.lower() not in ("1", "true", "yes", "on"):
+            env.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false")  # our server asks none: no GET per client
         env.update({name: env.get(name, value) for name, value in SERVER_SETTINGS.items()})
         return env
 
@@ -143,7 +152,13 @@ def bring_up(stack: Stack, with_intake: bool = True, process_worker: bool = Fals
         stack.start("prefect-server", [sys.executable, "-m", "irp.prefect_server", "--host", stack.host,
                                        "--port", str(stack.port)])  # Prefect's server, writes in line on SQLite
     stack.wait_http("prefect-server", f"{stack.api_url}/health")
-    stack.run("work-pool", [_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process",
+    template = []
+    if not process_worker:
+        path = stack.log_dir / "work-pool-template.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(IN_PROCESS_JOB_TEMPLATE))
+        template = ["--base-job-template", str(path)]
+    stack.run("work-pool", [_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process", *template,
                             "--overwrite"], timeout=120)
     stack.run("deploy", [_bin("prefect"), "--no-prompt", "deploy", "--all"])
     if process_worker:

@@ -28,12 +28,14 @@ in; runs of one worker share its memory, so a runaway action affects the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -67,11 +69,32 @@ LISTENING_POLL_SECONDS = 2.0  # the periodic look while the event stream wakes t
 DUE_STATES = ("Scheduled", "Late", "AwaitingRetry", "AwaitingConcurrencySlot", "Resuming")  # Scheduled-type
 
 
+def without_suspension_observer() -> None:
+    """Run this process's flows without Prefect's observer of suspensions asked from outside the run.
+
+    Prefect (3.9) gives every deployed run a thread with its own event loop, client and event-stream
+    subscription that waits for someone to suspend the run from the UI or the API, and its server filters
+    every event once per subscriber: in a burst of 100 incidents, 100 subscriptions. irp's runs suspend
+    themselves when they wait for people (irp/engine/waits.py); nothing in irp suspends a run from outside.
+    Suspending a running irp run from the UI all the same takes effect when the run next changes state.
+    """
+    import prefect.flow_engine as flow_engine
+
+    if hasattr(flow_engine, "observe_flow_run_suspension"):
+        flow_engine.observe_flow_run_suspension = _no_observer
+
+
+@contextlib.contextmanager
+def _no_observer(*args: Any, **kwargs: Any) -> Iterator[None]:
+    yield
+
+
 class InProcessWorker:
     """Poll a work pool, claim scheduled runs, execute them in threads of this process."""
 
     def __init__(self, pool: str = "irp", poll_seconds: float = 0.25, max_runs: int = 16, name: str | None = None):
         share_tls_context()  # each run creates several Prefect clients: one TLS context, not one each
+        without_suspension_observer()
         self.pool = pool
         self.poll_seconds = poll_seconds
         self.name = name or f"irp-inprocess-{socket.gethostname()}-{os.getpid()}"

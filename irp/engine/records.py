@@ -35,6 +35,7 @@ class StepRecord(BaseModel):
     ended_at: datetime
     dry_run: bool = False
     held: str = Field("", description="Why the engine asked an approval the playbook did not (irp/engine/targets.py).")
+    attempts: int = Field(1, description="Attempts made: 1 + the retries a failure of the outside world took.")
     updates: dict[str, Any] = Field(default_factory=dict, exclude=True)
     timeline: list[TimelineEntry] = Field(default_factory=list, exclude=True)
 

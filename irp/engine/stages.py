@@ -10,15 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from prefect.context import FlowRunContext
-from prefect.utilities.annotations import quote
-
 from irp import templating
 from irp.actions.registry import get_registry, preflight
 from irp.engine import targets
 from irp.engine.approval import request_approval
 from irp.engine.records import RunContext, StageResult, StepRecord, template_context
-from irp.engine.steps import error_text, execute_step, failed, rendered_args, skipped
+from irp.engine.steps import error_text, failed, rendered_args, run_step, skipped
 from irp.errors import IrpError, NotConfiguredError
 from irp.evidence import EvidenceStore, open_store
 from irp.models import ActionItem, Incident, Stage, StageOutcome, StepStatus, TimelineEntry, utcnow
@@ -63,7 +60,7 @@ def run_stage(stage: Stage, incident: Incident, run: RunContext, phase: str | No
         step_started = utcnow()
         record, held = _decide(current, step, step_started)
         if record is None:
-            record = _execute(current, step, step_started)
+            record = run_step(step, current.stage, current.phase, current.incident, current.run)
         if held:
             record.held = held
         if _keep(current, step, record):
@@ -95,30 +92,6 @@ def _decide(current: _StageRun, step: Step, started: datetime) -> tuple[StepReco
     if record is None and (step.approval is not None or held):
         record = _gate(current, step, started, verdict)
     return record, held
-
-
-def _execute(current: _StageRun, step: Step, started: datetime) -> StepRecord:
-    """Run the step as its own Prefect task, with the playbook's retries and time limit.
-
-    Outside a flow run (playbook tests, exercises: irp/playtest/) the step's function runs once, as a plain call.
-    """
-    if FlowRunContext.get() is None:
-        try:
-            return execute_step.fn(step, current.stage, current.phase, current.incident, current.run)
-        except Exception as exc:  # noqa: BLE001 (a step's failure is its record, as under Prefect)
-            return current.failed(step, started, error_text(exc))
-    runner = execute_step.with_options(
-        name=f"{current.stage.value}.{step.id}",
-        task_run_name=f"{current.stage.value}.{step.id}",
-        retries=step.retries,
-        retry_delay_seconds=step.retry_delay_seconds,
-        timeout_seconds=step.timeout_seconds,
-    )
-    state = runner(quote(step), current.stage, current.phase, quote(current.incident), quote(current.run),
-                   return_state=True)
-    if state.is_completed():
-        return state.result()
-    return current.failed(step, started, error_text(state.result(raise_on_failure=False)))
 
 
 def _keep(current: _StageRun, step: Step, record: StepRecord) -> bool:

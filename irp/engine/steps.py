@@ -1,17 +1,23 @@
 """Running one step: render its arguments, validate them against its action's model, call the action.
 
-Each step runs as its own nested Prefect task (retries and time limit from the playbook); the
-records of steps that did not run (skipped, failed before running) are built here too.
+A step runs inside its stage's Prefect task, with the playbook's retries and time limit applied here
+(one Prefect task run per step cost the server and the worker ~45 ms of CPU each: bench/bench_burst.py);
+the records of steps that did not run (skipped, failed before running) are built here too.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
+from prefect.utilities.timeout import timeout
 from pydantic_core import to_jsonable_python
 
 from irp import templating
@@ -23,20 +29,62 @@ from irp.models import Incident, Stage, StepStatus, utcnow
 from irp.playbook.models import Step
 from irp.playbook.templates import reads_run_data
 
-__all__ = ["StepInputError", "error_text", "execute_step", "failed", "rendered_args", "skipped"]
+__all__ = ["StepInputError", "error_text", "execute_step", "failed", "rendered_args", "retries_without_delay",
+           "run_step", "skipped"]
+
+log = logging.getLogger("irp.engine.steps")
+_pause: Callable[[float], None] = time.sleep  # between attempts; instant on a simulated clock
 
 
 class StepInputError(ActionError):
     """Raised when a step's condition or arguments cannot be rendered or do not validate."""
 
 
-def _retryable(task: Any, task_run: Any, state: Any) -> bool:
+def _retryable(exc: BaseException) -> bool:
     """Retry failures of the outside world, never bad input or missing configuration."""
-    exc = state.result(raise_on_failure=False)
     return not isinstance(exc, StepInputError | NotConfiguredError | PermanentError)
 
 
-@task(name="step", cache_policy=NO_CACHE, retry_condition_fn=_retryable)
+def run_step(step: Step, stage: Stage, phase: str | None, incident: Incident, run: RunContext) -> StepRecord:
+    """The step's record after up to 1 + `retries` attempts, each within `timeout_seconds`; a failure is the
+    record's, never raised."""
+    attempt = 0
+    while True:
+        attempt += 1
+        started = utcnow()
+        try:
+            with timeout(step.timeout_seconds):
+                record = execute_step(step, stage, phase, incident, run)
+        except Exception as exc:  # noqa: BLE001 (a step's failure is its record)
+            if attempt <= step.retries and _retryable(exc):
+                _logger().warning("%s.%s: attempt %d of %d failed, again in %g s: %s", stage.value, step.id, attempt,
+                                  step.retries + 1, step.retry_delay_seconds, error_text(exc))
+                _pause(step.retry_delay_seconds)
+                continue
+            record = failed(step, stage, phase, started, error_text(exc), run)
+        record.attempts = attempt
+        _logger().info("%s.%s (%s): %s%s%s", stage.value, step.id, step.action, record.status.value,
+                       f" after {attempt} attempts" if attempt > 1 else "",
+                       f": {record.error or record.reason}" if record.error or record.reason else "")
+        return record
+
+
+@contextmanager
+def retries_without_delay() -> Iterator[None]:
+    """Attempts follow each other at once (playbook tests and exercises run on a simulated clock)."""
+    global _pause
+    saved, _pause = _pause, lambda seconds: None
+    try:
+        yield
+    finally:
+        _pause = saved
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger (shown in the Prefect UI with the stage's task run), or irp's outside a run."""
+    return get_run_logger() if FlowRunContext.get() is not None else log
+
+
 def execute_step(step: Step, stage: Stage, phase: str | None, incident: Incident, run: RunContext) -> StepRecord:
     """Render a step's arguments, validate them against its action's model, run the action."""
     started = utcnow()

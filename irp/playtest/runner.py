@@ -26,6 +26,7 @@ from irp.alerts import read_alert
 from irp.engine.records import StepRecord
 from irp.engine.respond import RunStopped, StageTasks, respond
 from irp.engine.script import Script, ScriptedDecision
+from irp.engine.steps import retries_without_delay
 from irp.errors import IrpError
 from irp.evidence import open_store
 from irp.models import Alert, Incident, IncidentType, new_incident_id
@@ -207,6 +208,7 @@ def session(playbooks_dir: Path, facts: Facts | None = None, record: bool = Fals
             offline_settings(playbooks_dir, Path(folder), aws=facts.aws is not None, platform=facts.platform is not None,
                              keep_configured=record, settings=settings), \
             ExitStack() as hooks:
+        hooks.enter_context(retries_without_delay())
         replays = [hooks.enter_context(AwsReplay(facts.aws).installed())] if facts.aws is not None else []
         if facts.platform is not None:
             replays.append(hooks.enter_context(PlatformReplay(facts.platform).installed()))
