@@ -12,6 +12,9 @@ crashes. Under a burst of incidents most run creations met the lock. So, on SQLi
   would take the database's write lock one at a time anyway; in line here, they wait
   milliseconds instead of failing. Reads, websockets (the event stream) and the server's own
   services are not held;
+- the line has an order: a new run first (`create_flow_run`), then what moves a run (its state, its
+  record, a concurrency slot: what a starting run waits for), then the rest (logs, inputs). In a burst, a new
+  incident's run is not created behind the logs of the runs already going;
 - a 503 that still happens (a service's write met a request's) carries `Retry-After` of a few
   tens of milliseconds, which Prefect's client honours instead of its exponential back-off.
 
@@ -22,16 +25,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
+import itertools
 import logging
 import re
 from typing import Any
 
-__all__ = ["WriteGate", "is_write", "main"]
+__all__ = ["WriteGate", "is_write", "main", "priority"]
 
 log = logging.getLogger("irp.prefect_server")
 
 RETRY_AFTER_SECONDS = "0.05"
 _READ_ROUTES = re.compile(r"/(filter|count|paginate|history)/?$|^/api/ui/")
+_FIRST = re.compile(r"/create_flow_run/?$")
+_NEXT = re.compile(r"/set_state/?$|/concurrency_limits/|^/api/flow_runs/[^/]+/?$")
 
 
 def is_write(method: str, path: str) -> bool:
@@ -41,12 +48,50 @@ def is_write(method: str, path: str) -> bool:
     return not (method == "POST" and _READ_ROUTES.search(path))
 
 
+def priority(path: str) -> int:
+    """A write's place in the line: 0 creates a run, 1 moves a run (its state, its record, a concurrency slot),
+    2 the rest (logs, inputs, …)."""
+    if _FIRST.search(path):
+        return 0
+    return 1 if _NEXT.search(path) else 2
+
+
+class _Line:
+    """One holder at a time; when it leaves, the waiter of the lowest priority number (then the earliest) enters."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiting: list[tuple[int, int, asyncio.Future]] = []
+        self._count = itertools.count()
+
+    async def enter(self, rank: int) -> None:
+        if not self._held and not self._waiting:
+            self._held = True
+            return
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (rank, next(self._count), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():  # the turn came as the request was cancelled: pass it on
+                self.leave()
+            raise
+
+    def leave(self) -> None:
+        while self._waiting:
+            _, _, future = heapq.heappop(self._waiting)
+            if not future.done():
+                future.set_result(None)  # the turn passes on: still held
+                return
+        self._held = False
+
+
 class WriteGate:
     """ASGI middleware: write requests one at a time (when `serialize`), and Retry-After on every 503."""
 
     def __init__(self, app: Any, serialize: bool) -> None:
         self.app, self.serialize = app, serialize
-        self._lock: asyncio.Lock | None = None
+        self._line = _Line()
         self.refused = 0  # 503 answers, for the log
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -64,10 +109,11 @@ class WriteGate:
             await send(message)
 
         if self.serialize and is_write(scope["method"], scope["path"]):
-            if self._lock is None:
-                self._lock = asyncio.Lock()
-            async with self._lock:
+            await self._line.enter(priority(scope["path"]))
+            try:
                 await self.app(scope, receive, answer)
+            finally:
+                self._line.leave()
         else:
             await self.app(scope, receive, answer)
 

@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     worker_max_runs: int = Field(
         64, ge=1, le=256, description="Runs one `irp worker` executes at once (threads of one process); `irp stack` "
                                       "starts one worker per CPU core. A run waiting for people holds none.")
+    worker_active_stages: int = Field(
+        4, ge=0, le=256, description="Stages one process runs at once (0: no limit); a freed place goes to the "
+                                     "earliest stage of the policy waiting (a new incident's detect first), then to "
+                                     "the incident that came first. Waiting for people holds no place.")
     intake_backlog_max_age_seconds: float = Field(
         120, gt=0, description="/healthz turns degraded once an accepted alert's run has waited this long to be "
                                "created (outbox) or started by a worker (work pool).")

@@ -176,7 +176,7 @@ class InProcessWorker:
         return [response.flow_run for response in offered]
 
     def poll_once(self, client: Any, entrypoints: dict[UUID, str]) -> int:
-        """Claim and start every run due now; returns how many started."""
+        """Hand every run due now to a thread that claims and runs it; returns how many were handed over."""
         with self._lock:
             room = self.max_runs - len(self.active)
         if room <= 0:
@@ -200,16 +200,27 @@ class InProcessWorker:
         for flow_run in runs[:room]:
             if flow_run.id in self.active or flow_run.deployment_id is None:
                 continue
-            result = client.set_flow_run_state(flow_run.id, Pending())
-            if result.status.value != "ACCEPT":
-                continue  # another worker claimed it
             if flow_run.deployment_id not in entrypoints:
                 entrypoints[flow_run.deployment_id] = client.read_deployment(flow_run.deployment_id).entrypoint
             with self._lock:
                 self.active.add(flow_run.id)
-            self.executor.submit(self._execute, flow_run, entrypoints[flow_run.deployment_id])
+            self.executor.submit(self._claim, client, flow_run, entrypoints[flow_run.deployment_id])
             started += 1
         return started
+
+    def _claim(self, client: Any, flow_run: FlowRun, entrypoint: str) -> None:
+        """Claim the run (Pending) and execute it, in the run's own thread: a burst's claims go out together,
+        not one server round trip after another."""
+        try:
+            claimed = client.set_flow_run_state(flow_run.id, Pending()).status.value == "ACCEPT"
+        except Exception as exc:  # the next poll offers it again
+            log.warning("could not claim flow run %s: %s", flow_run.id, exc)
+            claimed = False
+        if claimed:
+            self._execute(flow_run, entrypoint)
+            return
+        with self._lock:  # another worker claimed it
+            self.active.discard(flow_run.id)
 
     async def _subscribe(self) -> None:
         """Wake the poll loop at each event of a run of this pool becoming due; reconnect until cancelled."""

@@ -17,6 +17,7 @@ import json
 import re
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from irp import audit
 from irp.approval_links import LinkError, action_sha256, decision_url, issue, read, require_secret
+from irp.engine.admission import stepped_out
 from irp.engine.records import RunContext
 from irp.engine.targets import TargetValue
 from irp.errors import ConfigurationError
@@ -43,7 +45,7 @@ from irp.settings import Settings, get_settings, member_name, member_target
 __all__ = ["ApprovalDecision", "ApprovalOutcome", "request_approval"]
 
 # One pause at a time per flow run: notify (initial) runs beside contain and both may ask.
-_PAUSE_LOCK = threading.Lock()
+_PAUSE_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 class ApprovalDecision(RunInput):
@@ -172,7 +174,7 @@ Wait = Callable[[type[ApprovalDecision], float, str], "ApprovalDecision | None"]
 def _pause(form: Any, seconds: float, key: str) -> ApprovalDecision | None:
     """Pause the flow run for one window: the decision, or None when the window ended."""
     try:
-        with _PAUSE_LOCK:
+        with stepped_out(), _PAUSE_LOCKS[str(flow_run.id)]:  # waiting for people holds no place (admission.py)
             return pause_flow_run(wait_for_input=form, timeout=max(1, round(seconds)), poll_interval=2, key=key)
     except FlowPauseTimeout:
         _back_to_running()

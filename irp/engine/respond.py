@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from irp import audit, lifecycle
 from irp.actions.base import run_logger as get_run_logger
 from irp.actions.registry import ActionContext
+from irp.engine import admission
 from irp.engine.records import RunContext, StageResult, StepRecord
 from irp.engine.script import Script
 from irp.engine.waits import Offline, Scripted, Suspend, Waiter, WaitingForPeople
@@ -169,31 +170,14 @@ def respond(
     else:
         store, dry_folder = open_store(settings.evidence_url), None
     try:
-        incident_id = incident_id or _run_incident_id()
-        existing = _existing(store, incident_id)
-        if existing is not None and existing.type != incident_type:
-            raise IrpError(f"incident {incident_id} is a {existing.type.value} incident, not {incident_type.value}: "
-                           f"continue it with the {existing.type.value} flow")
-        loaded = (_started_playbook(store, existing) if existing else None) or \
-            load_playbook_for_run(playbook_path(settings.playbooks_dir, incident_type))
-        records = audit.AuditedRecord(store, actor=f"flow run {flow_run.id}" if flow_run.id else "irp engine")
-        if existing is None:
-            incident = _new_incident(incident_type, alert, loaded, severity, severity_hint, incident_id, clients, dry_run)
-            _archive_inputs(store, incident, alert, loaded)
-            records.save(incident)
-        else:
-            incident = existing
-            records.last = existing
-            if flow_run.id and str(flow_run.id) not in incident.flow_run_ids:
-                incident = incident.model_copy(update={"flow_run_ids": [*incident.flow_run_ids, str(flow_run.id)]})
-                records.save(incident)
-        get_run_logger().info("incident %s (%s): playbook %s v%s sha256 %s%s", incident.id, incident_type.value,
-                              loaded.playbook.name, loaded.playbook.version, loaded.ref.sha256,
-                              " (continued)" if existing else "")
-        waiter = _waiter(dry_run, decisions, incident)
-        run = RunContext(alert=alert, playbook=loaded.playbook, evidence_url=store.url, dry_run=dry_run,
-                         steps=_recorded_steps(store, incident), approvals=_approvals(),
-                         script=decisions, script_start=incident.aware_at)
+        admission.arrived()
+        with admission.admitted(admission.RANKS[Stage.detect]):  # opening an incident goes first, as detect
+            incident, loaded, records = _open(store, incident_type, alert, severity, severity_hint, incident_id,
+                                              clients, dry_run)
+            waiter = _waiter(dry_run, decisions, incident)
+            run = RunContext(alert=alert, playbook=loaded.playbook, evidence_url=store.url, dry_run=dry_run,
+                             steps=_recorded_steps(store, incident), approvals=_approvals(),
+                             script=decisions, script_start=incident.aware_at)
         with _one_run_per_incident(incident.id):
             incident, stopped_by = _run_line(stages, incident, run, records, store, waiter)
         if stopped_by:
@@ -207,6 +191,34 @@ def respond(
         raise RunStopped(f"incident {incident.id}: step {stopped_by} failed and stopped the run; "
                          f"evidence in {summary.evidence_location}")
     return summary
+
+
+def _open(store: EvidenceStore, incident_type: IncidentType, alert: Alert, severity: Severity | None,
+          severity_hint: Severity | None, incident_id: str | None, clients: list[ClientOrigin] | None,
+          dry_run: bool) -> tuple[Incident, LoadedPlaybook, audit.AuditedRecord]:
+    """The incident this run opens (its inputs archived), or the one it continues; its playbook; its record."""
+    incident_id = incident_id or _run_incident_id()
+    existing = _existing(store, incident_id)
+    if existing is not None and existing.type != incident_type:
+        raise IrpError(f"incident {incident_id} is a {existing.type.value} incident, not {incident_type.value}: "
+                       f"continue it with the {existing.type.value} flow")
+    loaded = (_started_playbook(store, existing) if existing else None) or \
+        load_playbook_for_run(playbook_path(get_settings().playbooks_dir, incident_type))
+    records = audit.AuditedRecord(store, actor=f"flow run {flow_run.id}" if flow_run.id else "irp engine")
+    if existing is None:
+        incident = _new_incident(incident_type, alert, loaded, severity, severity_hint, incident_id, clients, dry_run)
+        _archive_inputs(store, incident, alert, loaded)
+        records.save(incident)
+    else:
+        incident = existing
+        records.last = existing
+        if flow_run.id and str(flow_run.id) not in incident.flow_run_ids:
+            incident = incident.model_copy(update={"flow_run_ids": [*incident.flow_run_ids, str(flow_run.id)]})
+            records.save(incident)
+    get_run_logger().info("incident %s (%s): playbook %s v%s sha256 %s%s", incident.id, incident_type.value,
+                          loaded.playbook.name, loaded.playbook.version, loaded.ref.sha256,
+                          " (continued)" if existing else "")
+    return incident, loaded, records
 
 
 def _run_incident_id() -> str:
@@ -365,10 +377,11 @@ def _run_line(stages: StageTasks, incident: Incident, run: RunContext, records: 
         if status:
             incident = incident.model_copy(update={"status": status})
         kwargs = {"phase": phase} if phase else {}
-        result: StageResult = stage_task(quote(incident), quote(run), **kwargs)
-        incident = _apply(result, incident, run)
-        records.save(incident)
-        anchors.checkpoint_quietly(store, incident.id)  # its chain head, outside the store; never raises
+        with admission.admitted(admission.RANKS[stage]):  # in a burst, earlier stages go first
+            result: StageResult = stage_task(quote(incident), quote(run), **kwargs)
+            incident = _apply(result, incident, run)
+            records.save(incident)
+            anchors.checkpoint_quietly(store, incident.id)  # its chain head, outside the store; never raises
         return result.stopped_by
 
     def wait(stage: Stage) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 from irp import templating
 from irp.actions.registry import get_registry, preflight
 from irp.engine import targets
+from irp.engine.admission import RANKS, admitted
 from irp.engine.approval import request_approval
 from irp.engine.records import RunContext, StageResult, StepRecord, template_context
 from irp.engine.steps import error_text, failed, rendered_args, run_step, skipped
@@ -49,6 +50,11 @@ class _StageRun:
 
 def run_stage(stage: Stage, incident: Incident, run: RunContext, phase: str | None = None) -> StageResult:
     """Run the steps of `stage` (of `phase`, for notify) in order, applying each step's on_failure."""
+    with admitted(RANKS[stage]):  # already held when the run's own thread runs it; a notify beside contain asks
+        return _run_stage(stage, incident, run, phase)
+
+
+def _run_stage(stage: Stage, incident: Incident, run: RunContext, phase: str | None) -> StageResult:
     started = utcnow()
     run = run.model_copy(update={"steps": dict(run.steps)})
     current = _StageRun(stage, phase, incident, run, open_store(run.evidence_url))

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from irp.prefect_server import WriteGate, is_write
+from irp.prefect_server import WriteGate, is_write, priority
 
 
 class SlowApp:
@@ -70,3 +70,38 @@ def test_a_503_tells_the_client_to_retry_within_milliseconds() -> None:
     assert answer.status_code == 503 and float(answer.headers["retry-after"]) < 0.5 and gate.refused == 1
     [fine] = asyncio.run(_concurrently(gate, "GET", "/api/health", n=1))
     assert "retry-after" not in fine.headers
+
+
+@pytest.mark.parametrize(("path", "rank"), [
+    ("/api/deployments/1b4e/create_flow_run", 0),
+    ("/api/flow_runs/1b4e/set_state", 1),
+    ("/api/flow_runs/1b4e", 1),
+    ("/api/v2/concurrency_limits/increment-with-lease", 1),
+    ("/api/logs/", 2),
+    ("/api/flow_runs/1b4e/input", 2),
+])
+def test_the_place_of_a_write_in_the_line(path: str, rank: int) -> None:
+    assert priority(path) == rank
+
+
+def test_a_new_run_is_created_before_the_writes_already_waiting() -> None:
+    order: list[str] = []
+
+    class Recording(SlowApp):
+        async def __call__(self, scope, receive, send) -> None:
+            order.append(scope["path"])
+            await super().__call__(scope, receive, send)
+
+    gate = WriteGate(Recording(), serialize=True)
+
+    async def burst() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate), base_url="http://server") as client:
+            first = asyncio.create_task(client.post("/api/flow_runs/1b4e/input"))  # holds the line
+            await asyncio.sleep(0.01)
+            waiting = [asyncio.create_task(client.post(path)) for path in (
+                "/api/logs/", "/api/flow_runs/1b4e/set_state", "/api/deployments/1b4e/create_flow_run")]
+            await asyncio.gather(first, *waiting)
+
+    asyncio.run(burst())
+    assert order == ["/api/flow_runs/1b4e/input", "/api/deployments/1b4e/create_flow_run",
+                     "/api/flow_runs/1b4e/set_state", "/api/logs/"]
