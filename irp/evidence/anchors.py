@@ -120,6 +120,12 @@ class AnchorLog(ABC):
     def append(self, checkpoint: Checkpoint) -> None:
         """Store one more checkpoint; never replaces one."""
 
+    def last(self) -> tuple[str, bytes] | None:
+        """The last stored checkpoint, as (label, bytes): what a stage end chains onto. Its backends read only it,
+        not the whole log (which grows with every stage end of every incident)."""
+        stored = self.read()
+        return stored[-1] if stored else None
+
     def locked(self) -> Any:
         """Held while the last checkpoint is read and the next one appended."""
         return nullcontext()
@@ -149,6 +155,24 @@ class FileAnchorLog(AnchorLog):
         except OSError as exc:
             raise EvidenceError(f"cannot read the anchor file {self.path}: {exc.strerror or exc}") from None
         return [(f"{self.path.name} line {n}", line) for n, line in enumerate(lines, 1) if line.strip()]
+
+    def last(self) -> tuple[str, bytes] | None:
+        try:
+            with open(self.path, "rb") as handle:
+                end = handle.seek(0, os.SEEK_END)
+                tail, start = b"", end
+                while start > 0:  # back a block at a time until the last line is whole
+                    start = max(0, start - 65536)
+                    handle.seek(start)
+                    tail = handle.read(end - start)
+                    if tail.rstrip().count(b"\n") >= 1:
+                        break
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise EvidenceError(f"cannot read the anchor file {self.path}: {exc.strerror or exc}") from None
+        lines = [line for line in tail.splitlines() if line.strip()]
+        return (f"{self.path.name}, last line", lines[-1]) if lines else None
 
     def append(self, checkpoint: Checkpoint) -> None:
         line = rfc8785.dumps(checkpoint.model_dump(mode="json", exclude={"label"})) + b"\n"
@@ -221,6 +245,13 @@ class S3AnchorLog(AnchorLog):
         with self._errors("reading the checkpoints"):
             keys = [k for k in self.bucket.keys(self.prefix) if k.endswith(".json")]
             return [(k, self.bucket.get_bytes(k)) for k in sorted(keys)]
+
+    def last(self) -> tuple[str, bytes] | None:
+        if not self._checked:
+            self.check()
+        with self._errors("reading the last checkpoint"):
+            keys = sorted(k for k in self.bucket.keys(self.prefix) if k.endswith(".json"))
+            return (keys[-1], self.bucket.get_bytes(keys[-1])) if keys else None
 
     def append(self, checkpoint: Checkpoint) -> None:
         if not self._checked:
@@ -417,15 +448,16 @@ def write_checkpoint(store: EvidenceStore, *, incident_ids: list[str] | None = N
 
 def _last(anchor: AnchorLog) -> Checkpoint | None:
     """The last checkpoint, refused when it does not parse or match its hash (nothing is chained onto it)."""
-    stored = anchor.read()
-    if not stored:
+    stored = anchor.last()
+    if stored is None:
         return None
-    label, data = stored[-1]
+    label, data = stored
     try:
         last = Checkpoint.model_validate_json(data)
     except ValidationError:
         last = None
     if last is None or hashlib.sha256(last.body()).hexdigest() != last.hash:
+        label = anchor.read()[-1][0]  # its place in the log, for the person who looks (read whole only here)
         raise EvidenceError(f"the last checkpoint in {anchor.url} ({label}) is not valid or was altered; nothing is "
                             "anchored after it until a person looks (irp audit verify names it)")
     return last

@@ -373,3 +373,14 @@ class TestBundle:
         assert result.exit_code == 1
         message = str(result.exception)
         assert ("no bundle at" in message) if content is None else ("is not a readable tar" in message)
+
+
+def test_a_stage_end_reads_only_the_last_checkpoint(tmp_path: Path) -> None:
+    """The log grows with every stage end of every incident: the next checkpoint reads its tail, not all of it."""
+    log = FileAnchorLog(tmp_path / "anchors.jsonl")
+    assert log.last() is None
+    lines = [json.dumps({"n": n, "heads": "x" * (70_000 * (n % 2))}).encode() for n in range(5)]  # long and short
+    (tmp_path / "anchors.jsonl").write_bytes(b"\n".join(lines) + b"\n\n")
+    assert log.last()[1] == lines[-1] == log.read()[-1][1]
+    (tmp_path / "anchors.jsonl").write_bytes(b"\n".join(lines[:4]) + b"\n")  # a last line longer than a block
+    assert log.last()[1] == lines[3]
