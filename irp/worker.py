@@ -51,7 +51,7 @@ from prefect.client.schemas.filters import (
     WorkPoolFilter,
     WorkPoolFilterName,
 )
-from prefect.client.schemas.objects import FlowRun, StateType, WorkerStatus
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import Pause
 from prefect.flow_engine import load_flow_from_entrypoint, run_flow
@@ -65,7 +65,6 @@ log = logging.getLogger("irp.worker")
 
 HEARTBEAT_SECONDS = 15
 POOL_CHECK_SECONDS = 2  # how often to read whether the pool or a queue is paused or limited
-SHARE_GRACE_SECONDS = 2.0  # a due run another worker should claim is anyone's after this long
 LISTENING_POLL_SECONDS = 2.0  # the periodic look while the event stream wakes the worker
 DUE_STATES = ("Scheduled", "Late", "AwaitingRetry", "AwaitingConcurrencySlot", "Resuming")  # Scheduled-type
 
@@ -108,8 +107,6 @@ class InProcessWorker:
         self._last_prefect_poll = 0.0
         self._passed_over: set[UUID] = set()  # due runs Prefect's last poll held back (paused, limited)
         self._pool_checked = -POOL_CHECK_SECONDS
-        self._peers: list[str] = []
-        self._peers_read = -HEARTBEAT_SECONDS
         self._open = False  # pool and queues neither paused nor limited: every due run may start
         self._wake = threading.Event()
         self.listening = threading.Event()  # the event stream is connected
@@ -178,24 +175,6 @@ class InProcessWorker:
             self.pool, scheduled_before=datetime.now(UTC) + timedelta(seconds=1))
         return [response.flow_run for response in offered]
 
-    def _online_peers(self, client: Any) -> list[str]:
-        """The names of the pool's online workers, this one included (read at most once a heartbeat)."""
-        if time.monotonic() - self._peers_read >= HEARTBEAT_SECONDS:
-            workers = client.read_workers_for_work_pool(self.pool)
-            self._peers = sorted(w.name for w in workers if w.status == WorkerStatus.ONLINE)
-            self._peers_read = time.monotonic()
-        return self._peers
-
-    def mine(self, runs: list[FlowRun], peers: list[str]) -> list[FlowRun]:
-        """The due runs this worker claims: each run is one online worker's (by its id), so that in a burst a run
-        gets one claim, not one per worker (a refused claim is a write on the server too); a run still due
-        SHARE_GRACE_SECONDS after its time is anyone's (its worker may be gone)."""
-        if len(peers) < 2 or self.name not in peers:
-            return runs
-        index, late = peers.index(self.name), datetime.now(UTC) - timedelta(seconds=SHARE_GRACE_SECONDS)
-        return [run for run in runs if run.id.int % len(peers) == index
-                or (run.next_scheduled_start_time is not None and run.next_scheduled_start_time < late)]
-
     def poll_once(self, client: Any, entrypoints: dict[UUID, str]) -> int:
         """Hand every run due now to a thread that claims and runs it; returns how many were handed over."""
         with self._lock:
@@ -218,7 +197,7 @@ class InProcessWorker:
                 runs = self._prefect_poll(client)
                 self._passed_over = due - {run.id for run in runs}
         started = 0
-        for flow_run in self.mine(runs, self._online_peers(client))[:room]:
+        for flow_run in runs[:room]:
             if flow_run.id in self.active or flow_run.deployment_id is None:
                 continue
             if flow_run.deployment_id not in entrypoints:
