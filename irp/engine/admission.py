@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from irp.models import Stage
+from irp.settings import get_settings
 
 __all__ = ["RANKS", "admitted", "arrived", "stepped_out"]
 
@@ -64,8 +65,6 @@ _places = _Places()
 
 
 def _size() -> int:
-    from irp.settings import get_settings
-
     return get_settings().worker_active_stages
 
 

@@ -7,20 +7,18 @@ the records of steps that did not run (skipped, failed before running) are built
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from prefect.context import FlowRunContext
-from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.utilities.timeout import timeout
 from pydantic_core import to_jsonable_python
 
 from irp import templating
+from irp.actions.base import run_logger
 from irp.actions.registry import ActionContext, get_registry
 from irp.engine.records import RunContext, StepRecord, template_context
 from irp.errors import ActionError, InvalidArgumentsError, IrpError, NotConfiguredError, PermanentError
@@ -32,7 +30,6 @@ from irp.playbook.templates import reads_run_data
 __all__ = ["StepInputError", "error_text", "execute_step", "failed", "rendered_args", "retries_without_delay",
            "run_step", "skipped"]
 
-log = logging.getLogger("irp.engine.steps")
 _pause: Callable[[float], None] = time.sleep  # between attempts; instant on a simulated clock
 
 
@@ -57,13 +54,13 @@ def run_step(step: Step, stage: Stage, phase: str | None, incident: Incident, ru
                 record = execute_step(step, stage, phase, incident, run)
         except Exception as exc:  # noqa: BLE001 (a step's failure is its record)
             if attempt <= step.retries and _retryable(exc):
-                _logger().warning("%s.%s: attempt %d of %d failed, again in %g s: %s", stage.value, step.id, attempt,
+                run_logger().warning("%s.%s: attempt %d of %d failed, again in %g s: %s", stage.value, step.id, attempt,
                                   step.retries + 1, step.retry_delay_seconds, error_text(exc))
                 _pause(step.retry_delay_seconds)
                 continue
             record = failed(step, stage, phase, started, error_text(exc), run)
         record.attempts = attempt
-        _logger().info("%s.%s (%s): %s%s%s", stage.value, step.id, step.action, record.status.value,
+        run_logger().info("%s.%s (%s): %s%s%s", stage.value, step.id, step.action, record.status.value,
                        f" after {attempt} attempts" if attempt > 1 else "",
                        f": {record.error or record.reason}" if record.error or record.reason else "")
         return record
@@ -78,11 +75,6 @@ def retries_without_delay() -> Iterator[None]:
         yield
     finally:
         _pause = saved
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """The run's logger (shown in the Prefect UI with the stage's task run), or irp's outside a run."""
-    return get_run_logger() if FlowRunContext.get() is not None else log
 
 
 def execute_step(step: Step, stage: Stage, phase: str | None, incident: Incident, run: RunContext) -> StepRecord:

@@ -243,15 +243,18 @@ class S3AnchorLog(AnchorLog):
         if not self._checked:
             self.check()
         with self._errors("reading the checkpoints"):
-            keys = [k for k in self.bucket.keys(self.prefix) if k.endswith(".json")]
-            return [(k, self.bucket.get_bytes(k)) for k in sorted(keys)]
+            return [(k, self.bucket.get_bytes(k)) for k in self._keys()]
 
     def last(self) -> tuple[str, bytes] | None:
         if not self._checked:
             self.check()
         with self._errors("reading the last checkpoint"):
-            keys = sorted(k for k in self.bucket.keys(self.prefix) if k.endswith(".json"))
+            keys = self._keys()
             return (keys[-1], self.bucket.get_bytes(keys[-1])) if keys else None
+
+    def _keys(self) -> list[str]:
+        """The checkpoints' keys in order (their numbers are zero-padded)."""
+        return sorted(k for k in self.bucket.keys(self.prefix) if k.endswith(".json"))
 
     def append(self, checkpoint: Checkpoint) -> None:
         if not self._checked:
