@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 from flows.incidents import INCIDENT_FLOWS
 from irp.cli import app
 from irp.engine.script import Script
+from irp.errors import EvidenceError
 from irp.evidence import open_store
 from irp.models import Alert, IncidentStatus, IncidentType, Stage, new_incident_id
 from irp.reports.kpis import measure_incident
@@ -98,9 +99,10 @@ def waiting_at(incident_id: str, run_id, stage: Stage):
     store = open_store(get_settings().evidence_url)
 
     def check():
-        if incident_id not in store.incident_ids():
+        try:  # the folder exists from the first archived item, the record a moment later
+            incident = store.load_incident(incident_id)
+        except EvidenceError:
             return None
-        incident = store.load_incident(incident_id)
         if incident.waiting is None or incident.waiting.stage != stage:
             return None
         with get_client(sync_client=True) as client:

@@ -23,6 +23,7 @@ from notify_fixtures import running_smtp, tls_cert  # noqa: F401 (fixture)
 from ruamel.yaml import YAML
 from stack_process import irp_stack
 
+from irp.errors import EvidenceError
 from irp.evidence import open_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,13 +171,20 @@ def decide_through_the_resume_form(page, stack: UIStack, run_id: str, decision: 
                 lambda: stack.get(f"/flow_runs/{run_id}")["state_name"] != "Paused", shots / "3-resume-retry.png")
 
 
+def _record(store, incident_id: str):
+    """The incident's record, or None before it is written (its folder exists from the first archived item)."""
+    try:
+        return store.load_incident(incident_id)
+    except EvidenceError:
+        return None
+
+
 def suspended_at(stack: UIStack, incident_id: str, stage: str, timeout: float = 240):
     """The incident once its response run is suspended waiting at `stage` (no worker busy with it)."""
     store = open_store(f"file://{stack.root / 'evidence'}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if incident_id in store.incident_ids():
-            incident = store.load_incident(incident_id)
+        if (incident := _record(store, incident_id)) is not None:
             runs = [stack.get(f"/flow_runs/{i}") for i in incident.flow_run_ids[-1:]]
             if incident.waiting and incident.waiting.stage.value == stage and runs and \
                     runs[0]["state_name"] == "Suspended":
