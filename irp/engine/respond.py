@@ -119,10 +119,17 @@ def _label_run(incident: Incident, waiting: Stage | None = None) -> None:
 
 
 @contextmanager
-def _one_run_per_incident(incident_id: str) -> Iterator[None]:
-    """Hold the incident's concurrency limit (1 slot) so two runs of one incident never overlap."""
+def _one_run_per_incident(store: EvidenceStore, incident_id: str) -> Iterator[None]:
+    """Two runs of one incident never overlap: the evidence store's lock when it has one that every worker shares
+    (a local folder: no server round trip), else the incident's Prefect concurrency limit (1 slot)."""
     if not flow_run.id:
         yield
+        return
+    held = store.run_lock(incident_id, on_wait=lambda: get_run_logger().info(
+        "incident %s: another run responds to it; this one waits for it to end or to wait for people", incident_id))
+    if held is not None:
+        with held:
+            yield
         return
     name = f"incident-{incident_id.lower()}"
     with get_client(sync_client=True) as client:
@@ -178,7 +185,7 @@ def respond(
             run = RunContext(alert=alert, playbook=loaded.playbook, evidence_url=store.url, dry_run=dry_run,
                              steps=_recorded_steps(store, incident), approvals=_approvals(),
                              script=decisions, script_start=incident.aware_at)
-        with _one_run_per_incident(incident.id):
+        with _one_run_per_incident(store, incident.id):
             incident, stopped_by = _run_line(stages, incident, run, records, store, waiter)
         if stopped_by:
             records.save(incident)

@@ -17,8 +17,8 @@ import socket
 import tarfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -172,6 +172,12 @@ class EvidenceStore(ABC):
     def waiting(self, incident_id: str | None = None) -> int:
         """How many writes (of one incident, or all) wait in the local spool for the store."""
         return 0
+
+    def run_lock(self, incident_id: str, on_wait: Callable[[], None]) -> AbstractContextManager[None] | None:
+        """A lock on the incident that every worker reaching this store shares, held while a run responds to it
+        (`on_wait` is called when another run holds it); None when the store has none (the engine then takes
+        the incident's Prefect concurrency limit)."""
+        return None
 
     # ---- reading -----------------------------------------------------------------------------
 

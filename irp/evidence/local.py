@@ -7,7 +7,8 @@
     <root>/<incident>/events.jsonl      timeline entries appended from outside the run
 
 Each manifest line, event line and incident.json version has a custody entry with its digest
-(chained.py). Every write takes an flock on <incident>/.lock and is fsync'd. A plain filesystem
+(chained.py). Every write takes an flock on <incident>/.lock and is fsync'd; a run responding to the
+incident holds an flock on <incident>/.run.lock (released by the kernel if its process dies). A plain filesystem
 cannot enforce a retention period: it is recorded in the manifest for whoever moves the evidence to
 WORM storage, and extended there when the incident's severity rises.
 """
@@ -23,8 +24,8 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -82,6 +83,29 @@ class LocalEvidenceStore(EvidenceStore):
                 yield folder
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _run_locked(self, incident_id: str, on_wait: Callable[[], None]) -> Iterator[None]:
+        folder = self._dir(incident_id)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = open(folder / ".run.lock", "a")  # noqa: SIM115 (held across the yield)
+        except OSError as exc:
+            raise EvidenceError(f"cannot create the run lock of {incident_id} in {folder}: {exc.strerror}") from exc
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                on_wait()
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def run_lock(self, incident_id: str, on_wait: Callable[[], None]) -> AbstractContextManager[None]:
+        """An flock on <incident>/.run.lock: one per open file, so two runs of one process exclude each other too."""
+        return self._run_locked(incident_id, on_wait)
 
     def put(
         self,
@@ -343,7 +367,7 @@ class LocalEvidenceStore(EvidenceStore):
         return sha, size, []
 
 
-_LAYOUT = {"manifest.jsonl", "custody.jsonl", "incident.json", "events.jsonl", ".lock"}
+_LAYOUT = {"manifest.jsonl", "custody.jsonl", "incident.json", "events.jsonl", ".lock", ".run.lock"}
 
 
 def _severity_of(record: bytes) -> str | None:

@@ -7,7 +7,10 @@ import io
 import json
 import os
 import stat
+import subprocess
+import sys
 import tarfile
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -133,6 +136,59 @@ class TestCustody:
         store.put(INC, "a.txt", b"a")
         with pytest.raises(EvidenceError, match="no evidence 'b.txt'"), store.open(INC, "b.txt"):
             pass
+
+
+class TestRunLock:
+    def test_a_second_run_of_the_incident_waits_for_the_first_and_is_told(self, store: LocalEvidenceStore) -> None:
+        order, waited = [], threading.Event()
+        with store.run_lock(INC, on_wait=lambda: order.append("unexpected wait")):
+            second = threading.Thread(target=lambda: _hold(store, order, waited))
+            second.start()
+            assert waited.wait(10)  # told at once that another run holds it, and blocked
+            order.append("first ends")
+        second.join(10)
+        assert order == ["second waits", "first ends", "second runs"]
+
+    def test_another_process_waits_too_and_a_dead_holder_frees_it(self, store: LocalEvidenceStore) -> None:
+        script = ("import fcntl, sys, time; h = open(sys.argv[1], 'a'); fcntl.flock(h, fcntl.LOCK_EX); "
+                  "print('held', flush=True); time.sleep(60)")
+        store.put(INC, "a.txt", b"x")  # the incident's folder
+        holder = subprocess.Popen([sys.executable, "-c", script, str(store.root / INC / ".run.lock")],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            told = []
+            acquired = threading.Event()
+            waiter = threading.Thread(target=lambda: _enter(store, told, acquired))
+            waiter.start()
+            assert not acquired.wait(0.5) and told == ["waits"]
+            holder.kill()  # the kernel releases a dead process's lock
+            assert acquired.wait(10)
+            waiter.join(10)
+        finally:
+            holder.kill()
+            holder.wait(10)
+
+    def test_the_lock_file_is_not_a_stray_for_verify(self, store: LocalEvidenceStore) -> None:
+        store.put(INC, "a.txt", b"x")
+        with store.run_lock(INC, on_wait=lambda: None):
+            pass
+        assert (store.root / INC / ".run.lock").exists()
+        assert store._strays(INC) == []
+
+
+def _hold(store: LocalEvidenceStore, order: list[str], waited: threading.Event) -> None:
+    def told() -> None:
+        order.append("second waits")
+        waited.set()
+
+    with store.run_lock(INC, on_wait=told):
+        order.append("second runs")
+
+
+def _enter(store: LocalEvidenceStore, told: list[str], acquired: threading.Event) -> None:
+    with store.run_lock(INC, on_wait=lambda: told.append("waits")):
+        acquired.set()
 
 
 class TestExportTar:
