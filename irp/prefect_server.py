@@ -12,9 +12,10 @@ crashes. Under a burst of incidents most run creations met the lock. So, on SQLi
   would take the database's write lock one at a time anyway; in line here, they wait
   milliseconds instead of failing. Reads, websockets (the event stream) and the server's own
   services are not held;
-- the line has an order: a new run first (`create_flow_run`), then what moves a run (its state, its
-  record, a concurrency slot: what a starting run waits for), then the rest (logs, inputs). In a burst, a new
-  incident's run is not created behind the logs of the runs already going;
+- the line has an order: a new run first (`create_flow_run`), then what starts a run (its claim and
+  `Running`, the engine's update of its record, a concurrency slot), then its other state changes and
+  its name and tags, then the rest (logs, inputs). In a burst, a new incident's run is not created
+  behind the logs of the runs already going, nor started behind the suspensions of the others;
 - a 503 that still happens (a service's write met a request's) carries `Retry-After` of a few
   tens of milliseconds, which Prefect's client honours instead of its exponential back-off.
 
@@ -27,6 +28,7 @@ import argparse
 import asyncio
 import heapq
 import itertools
+import json
 import logging
 import re
 from typing import Any
@@ -38,7 +40,11 @@ log = logging.getLogger("irp.prefect_server")
 RETRY_AFTER_SECONDS = "0.05"
 _READ_ROUTES = re.compile(r"/(filter|count|paginate|history)/?$|^/api/ui/")
 _FIRST = re.compile(r"/create_flow_run/?$")
-_NEXT = re.compile(r"/set_state/?$|/concurrency_limits/|^/api/flow_runs/[^/]+/?$")
+_STATE = re.compile(r"/set_state/?$")
+_RUN_RECORD = re.compile(r"^/api/flow_runs/[^/]+/?$")
+_SLOTS = re.compile(r"/concurrency_limits/")
+_STARTING = {"PENDING", "RUNNING"}
+_LABELS = {"name", "tags"}
 
 
 def is_write(method: str, path: str) -> bool:
@@ -48,12 +54,32 @@ def is_write(method: str, path: str) -> bool:
     return not (method == "POST" and _READ_ROUTES.search(path))
 
 
-def priority(path: str) -> int:
-    """A write's place in the line: 0 creates a run, 1 moves a run (its state, its record, a concurrency slot),
-    2 the rest (logs, inputs, …)."""
+def priority(path: str, body: bytes = b"") -> int:
+    """A write's place in the line: 0 creates a run; 1 starts one (Pending, Running, the engine's update of its
+    record, a concurrency slot); 2 its other states, its name and tags; 3 the rest (logs, inputs, …)."""
     if _FIRST.search(path):
         return 0
-    return 1 if _NEXT.search(path) else 2
+    if _SLOTS.search(path):
+        return 1
+    if _STATE.search(path):
+        return 1 if _json(body).get("state", {}).get("type") in _STARTING else 2
+    if _RUN_RECORD.search(path):
+        fields = _json(body)
+        return 2 if fields and set(fields) <= _LABELS else 1
+    return 3
+
+
+def _ranked_by_body(path: str) -> bool:
+    """Whether the place of a write depends on its body (read before it enters the line)."""
+    return bool(_STATE.search(path) or _RUN_RECORD.search(path))
+
+
+def _json(body: bytes) -> dict:
+    try:
+        value = json.loads(body) if body else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class _Line:
@@ -109,13 +135,32 @@ class WriteGate:
             await send(message)
 
         if self.serialize and is_write(scope["method"], scope["path"]):
-            await self._line.enter(priority(scope["path"]))
+            body = b""
+            if _ranked_by_body(scope["path"]):
+                body, receive = await _read_body(receive)
+            await self._line.enter(priority(scope["path"], body))
             try:
                 await self.app(scope, receive, answer)
             finally:
                 self._line.leave()
         else:
             await self.app(scope, receive, answer)
+
+
+async def _read_body(receive: Any) -> tuple[bytes, Any]:
+    """The request's body, and a `receive` that hands the same messages to the application."""
+    messages, more = [], True
+    while more:
+        message = await receive()
+        messages.append(message)
+        more = message.get("type") == "http.request" and message.get("more_body", False)
+    body = b"".join(m.get("body", b"") for m in messages if m.get("type") == "http.request")
+    pending = iter(messages)
+
+    async def replay() -> dict:
+        return next(pending, None) or await receive()
+
+    return body, replay
 
 
 def main(argv: list[str] | None = None) -> None:

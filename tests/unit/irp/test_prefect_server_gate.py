@@ -72,16 +72,22 @@ def test_a_503_tells_the_client_to_retry_within_milliseconds() -> None:
     assert "retry-after" not in fine.headers
 
 
-@pytest.mark.parametrize(("path", "rank"), [
-    ("/api/deployments/1b4e/create_flow_run", 0),
-    ("/api/flow_runs/1b4e/set_state", 1),
-    ("/api/flow_runs/1b4e", 1),
-    ("/api/v2/concurrency_limits/increment-with-lease", 1),
-    ("/api/logs/", 2),
-    ("/api/flow_runs/1b4e/input", 2),
+@pytest.mark.parametrize(("path", "body", "rank"), [
+    ("/api/deployments/1b4e/create_flow_run", b"{}", 0),
+    ("/api/flow_runs/1b4e/set_state", b'{"state": {"type": "PENDING"}, "force": false}', 1),
+    ("/api/flow_runs/1b4e/set_state", b'{"state":{"type":"RUNNING","name":"Running"}}', 1),
+    ("/api/flow_runs/1b4e/set_state", b'{"state": {"type": "PAUSED", "name": "Suspended"}}', 2),
+    ("/api/flow_runs/1b4e/set_state", b'{"state": {"type": "COMPLETED"}}', 2),
+    ("/api/flow_runs/1b4e/set_state", b"not json", 2),
+    ("/api/flow_runs/1b4e", b'{"flow_version": "1", "empirical_policy": {}}', 1),
+    ("/api/flow_runs/1b4e", b'{"name": "INC-1 data_leak", "tags": ["incident:INC-1"]}', 2),
+    ("/api/flow_runs/1b4e", b"[]", 1),
+    ("/api/v2/concurrency_limits/increment-with-lease", b"{}", 1),
+    ("/api/logs/", b"[]", 3),
+    ("/api/flow_runs/1b4e/input", b"{}", 3),
 ])
-def test_the_place_of_a_write_in_the_line(path: str, rank: int) -> None:
-    assert priority(path) == rank
+def test_the_place_of_a_write_in_the_line(path: str, body: bytes, rank: int) -> None:
+    assert priority(path, body) == rank
 
 
 def test_a_new_run_is_created_before_the_writes_already_waiting() -> None:
@@ -105,3 +111,32 @@ def test_a_new_run_is_created_before_the_writes_already_waiting() -> None:
     asyncio.run(burst())
     assert order == ["/api/flow_runs/1b4e/input", "/api/deployments/1b4e/create_flow_run",
                      "/api/flow_runs/1b4e/set_state", "/api/logs/"]
+
+
+def test_a_starting_run_goes_before_the_others_suspending_and_every_body_reaches_the_app_whole() -> None:
+    seen: list[tuple[str, bytes]] = []
+
+    class Echo(SlowApp):
+        async def __call__(self, scope, receive, send) -> None:
+            body, more = b"", True
+            while more:
+                message = await receive()
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+            seen.append((scope["path"], body))
+            await super().__call__(scope, receive, send)
+
+    gate = WriteGate(Echo(), serialize=True)
+    suspend = b'{"state": {"type": "PAUSED", "name": "Suspended"}}'
+    start = b'{"state": {"type": "RUNNING"}, "padding": "' + b"x" * 200_000 + b'"}'
+
+    async def burst() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate), base_url="http://server") as client:
+            first = asyncio.create_task(client.post("/api/logs/", content=b"[]"))  # holds the line
+            await asyncio.sleep(0.01)
+            later = [asyncio.create_task(client.post(f"/api/flow_runs/{run}/set_state", content=body))
+                     for run, body in (("a", suspend), ("b", start))]
+            await asyncio.gather(first, *later)
+
+    asyncio.run(burst())
+    assert seen == [("/api/logs/", b"[]"), ("/api/flow_runs/b/set_state", start), ("/api/flow_runs/a/set_state", suspend)]
