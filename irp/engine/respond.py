@@ -394,29 +394,8 @@ def _run_line(stages: StageTasks, incident: Incident, run: RunContext, records: 
     def wait(stage: Stage) -> bool:
         """Until `stage`'s needs are met; False when the incident was closed as a false positive meanwhile."""
         nonlocal incident
-        n = 0
-        while True:
-            incident = _reload(store, incident)
-            if incident.status == IncidentStatus.false_positive:
-                return False
-            missing = _needs(incident, stage, waiter)
-            if not missing or waiter is None:
-                break
-            waiting = Waiting(stage=stage, needs=missing, flow_run_id=str(flow_run.id or ""), mode=waiter.mode,
-                              since=incident.waiting.since if incident.waiting and incident.waiting.stage == stage
-                              else waiter.now())
-            incident = incident.model_copy(update={"status": _WAIT_STATUS[stage], "waiting": waiting})
-            records.save(incident)
-            _label_run(incident, waiting=stage)
-            try:
-                waiter.wait(store, incident, stage, missing, n)
-            except WaitingForPeople:
-                raise _Waiting(incident) from None
-            n += 1
-        if incident.waiting is not None:
-            incident = incident.model_copy(update={"waiting": None})
-            records.save(incident)
-        return True
+        incident, going_on = _wait_for_people(stage, incident, records, store, waiter)
+        return going_on
 
     try:
         try:
@@ -457,6 +436,34 @@ def _run_line(stages: StageTasks, incident: Incident, run: RunContext, records: 
         return _close(incident, records, waiter), None
     except _Waiting as waiting:
         return waiting.incident, None
+
+
+def _wait_for_people(stage: Stage, incident: Incident, records: audit.AuditedRecord, store: EvidenceStore,
+                     waiter: Waiter | None) -> tuple[Incident, bool]:
+    """Wait until `stage`'s needs are met; the incident then, and False when it was closed as a false positive."""
+    n = 0
+    while True:
+        incident = _reload(store, incident)
+        if incident.status == IncidentStatus.false_positive:
+            return incident, False
+        missing = _needs(incident, stage, waiter)
+        if not missing or waiter is None:
+            break
+        waiting = Waiting(stage=stage, needs=missing, flow_run_id=str(flow_run.id or ""), mode=waiter.mode,
+                          since=incident.waiting.since if incident.waiting and incident.waiting.stage == stage
+                          else waiter.now())
+        incident = incident.model_copy(update={"status": _WAIT_STATUS[stage], "waiting": waiting})
+        records.save(incident)
+        _label_run(incident, waiting=stage)
+        try:
+            waiter.wait(store, incident, stage, missing, n)
+        except WaitingForPeople:
+            raise _Waiting(incident) from None
+        n += 1
+    if incident.waiting is not None:
+        incident = incident.model_copy(update={"waiting": None})
+        records.save(incident)
+    return incident, True
 
 
 class _Waiting(Exception):  # noqa: N818 (control flow: the run ends while the incident waits)

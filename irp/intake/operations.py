@@ -40,28 +40,7 @@ def operations_router(handlers) -> APIRouter:
         routing file on disk has problems (the routes loaded before stay in force). Without the bearer token
         only `status` is given: the journal, the backlog, the routing file and errors are for operators."""
         service = handlers.service
-        detailed = service.auth.check_token(request.headers)
-        try:
-            backlog = service.backlog.read()
-            last_error = service.journal.last_error()
-        except Exception as exc:
-            if not detailed:
-                return JSONResponse({"status": "degraded"}, 503)
-            return JSONResponse({"status": "degraded", "last_error": f"journal unreadable: {type(exc).__name__}"},
-                                503)
-        router, problems = service.router, service.routing_problems
-        late = backlog.too_old(service.settings.intake_backlog_max_age_seconds)
-        status = "degraded" if last_error or problems or late else "ok"
-        if not detailed:
-            return JSONResponse({"status": status})
-        routing = {"file": str(service.routing_file), "sha256": router.sha256, "routes": len(router.routing.routes),
-                   "loaded_at": datetime.fromtimestamp(service.routing_loaded_at, UTC).isoformat(),
-                   "problems": problems}
-        waiting = None if backlog.runs_waiting is None else {
-            "count": backlog.runs_waiting, "oldest_seconds": round(backlog.runs_waiting_age or 0.0, 1)}
-        return JSONResponse({"status": status, "journal": service.journal.location, "backlog": backlog.items,
-                             "backlog_age_seconds": {k: round(v, 1) for k, v in backlog.ages.items()},
-                             "runs_waiting": waiting, "late": late, "last_error": last_error, "routing": routing})
+        return _health(service, service.auth.check_token(request.headers))
 
     @router.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, 503: {"model": ErrorBody}})
@@ -113,3 +92,28 @@ def operations_router(handlers) -> APIRouter:
         return handlers.accepted(result, status=200)
 
     return router
+
+
+def _health(service, detailed: bool) -> Response:
+    """The /healthz answer: ok or degraded, with the journal, backlog, routing file and errors when `detailed`."""
+    try:
+        backlog = service.backlog.read()
+        last_error = service.journal.last_error()
+    except Exception as exc:
+        if not detailed:
+            return JSONResponse({"status": "degraded"}, 503)
+        return JSONResponse({"status": "degraded", "last_error": f"journal unreadable: {type(exc).__name__}"},
+                            503)
+    router, problems = service.router, service.routing_problems
+    late = backlog.too_old(service.settings.intake_backlog_max_age_seconds)
+    status = "degraded" if last_error or problems or late else "ok"
+    if not detailed:
+        return JSONResponse({"status": status})
+    routing = {"file": str(service.routing_file), "sha256": router.sha256, "routes": len(router.routing.routes),
+               "loaded_at": datetime.fromtimestamp(service.routing_loaded_at, UTC).isoformat(),
+               "problems": problems}
+    waiting = None if backlog.runs_waiting is None else {
+        "count": backlog.runs_waiting, "oldest_seconds": round(backlog.runs_waiting_age or 0.0, 1)}
+    return JSONResponse({"status": status, "journal": service.journal.location, "backlog": backlog.items,
+                         "backlog_age_seconds": {k: round(v, 1) for k, v in backlog.ages.items()},
+                         "runs_waiting": waiting, "late": late, "last_error": last_error, "routing": routing})

@@ -20,7 +20,7 @@ from irp.evidence import CollectedBy, EvidenceStore
 from irp.models import Delivery, Incident, NotificationRecord, Obligation, utcnow
 from irp.notifications.channels import Message, deliver
 from irp.notifications.facts import letter_facts
-from irp.notifications.letters import CONTACTS, render
+from irp.notifications.letters import CONTACTS, Rendered, render
 from irp.notifications.obligations import deadlines, late_reasons
 from irp.settings import Settings
 
@@ -115,11 +115,7 @@ def dispatch(
     The evidence items written (message, delivery record) are appended to `archived` when given.
     """
     now = now or utcnow()
-    due = None
-    if obligation is not None:
-        due = next((d.due_at for d in deadlines(incident, now) if d.obligation.id == obligation.id), obligation.due_at)
-        late_reason = late_reason.strip() or "; ".join(late_reasons(incident, obligation.id))
-    late = due is not None and now > due
+    due, late, late_reason = _lateness(incident, obligation, late_reason, now)
     variables = {
         **context,
         "recipient": recipient,
@@ -135,20 +131,61 @@ def dispatch(
     rendered = render(settings.playbooks_dir / "templates", template, language, variables)
     record_id = f"N-{now:%Y%m%d%H%M%S}-{_secrets.token_hex(3).upper()}"
     addresses, setting = recipients_for(settings, audience, recipient)
-    hold, held_because = client_hold(incident, settings, audience, recipient, obligation)
-    if not hold and not reviewed_by and settings.notify_review.get(audience):
-        show = f"{incident.id} {obligation.id}" if obligation else incident.id
-        hold, held_because = "review", (
-            f"held for review by {', '.join(settings.notify_review[audience])} (IRP_NOTIFY_REVIEW): read it with "
-            f"irp notifications review {show}; send it with irp notifications approve {show} --by NAME")
-    reason = ""
+    hold, held_because = _hold(incident, settings, audience, recipient, obligation, reviewed_by)
     if late and not late_reason:
         deliveries: list[Delivery] = []
         status = "failed"
         reason = (f"late by {_hours(now - due)}: not sent without the reasons for the delay (GDPR Art. 33(1)); "
                   f"record them with: irp incidents deadlines {incident.id} --obligation {obligation.id} "
                   f"--late-reason TEXT, then: irp incidents notify {incident.id} {obligation.id}")
-    elif dry_run:
+    else:
+        deliveries, status, reason = _outcome(incident, settings, rendered, record_id, audience, recipient,
+                                              addresses, setting, hold, held_because, dry_run)
+    folder = f"notifications/{_safe(phase)}"
+    stem = f"{template}.{language}"  # a second message under the same name gets a numbered name (store)
+    item = store.put(incident.id, f"{folder}/{stem}.md", f"Subject: {rendered.subject}\n\n{rendered.text}".encode(),
+                     content_type="text/markdown; charset=utf-8", collected_by=collected_by, source_system="irp")
+    record = NotificationRecord(
+        id=record_id, at=now, phase=phase, audience=audience, recipient=recipient, template=template,
+        language=language, subject=rendered.subject, obligation=obligation.id if obligation else None,
+        status=status, reason=reason, hold=hold, late_reason=late_reason if late else "", deliveries=deliveries,
+        evidence=item.name, reviewed_by=reviewed_by, edits=dict(edits or {}),
+    )
+    delivery = store.put_json(incident.id, f"{folder}/{stem}.delivery.json", record.model_dump(mode="json"),
+                              collected_by=collected_by, source_system="irp")
+    if archived is not None:
+        archived.extend([item, delivery])
+    return record
+
+
+def _lateness(incident: Incident, obligation: Obligation | None, late_reason: str,
+              now: datetime) -> tuple[datetime | None, bool, str]:
+    """The obligation's deadline, whether `now` is past it, and the reasons for the delay (given, else recorded)."""
+    due = None
+    if obligation is not None:
+        due = next((d.due_at for d in deadlines(incident, now) if d.obligation.id == obligation.id), obligation.due_at)
+        late_reason = late_reason.strip() or "; ".join(late_reasons(incident, obligation.id))
+    return due, due is not None and now > due, late_reason
+
+
+def _hold(incident: Incident, settings: Settings, audience: str, recipient: str, obligation: Obligation | None,
+          reviewed_by: str) -> tuple[str, str]:
+    """Why the message is held: `client_hold`'s reasons, else review (IRP_NOTIFY_REVIEW) until reviewed; or ("", "")."""
+    hold, held_because = client_hold(incident, settings, audience, recipient, obligation)
+    if not hold and not reviewed_by and settings.notify_review.get(audience):
+        show = f"{incident.id} {obligation.id}" if obligation else incident.id
+        hold, held_because = "review", (
+            f"held for review by {', '.join(settings.notify_review[audience])} (IRP_NOTIFY_REVIEW): read it with "
+            f"irp notifications review {show}; send it with irp notifications approve {show} --by NAME")
+    return hold, held_because
+
+
+def _outcome(incident: Incident, settings: Settings, rendered: Rendered, record_id: str, audience: str, recipient: str,
+             addresses: list[str], setting: str, hold: str, held_because: str,
+             dry_run: bool) -> tuple[list[Delivery], str, str]:
+    """The deliveries, status and reason of a message not refused as late: dry run, held, unaddressed or sent."""
+    reason = ""
+    if dry_run:
         deliveries, status = [], "dry_run"
         reason = "dry run: rendered, not sent" + (f"; {held_because}" if hold else "")
     elif hold:
@@ -165,21 +202,7 @@ def dispatch(
         if status != "sent":
             reason = "; ".join(f"{d.recipient}: {d.status} {d.detail}".strip() for d in deliveries
                                if d.status != "sent")
-    folder = f"notifications/{_safe(phase)}"
-    stem = f"{template}.{language}"  # a second message under the same name gets a numbered name (store)
-    item = store.put(incident.id, f"{folder}/{stem}.md", f"Subject: {rendered.subject}\n\n{rendered.text}".encode(),
-                     content_type="text/markdown; charset=utf-8", collected_by=collected_by, source_system="irp")
-    record = NotificationRecord(
-        id=record_id, at=now, phase=phase, audience=audience, recipient=recipient, template=template,
-        language=language, subject=rendered.subject, obligation=obligation.id if obligation else None,
-        status=status, reason=reason, hold=hold, late_reason=late_reason if late else "", deliveries=deliveries,
-        evidence=item.name, reviewed_by=reviewed_by, edits=dict(edits or {}),
-    )
-    delivery = store.put_json(incident.id, f"{folder}/{stem}.delivery.json", record.model_dump(mode="json"),
-                              collected_by=collected_by, source_system="irp")
-    if archived is not None:
-        archived.extend([item, delivery])
-    return record
+    return deliveries, status, reason
 
 
 def _hours(delta: Any) -> str:
