@@ -70,42 +70,23 @@ class LocalEvidenceStore(EvidenceStore):
     def _dir(self, incident_id: str) -> Path:
         return self.root / check_id(incident_id)
 
-    @contextmanager
-    def _locked(self, incident_id: str) -> Iterator[Path]:
+    def _made(self, incident_id: str) -> Path:
         folder = self._dir(incident_id)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise EvidenceError(f"cannot create evidence folder {folder}: {exc.strerror}") from exc
-        with self._lock, open(folder / ".lock", "a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
-                yield folder
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        return folder
 
     @contextmanager
-    def _run_locked(self, incident_id: str, on_wait: Callable[[], None]) -> Iterator[None]:
-        folder = self._dir(incident_id)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            handle = open(folder / ".run.lock", "a")  # noqa: SIM115 (held across the yield)
-        except OSError as exc:
-            raise EvidenceError(f"cannot create the run lock of {incident_id} in {folder}: {exc.strerror}") from exc
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                on_wait()
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self, incident_id: str) -> Iterator[Path]:
+        folder = self._made(incident_id)
+        with self._lock, _flocked(folder / ".lock"):
+            yield folder
 
     def run_lock(self, incident_id: str, on_wait: Callable[[], None]) -> AbstractContextManager[None]:
         """An flock on <incident>/.run.lock: one per open file, so two runs of one process exclude each other too."""
-        return self._run_locked(incident_id, on_wait)
+        return _flocked(self._made(incident_id) / ".run.lock", on_wait)
 
     def put(
         self,
@@ -368,6 +349,25 @@ class LocalEvidenceStore(EvidenceStore):
 
 
 _LAYOUT = {"manifest.jsonl", "custody.jsonl", "incident.json", "events.jsonl", ".lock", ".run.lock"}
+
+
+@contextmanager
+def _flocked(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """An exclusive flock on `path` while inside; `on_wait` is called first when another holder has it."""
+    try:
+        handle = open(path, "a")  # noqa: SIM115 (held across the yield)
+    except OSError as exc:
+        raise EvidenceError(f"cannot open the lock file {path}: {exc.strerror}") from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if on_wait else 0))
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _severity_of(record: bytes) -> str | None:
