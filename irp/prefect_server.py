@@ -62,7 +62,8 @@ def priority(path: str, body: bytes = b"") -> int:
     if _SLOTS.search(path):
         return 1
     if _STATE.search(path):
-        return 1 if _json(body).get("state", {}).get("type") in _STARTING else 2
+        state = _json(body).get("state")
+        return 1 if isinstance(state, dict) and str(state.get("type")) in _STARTING else 2
     if _RUN_RECORD.search(path):
         fields = _json(body)
         return 2 if fields and set(fields) <= _LABELS else 1

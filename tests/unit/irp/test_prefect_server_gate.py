@@ -79,6 +79,8 @@ def test_a_503_tells_the_client_to_retry_within_milliseconds() -> None:
     ("/api/flow_runs/1b4e/set_state", b'{"state": {"type": "PAUSED", "name": "Suspended"}}', 2),
     ("/api/flow_runs/1b4e/set_state", b'{"state": {"type": "COMPLETED"}}', 2),
     ("/api/flow_runs/1b4e/set_state", b"not json", 2),
+    ("/api/flow_runs/1b4e/set_state", b'{"state": null}', 2),  # a malformed body is the app's to refuse (422)
+    ("/api/flow_runs/1b4e/set_state", b'{"state": {"type": ["RUNNING"]}}', 2),
     ("/api/flow_runs/1b4e", b'{"flow_version": "1", "empirical_policy": {}}', 1),
     ("/api/flow_runs/1b4e", b'{"name": "INC-1 data_leak", "tags": ["incident:INC-1"]}', 2),
     ("/api/flow_runs/1b4e", b"[]", 1),
