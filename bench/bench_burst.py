@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -143,6 +144,23 @@ def count_in_logs(log_dir: Path, text: str) -> int:
     return total
 
 
+def write_line(log_dir: Path) -> str | None:
+    """What the server's write line (SQLite) served, from its last report (irp/prefect_server.py): the writes
+    that create a run (rank 0) or start it (rank 1: claim, the engine's update, Running), and the others."""
+    try:
+        reports = re.findall(r"by rank \(writes, seconds\): (.*)", (log_dir / "prefect-server.log").read_text(errors="replace"))
+    except OSError:
+        return None
+    if not reports:
+        return None
+    ranks = [(int(n), float(s)) for n, s in re.findall(r"\d: (\d+) ([\d.]+)", reports[-1])]
+    starting = [sum(n for n, _ in ranks[:2]), sum(s for _, s in ranks[:2])]
+    other = [sum(n for n, _ in ranks[2:]), sum(s for _, s in ranks[2:])]
+    runs = ranks[0][0]  # runs created (incidents' and reviews')
+    return (f"write line: the {starting[0]} writes that create or start the {runs} runs held it {starting[1]:.1f} s "
+            f"({1000 * starting[1] / max(runs, 1):.0f} ms per run), the {other[0]} others {other[1]:.1f} s")
+
+
 def machine_speed() -> float:
     """CPU seconds a fixed pure-Python loop takes here now: this shared machine's speed drifts by half within
     an hour, so CPU figures of two runs compare only beside this one."""
@@ -261,6 +279,8 @@ def burst(label: str, count: int, work: Path, env: dict[str, str], wait: float, 
     print(f"    server lock errors ('database is locked', each answered 503 and retried by its client): "
           f"{lock_errors}, of which run creations the intake asked again at once: {busy:.0f}", flush=True)
     print(f"    {load.describe()}", flush=True)
+    if line := write_line(stack.log_dir):
+        print(f"    {line}", flush=True)
     if cpu:
         print(f"    {describe_cpu(*cpu, len(runs))}; a fixed loop took {speed:.2f} s before, "
               f"{machine_speed():.2f} s after", flush=True)

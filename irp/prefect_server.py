@@ -17,7 +17,10 @@ crashes. Under a burst of incidents most run creations met the lock. So, on SQLi
   its name and tags, then the rest (logs, inputs). In a burst, a new incident's run is not created
   behind the logs of the runs already going, nor started behind the suspensions of the others;
 - a 503 that still happens (a service's write met a request's) carries `Retry-After` of a few
-  tens of milliseconds, which Prefect's client honours instead of its exponential back-off.
+  tens of milliseconds, which Prefect's client honours instead of its exponential back-off;
+- every `REPORT_SECONDS` while writes come, the log says how busy the line was and, since the start,
+  how many writes of each rank it served and for how long (bench/bench_burst.py reads it): when the
+  line is busy all the time, it is what paces the runs, and on SQLite it cannot go faster.
 
 On PostgreSQL the app is served unchanged. `python -m irp.prefect_server --host H --port P`.
 """
@@ -31,6 +34,8 @@ import itertools
 import json
 import logging
 import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["WriteGate", "is_write", "main", "priority"]
@@ -38,6 +43,8 @@ __all__ = ["WriteGate", "is_write", "main", "priority"]
 log = logging.getLogger("irp.prefect_server")
 
 RETRY_AFTER_SECONDS = "0.05"
+REPORT_SECONDS = 10.0
+RANKS = 4
 _READ_ROUTES = re.compile(r"/(filter|count|paginate|history)/?$|^/api/ui/")
 _FIRST = re.compile(r"/create_flow_run/?$")
 _STATE = re.compile(r"/set_state/?$")
@@ -113,15 +120,44 @@ class _Line:
         self._held = False
 
 
+class _Occupancy:
+    """How long the line was held, by rank since the start and in all since the last report."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.writes, self.seconds = [0] * RANKS, [0.0] * RANKS
+        self._since, self._busy = clock(), 0.0
+
+    def add(self, rank: int, seconds: float) -> str | None:
+        """Count one write; the report when one is due."""
+        self.writes[rank] += 1
+        self.seconds[rank] += seconds
+        self._busy += seconds
+        return self.report() if self.clock() - self._since >= REPORT_SECONDS else None
+
+    def report(self) -> str:
+        """The line's use since the last report and, by rank, since the start; starts a new period."""
+        now = self.clock()
+        report = (f"write line: busy {self._busy:.1f} s of the last {now - self._since:.1f} s; since the start, "
+                  "by rank (writes, seconds): " + "; ".join(
+                      f"{rank}: {self.writes[rank]} {self.seconds[rank]:.2f}" for rank in range(RANKS)))
+        self._since, self._busy = now, 0.0
+        return report
+
+
 class WriteGate:
     """ASGI middleware: write requests one at a time (when `serialize`), and Retry-After on every 503."""
 
-    def __init__(self, app: Any, serialize: bool) -> None:
+    def __init__(self, app: Any, serialize: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self.app, self.serialize = app, serialize
         self._line = _Line()
         self.refused = 0  # 503 answers, for the log
+        self.occupancy = _Occupancy(clock)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan" and self.serialize:
+            await self.app(scope, receive, self._reporting_at_shutdown(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -139,13 +175,27 @@ class WriteGate:
             body = b""
             if _ranked_by_body(scope["path"]):
                 body, receive = await _read_body(receive)
-            await self._line.enter(priority(scope["path"], body))
+            rank = priority(scope["path"], body)
+            await self._line.enter(rank)
+            entered = self.occupancy.clock()
             try:
                 await self.app(scope, receive, answer)
             finally:
                 self._line.leave()
+                report = self.occupancy.add(rank, self.occupancy.clock() - entered)
+                if report:
+                    log.info(report)
         else:
             await self.app(scope, receive, answer)
+
+
+    def _reporting_at_shutdown(self, send: Any) -> Any:
+        async def reporting(message: dict) -> None:
+            if message.get("type") == "lifespan.shutdown.complete":
+                log.info(self.occupancy.report())
+            await send(message)
+
+        return reporting
 
 
 async def _read_body(receive: Any) -> tuple[bytes, Any]:
@@ -183,7 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     sqlite = (PREFECT_API_DATABASE_CONNECTION_URL.value() or "sqlite").startswith("sqlite")
     log.info("Prefect server on %s: write requests %s", "SQLite" if sqlite else "PostgreSQL",
              "one at a time" if sqlite else "unchanged")
-    uvicorn.run(WriteGate(create_app(final=True), serialize=sqlite), host=options.host, port=options.port,
+    app = create_app(final=True)
+    log.setLevel(logging.INFO)  # Prefect's logging setup puts the root logger at WARNING
+    uvicorn.run(WriteGate(app, serialize=sqlite), host=options.host, port=options.port,
                 timeout_keep_alive=PREFECT_SERVER_API_KEEPALIVE_TIMEOUT.value(),
                 ws_ping_interval=PREFECT_SERVER_API_WEBSOCKET_PING_INTERVAL.value(),
                 ws_ping_timeout=PREFECT_SERVER_API_WEBSOCKET_PING_TIMEOUT.value(),

@@ -142,3 +142,46 @@ def test_a_starting_run_goes_before_the_others_suspending_and_every_body_reaches
 
     asyncio.run(burst())
     assert seen == [("/api/logs/", b"[]"), ("/api/flow_runs/b/set_state", start), ("/api/flow_runs/a/set_state", suspend)]
+
+
+def test_the_log_says_how_busy_the_line_was_and_what_it_served(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    gate = WriteGate(SlowApp(), serialize=True, clock=lambda: now[0])
+
+    async def write(path: str, body: bytes, seconds: float) -> None:
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                now[0] += seconds  # the app held the line this long
+
+        await gate({"type": "http", "method": "POST", "path": path, "headers": []}, receive, send)
+
+    with caplog.at_level("INFO", logger="irp.prefect_server"):
+        asyncio.run(write("/api/deployments/1b4e/create_flow_run", b"{}", 0.05))
+        asyncio.run(write("/api/flow_runs/1b4e/set_state", b'{"state": {"type": "RUNNING"}}', 0.04))
+        assert "write line" not in caplog.text  # no report before REPORT_SECONDS
+        now[0] += 10
+        asyncio.run(write("/api/logs/", b"[]", 0.01))
+    [report] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("write line")]
+    assert report == ("write line: busy 0.1 s of the last 10.1 s; since the start, by rank (writes, seconds): "
+                      "0: 1 0.05; 1: 1 0.04; 2: 0 0.00; 3: 1 0.01")
+
+
+def test_the_last_report_is_logged_when_the_server_stops(caplog: pytest.LogCaptureFixture) -> None:
+    class Lifespan:
+        async def __call__(self, scope, receive, send) -> None:
+            await send({"type": "lifespan.shutdown.complete"})
+
+    sent = []
+
+    async def send(message: dict) -> None:
+        sent.append(message["type"])
+
+    gate = WriteGate(Lifespan(), serialize=True)
+    gate.occupancy.add(1, 0.5)
+    with caplog.at_level("INFO", logger="irp.prefect_server"):
+        asyncio.run(gate({"type": "lifespan"}, None, send))
+    assert sent == ["lifespan.shutdown.complete"]
+    assert "by rank (writes, seconds): 0: 0 0.00; 1: 1 0.50" in caplog.text
