@@ -7,6 +7,7 @@ import asyncio
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from uuid import uuid4
@@ -15,7 +16,7 @@ import prefect.results as results
 import pytest
 
 from irp.prefect_clients import _Remembered, remember_result_storage
-from irp.worker import InProcessWorker, LocalClaims
+from irp.worker import DUE_BATCH, InProcessWorker, LocalClaims
 
 
 class TestLocalClaims:
@@ -48,6 +49,14 @@ class TestLocalClaims:
         finally:
             holder.kill()
             holder.wait(10)
+
+    def test_held_lists_the_runs_being_claimed_and_clears_what_a_dead_worker_left(self, tmp_path: Path) -> None:
+        claims, claiming, left = LocalClaims(tmp_path), uuid4(), uuid4()
+        (tmp_path / str(left)).touch()  # its worker died between the file and the server's answer
+        (tmp_path / "notes.txt").touch()
+        with claims.first(claiming):
+            assert claims.held() == [claiming]
+        assert not (tmp_path / str(left)).exists() and claims.held() == []
 
     def test_an_unusable_folder_leaves_the_claim_to_the_server(self, tmp_path: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
@@ -98,6 +107,51 @@ class TestClaim:
         worker.active.add(run.id)
         worker._claim(client, run, "flows/x.py:f")
         assert len(client.claims) == 1 and worker.executed == [] and run.id not in worker.active
+
+
+class _Due:
+    """A server with `due` scheduled runs: answers the worker's read as Prefect would (filter, limit)."""
+
+    def __init__(self, due: int) -> None:
+        self.runs = [SimpleNamespace(id=uuid4(), deployment_id="d") for _ in range(due)]
+        self.reads = []
+
+    def read_flow_runs(self, flow_run_filter, limit, **_):  # noqa: ANN001, ANN201
+        excluded = set(flow_run_filter.id.not_any_ or []) if flow_run_filter.id else set()
+        self.reads.append((len(excluded), limit))
+        return [run for run in self.runs if run.id not in excluded][:limit]
+
+    def read_work_pool(self, name):  # noqa: ANN001, ANN201
+        return SimpleNamespace(is_paused=False, concurrency_limit=None)
+
+    def read_work_queues(self, work_pool_name):  # noqa: ANN001, ANN201
+        return []
+
+
+class TestDueRead:
+    @pytest.fixture
+    def worker(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> InProcessWorker:
+        worker = InProcessWorker(pool="p", max_runs=20, name="w")
+        worker.claims = LocalClaims(tmp_path)
+        worker._last_prefect_poll = time.monotonic()  # not Prefect's poll this time
+        monkeypatch.setattr(worker.executor, "submit", lambda *args: None)  # claims are tested above
+        return worker
+
+    def test_a_batch_at_a_time_without_the_runs_this_host_is_claiming(self, worker: InProcessWorker,
+                                                                       tmp_path: Path) -> None:
+        server, entrypoints = _Due(2 * DUE_BATCH + 4), {"d": "flows/x.py:f"}
+        with LocalClaims(tmp_path).first(server.runs[0].id):  # another worker of the host is claiming it
+            assert worker.poll_once(server, entrypoints) == DUE_BATCH
+            assert server.reads == [(1, DUE_BATCH)] and server.runs[0].id not in worker.active
+            assert worker._wake.is_set()  # a full batch: look again at once
+            worker._wake.clear()
+            assert worker.poll_once(server, entrypoints) == DUE_BATCH
+            assert server.reads[-1] == (1 + DUE_BATCH, DUE_BATCH)  # its own runs left out of the read too
+            worker._wake.clear()
+            assert worker.poll_once(server, entrypoints) == 3  # the rest: not a full batch
+            assert not worker._wake.is_set()
+            assert worker.poll_once(server, entrypoints) == 0
+        assert len(worker.active) == 2 * DUE_BATCH + 3
 
 
 class TestResultStorage:
