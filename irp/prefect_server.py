@@ -188,7 +188,6 @@ class WriteGate:
         else:
             await self.app(scope, receive, answer)
 
-
     def _reporting_at_shutdown(self, send: Any) -> Any:
         async def reporting(message: dict) -> None:
             if message.get("type") == "lifespan.shutdown.complete":

@@ -134,12 +134,11 @@ class LocalClaims:
             except (ValueError, OSError):
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held.append(run_id)
-            else:  # nobody holds it: its worker died before the server answered
-                with contextlib.suppress(OSError):
-                    path.unlink()
+                if not _try_lock(fd):
+                    held.append(run_id)
+                else:  # nobody holds it: its worker died before the server answered
+                    with contextlib.suppress(OSError):
+                        path.unlink()
             finally:
                 os.close(fd)
         return held
@@ -157,9 +156,7 @@ class LocalClaims:
             yield True
             return
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _try_lock(fd):
                 yield False
                 return
             try:
@@ -169,6 +166,15 @@ class LocalClaims:
                     os.unlink(path)
         finally:
             os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive flock on `fd` without waiting; False when another open file holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 class InProcessWorker:
@@ -232,8 +238,9 @@ class InProcessWorker:
     def _due(self, client: Any, room: int) -> list[FlowRun]:
         """The pool's scheduled runs due within a second that this worker does not hold, earliest first: one read,
         no write on the server."""
+        held = set(self.claims.held())  # the folder is read outside the worker's lock
         with self._lock:
-            held = {*self.active, *self.claims.held()}
+            held |= self.active
         return client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 id=FlowRunFilterId(not_any_=list(held)) if held else None,
